@@ -1,0 +1,251 @@
+package bus
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Durability says when the embedded server fsyncs JetStream writes.
+type Durability string
+
+const (
+	// DurabilitySync fsyncs every write before it is acknowledged: an
+	// acknowledged API write survives power loss. The default.
+	DurabilitySync Durability = "sync"
+	// DurabilityInterval fsyncs every SyncInterval (NATS' own default, 2 min):
+	// an acknowledged write survives kill -9 of the process (the OS has it)
+	// but not power loss of the machine.
+	DurabilityInterval Durability = "interval"
+)
+
+// ParseDurability reads "sync", "interval" or "interval:DURATION".
+func ParseDurability(s string) (Durability, time.Duration, error) {
+	switch {
+	case s == "" || s == string(DurabilitySync):
+		return DurabilitySync, 0, nil
+	case s == string(DurabilityInterval):
+		return DurabilityInterval, 2 * time.Minute, nil
+	case strings.HasPrefix(s, "interval:"):
+		d, err := time.ParseDuration(strings.TrimPrefix(s, "interval:"))
+		if err != nil || d <= 0 {
+			return "", 0, fmt.Errorf("durability %q: want sync, interval or interval:DURATION", s)
+		}
+		return DurabilityInterval, d, nil
+	}
+	return "", 0, fmt.Errorf("durability %q: want sync, interval or interval:DURATION", s)
+}
+
+// Roles are the NATS users of an embedded server. Koji identities (users and
+// hosts) ride on top of them in API headers; the roles decide what a
+// connection may touch at all.
+const (
+	RoleHub    = "hub"
+	RoleClient = "client"
+	RoleHost   = "host"
+	RoleBridge = "bridge"
+)
+
+// RoleSecrets are the NATS passwords of the roles, generated on first start
+// and kept in <data>/nats-roles.json (mode 0600).
+type RoleSecrets map[string]string
+
+// EmbeddedConfig configures the NATS server hubd embeds when it is given no NATS URL.
+type EmbeddedConfig struct {
+	DataDir      string
+	Host         string // default 127.0.0.1
+	Port         int    // default 4222; -1 picks a free port
+	Durability   Durability
+	SyncInterval time.Duration
+	// NoAuth disables the role users; only for benchmarks of raw NATS.
+	NoAuth bool
+}
+
+// Embedded is a running embedded NATS server.
+type Embedded struct {
+	Server  *server.Server
+	Secrets RoleSecrets
+}
+
+// URL is the client URL of the server.
+func (e *Embedded) URL() string { return e.Server.ClientURL() }
+
+// Stop shuts the server down and waits for it.
+func (e *Embedded) Stop() {
+	e.Server.Shutdown()
+	e.Server.WaitForShutdown()
+}
+
+// StartEmbedded starts a NATS server with JetStream storing under cfg.DataDir/jetstream.
+func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("embedded NATS: no data directory")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	opts := &server.Options{
+		ServerName: "kojibus",
+		Host:       cfg.Host,
+		Port:       cfg.Port,
+		JetStream:  true,
+		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
+		NoSigs:     true,
+		NoLog:      true,
+		MaxPayload: 8 << 20,
+	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	if opts.Port == 0 {
+		opts.Port = 4222
+	}
+	switch cfg.Durability {
+	case DurabilitySync, "":
+		opts.SyncAlways = true
+	case DurabilityInterval:
+		opts.SyncInterval = cfg.SyncInterval
+		if opts.SyncInterval == 0 {
+			opts.SyncInterval = 2 * time.Minute
+		}
+	default:
+		return nil, fmt.Errorf("embedded NATS: unknown durability %q", cfg.Durability)
+	}
+	var secrets RoleSecrets
+	if !cfg.NoAuth {
+		var err error
+		secrets, err = loadOrCreateSecrets(filepath.Join(cfg.DataDir, "nats-roles.json"))
+		if err != nil {
+			return nil, err
+		}
+		opts.Users = RoleUsers(secrets)
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, errors.New("embedded NATS: not ready after 10s")
+	}
+	return &Embedded{Server: srv, Secrets: secrets}, nil
+}
+
+// RoleUsers returns the NATS users and permissions of the four roles. An
+// operator running an external NATS cluster configures the same permissions
+// (docs/architecture.md prints them).
+func RoleUsers(secrets RoleSecrets) []*server.User {
+	readEvents := []string{
+		// live events and replay through an ordered consumer on KOJI_EVENTS
+		EventPrefix + ">",
+		"$JS.API.INFO",
+		"$JS.API.STREAM.INFO." + EventsStream,
+		"$JS.API.CONSUMER.CREATE." + EventsStream + ".>",
+		"$JS.API.CONSUMER.INFO." + EventsStream + ".>",
+		"$JS.API.CONSUMER.DELETE." + EventsStream + ".>",
+		"$JS.API.CONSUMER.MSG.NEXT." + EventsStream + ".>",
+		"$JS.FC.>",
+	}
+	client := &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: append([]string{APIPrefix + ">"}, readEvents[1:]...)},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", EventPrefix + ">"}},
+	}
+	host := &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: append([]string{
+			APIPrefix + ">",
+			"$JS.API.CONSUMER.INFO." + TasksStream + ".>",
+			"$JS.API.CONSUMER.MSG.NEXT." + TasksStream + ".>",
+			"$JS.ACK." + TasksStream + ".>",
+		}, readEvents[1:]...)},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", EventPrefix + ">"}},
+	}
+	bridge := &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: append([]string{
+			APIPrefix + ">",
+			"$JS.ACK." + EventsStream + ".>",
+			"$JS.API.CONSUMER.DURABLE.CREATE." + EventsStream + ".>",
+		}, readEvents[1:]...)},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", EventPrefix + ">"}},
+	}
+	return []*server.User{
+		{Username: RoleHub, Password: secrets[RoleHub]},
+		{Username: RoleClient, Password: secrets[RoleClient], Permissions: client},
+		{Username: RoleHost, Password: secrets[RoleHost], Permissions: host},
+		{Username: RoleBridge, Password: secrets[RoleBridge], Permissions: bridge},
+	}
+}
+
+func loadOrCreateSecrets(path string) (RoleSecrets, error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		var s RoleSecrets
+		if err := json.Unmarshal(data, &s); err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+		for _, r := range []string{RoleHub, RoleClient, RoleHost, RoleBridge} {
+			if s[r] == "" {
+				return nil, fmt.Errorf("read %s: no secret for role %s", path, r)
+			}
+		}
+		return s, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	s := RoleSecrets{}
+	for _, r := range []string{RoleHub, RoleClient, RoleHost, RoleBridge} {
+		s[r] = RandomSecret(24)
+	}
+	data, _ = json.MarshalIndent(s, "", "  ")
+	if err := WriteFileAtomic(path, data, 0o600); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// RandomSecret returns n random bytes, URL-safe base64 encoded.
+func RandomSecret(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// WriteFileAtomic writes data to path through a temp file and rename, so a
+// reader never sees half a file.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

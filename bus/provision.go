@@ -1,0 +1,75 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Provision creates or updates the streams, the state bucket and the object
+// store. It is idempotent: every hubd calls it at start.
+func Provision(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	if replicas < 1 {
+		replicas = 1
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        EventsStream,
+		Description: "every kojibus state change, protonmsg addresses",
+		Subjects:    []string{EventPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		MaxAge:      90 * 24 * time.Hour,
+		Duplicates:  10 * time.Minute,
+		// the relay publishes the events of one change as one atomic batch
+		AllowAtomicPublish: true,
+	}); err != nil {
+		return fmt.Errorf("provision stream %s: %w", EventsStream, err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        TasksStream,
+		Description: "task work queue: koji.tasks.<channel>.<arch> and koji.tasks.host.<id>",
+		Subjects:    []string{TaskPrefix + ">"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Duplicates:  10 * time.Minute,
+		Discard:     jetstream.DiscardNew,
+	}); err != nil {
+		return fmt.Errorf("provision stream %s: %w", TasksStream, err)
+	}
+	// The state bucket is created as a stream with the KV layout, not through
+	// CreateKeyValue: KV streams deny message deletes and that cannot be undone,
+	// but the outbox relay deletes relayed entries so they leave no tombstones.
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              "KV_" + StateBucket,
+		Description:       "kojibus current state; one bucket so a change and its outbox commit atomically",
+		Subjects:          []string{"$KV." + StateBucket + ".>"},
+		MaxMsgsPerSubject: 1,
+		Discard:           jetstream.DiscardNew,
+		Storage:           jetstream.FileStorage,
+		Replicas:          replicas,
+		AllowRollup:       true,
+		AllowDirect:       true,
+		DenyDelete:        false,
+		// a state change and its outbox entry are one atomic batch
+		AllowAtomicPublish: true,
+		// idempotency records expire
+		AllowMsgTTL: true,
+		Duplicates:  2 * time.Minute,
+	}); err != nil {
+		return fmt.Errorf("provision bucket %s: %w", StateBucket, err)
+	}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      TaskOutputStore,
+		Description: "finished task output files",
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+		return fmt.Errorf("provision object store %s: %w", TaskOutputStore, err)
+	}
+	return nil
+}

@@ -1,0 +1,248 @@
+package state
+
+import (
+	"log/slog"
+	"os"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/bus/bustest"
+)
+
+type bundle struct {
+	srv   *bustest.Server
+	store *Store
+	js    jetstream.JetStream
+	nc    *nats.Conn
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	srv := bustest.StartServer(t, bustest.Options{})
+	return setupOn(t, srv)
+}
+
+func setupOn(t *testing.T, srv *bustest.Server) *bundle {
+	t.Helper()
+	nc, js := srv.Connect(t)
+	st := New(nc, js, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := st.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Stop)
+	return &bundle{srv: srv, store: st, js: js, nc: nc}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestUpdateCommitsStateAndReadsItBack(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	res, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) {
+		id := tx.NextID("tag")
+		if err := tx.Put(fmt.Sprintf("tag.%d", id), map[string]any{"name": "f30"}); err != nil {
+			return nil, err
+		}
+		return id, tx.Put("tagname."+EscapeKey("f30"), id)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Value.(int64) != 1 {
+		t.Fatalf("first id = %v, want 1", res.Value)
+	}
+	var got map[string]any
+	err = b.store.Read(func(v View) error {
+		ok, err := v.GetJSON("tag.1", &got)
+		if !ok {
+			return errors.New("tag.1 missing right after commit")
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["name"] != "f30" {
+		t.Fatalf("tag.1 = %v", got)
+	}
+}
+
+func TestFailedUpdateChangesNothing(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	before := b.store.Applied()
+	_, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) {
+		_ = tx.Put("tag.9", "x")
+		tx.Emit("tag.create", nil, nil)
+		return nil, bus.GenericError("no")
+	})
+	if !errors.Is(err, bus.ErrGeneric) {
+		t.Fatalf("err = %v", err)
+	}
+	if b.store.Applied() != before {
+		t.Fatal("a failed update wrote to the bucket")
+	}
+}
+
+// Two stores (two hubd) racing on one counter never lose an increment.
+func TestConcurrentUpdatesFromTwoHubsSerialize(t *testing.T) {
+	b1 := setup(t)
+	b2 := setupOn(t, b1.srv)
+	ctx := ctxT(t)
+	const perHub = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*perHub)
+	ids := make(chan int64, 2*perHub)
+	for _, st := range []*Store{b1.store, b2.store} {
+		wg.Add(1)
+		go func(st *Store) {
+			defer wg.Done()
+			for i := 0; i < perHub; i++ {
+				res, err := st.Update(ctx, "", func(tx *Txn) (any, error) { return tx.NextID("x"), nil })
+				if err != nil {
+					errs <- err
+					return
+				}
+				ids <- res.Value.(int64)
+			}
+		}(st)
+	}
+	wg.Wait()
+	close(errs)
+	close(ids)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	seen := map[int64]bool{}
+	for id := range ids {
+		if seen[id] {
+			t.Fatalf("id %d handed out twice", id)
+		}
+		seen[id] = true
+	}
+	if len(seen) != 2*perHub {
+		t.Fatalf("%d ids, want %d", len(seen), 2*perHub)
+	}
+}
+
+func TestIdempotentRequestActsOnce(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	calls := 0
+	fn := func(tx *Txn) (any, error) {
+		calls++
+		return tx.NextID("tag"), nil
+	}
+	r1, err := b.store.Update(ctx, "req-abc", fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := b.store.Update(ctx, "req-abc", fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r2.Replayed || string(r2.Raw) != "1" || r1.Value.(int64) != 1 {
+		t.Fatalf("second call: replayed=%v raw=%s", r2.Replayed, r2.Raw)
+	}
+	if calls != 1 {
+		t.Fatalf("update ran %d times", calls)
+	}
+}
+
+func TestRelayPublishesEventsOnceInOrder(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	relay := NewRelay(b.nc, b.js, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	if err := relay.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(relay.Stop)
+	const n = 30
+	for i := 0; i < n; i++ {
+		_, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) {
+			_ = tx.Put(fmt.Sprintf("thing.%d", i), i)
+			tx.Emit("thing.add", map[string]any{"n": i}, map[string]any{"n": i})
+			if i%3 == 0 {
+				tx.Emit("thing.extra", map[string]any{"n": i}, nil)
+			}
+			return nil, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := n + (n+2)/3
+	stream, err := b.js.Stream(ctx, bus.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int(info.State.Msgs) >= want || time.Now().After(deadline) {
+			if int(info.State.Msgs) != want {
+				t.Fatalf("%d events, want %d", info.State.Msgs, want)
+			}
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var lastID uint64
+	next := 0
+	for seq := uint64(1); seq <= uint64(want); seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := bus.EventFromMsg(&nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.ID < lastID {
+			t.Fatalf("event ids out of order: %d after %d", ev.ID, lastID)
+		}
+		lastID = ev.ID
+		if ev.Address == "thing.add" {
+			if fmt.Sprint(ev.Props["n"]) != fmt.Sprint(next) {
+				t.Fatalf("event %d carries n=%v, want %d", seq, ev.Props["n"], next)
+			}
+			next++
+		}
+	}
+	// The outbox is empty once everything is relayed.
+	kvs, _ := b.js.Stream(ctx, kvStream)
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		_, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+outboxPrefix+">")
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			m, _ := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+outboxPrefix+">"); _, gerr := kvs.GetMsg(ctx, m.Sequence); info, _ := kvs.Info(ctx); t.Fatalf("outbox not drained: %v %v %v getmsg=%v state=%+v", err, m.Subject, m.Sequence, gerr, info.State)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"))
+}
