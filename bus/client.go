@@ -1,0 +1,131 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+)
+
+// Client is the typed API client kojictl, builderd and tests use.
+type Client struct {
+	nc      *nats.Conn
+	session string
+	// Timeout bounds one request (default 30s).
+	Timeout time.Duration
+	// Retries is how often a call that got no answer is sent again with the
+	// same request id (default 2); the hub acts on it at most once.
+	Retries int
+	closeNC bool
+}
+
+// NewClient wraps a connection.
+func NewClient(nc *nats.Conn) *Client {
+	return &Client{nc: nc, Timeout: 30 * time.Second, Retries: 2}
+}
+
+// Conn returns the underlying connection.
+func (c *Client) Conn() *nats.Conn { return c.nc }
+
+// Close closes the connection if the client opened it.
+func (c *Client) Close() {
+	if c.closeNC {
+		c.nc.Close()
+	}
+}
+
+// SetSession sets the Koji-Session header sent with every call ("" = anonymous).
+func (c *Client) SetSession(header string) { c.session = header }
+
+// Session returns the current session header.
+func (c *Client) Session() string { return c.session }
+
+// WithSession returns a copy of the client using another session, sharing the connection.
+func (c *Client) WithSession(header string) *Client {
+	cp := *c
+	cp.session = header
+	cp.closeNC = false
+	return &cp
+}
+
+// Login opens a password session and uses it for later calls.
+func (c *Client) Login(ctx context.Context, user, password string) error {
+	var s Session
+	if err := c.Call(ctx, "login", []any{user, password}, nil, &s); err != nil {
+		return err
+	}
+	c.session = s.Header()
+	return nil
+}
+
+// Call invokes method with positional and keyword arguments and decodes the
+// result into out (which may be nil). A hub fault comes back as *Fault.
+func (c *Client) Call(ctx context.Context, method string, args []any, kwargs map[string]any, out any) error {
+	raw, err := c.CallRaw(ctx, method, args, kwargs)
+	if err != nil {
+		return err
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("%s: decode result: %w", method, err)
+	}
+	return nil
+}
+
+// CallRaw invokes method and returns the raw JSON result.
+func (c *Client) CallRaw(ctx context.Context, method string, args []any, kwargs map[string]any) (json.RawMessage, error) {
+	body, err := NewRequest(args, kwargs)
+	if err != nil {
+		return nil, err
+	}
+	return c.CallBody(ctx, method, body)
+}
+
+// CallBody sends an already encoded request body.
+func (c *Client) CallBody(ctx context.Context, method string, body []byte) (json.RawMessage, error) {
+	msg := nats.NewMsg(APISubject(method))
+	msg.Data = body
+	msg.Header.Set(HeaderRequestID, nuid.Next())
+	if c.session != "" {
+		msg.Header.Set(HeaderSession, c.session)
+	}
+	var lastErr error
+	for attempt := 0; attempt <= c.Retries; attempt++ {
+		rctx, cancel := context.WithTimeout(ctx, c.Timeout)
+		resp, err := c.nc.RequestMsgWithContext(rctx, msg)
+		cancel()
+		if err != nil {
+			lastErr = err
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%s: %w", method, ctx.Err())
+			}
+			if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+				select {
+				case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+				case <-ctx.Done():
+					return nil, fmt.Errorf("%s: %w", method, ctx.Err())
+				}
+				continue
+			}
+			return nil, fmt.Errorf("%s: %w", method, err)
+		}
+		var r Response
+		if err := json.Unmarshal(resp.Data, &r); err != nil {
+			return nil, fmt.Errorf("%s: bad response: %w", method, err)
+		}
+		if r.Error != nil {
+			return nil, r.Error
+		}
+		return r.Result, nil
+	}
+	if errors.Is(lastErr, nats.ErrNoResponders) {
+		return nil, NewFault(CodeServerOffline, "no hub is answering on %s", c.nc.ConnectedUrlRedacted())
+	}
+	return nil, fmt.Errorf("%s: %w", method, lastErr)
+}

@@ -1,0 +1,94 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/kojibus/kojibus/bus/config"
+)
+
+// Profile is a kojictl profile (a section of a koji-style INI file); the
+// credentials file of a build host has the same shape.
+type Profile struct {
+	Name         string
+	Server       string // NATS URL(s), comma-separated
+	NATSUser     string
+	NATSPassword string
+	NATSCreds    string
+	ServerCA     string // CA to verify the NATS server (tls://)
+	AuthType     string // password or ssl
+	User         string
+	Password     string
+	Cert         string // client certificate (+key) for authtype ssl and NATS TLS
+	Key          string
+	Host         string // the host name, in a builder credentials file
+}
+
+// LoadProfile reads profile name (default "koji") from an INI file.
+func LoadProfile(path, name string) (*Profile, error) {
+	if name == "" {
+		name = "koji"
+	}
+	f, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	s := f.Section(name)
+	if s == nil {
+		return nil, fmt.Errorf("%s: no profile [%s] (have: %s)", path, name, strings.Join(f.Sections(), ", "))
+	}
+	p := &Profile{
+		Name:         name,
+		Server:       s.String("server", ""),
+		NATSUser:     s.String("nats_user", ""),
+		NATSPassword: s.String("nats_password", ""),
+		NATSCreds:    s.String("nats_creds", ""),
+		ServerCA:     s.String("serverca", ""),
+		AuthType:     s.String("authtype", "password"),
+		User:         s.String("user", ""),
+		Password:     s.String("password", ""),
+		Cert:         s.String("cert", ""),
+		Key:          s.String("key", ""),
+		Host:         s.String("host", ""),
+	}
+	if p.Server == "" {
+		return nil, fmt.Errorf("%s: profile [%s] has no server", path, name)
+	}
+	switch p.AuthType {
+	case "password", "ssl", "noauth":
+	default:
+		return nil, fmt.Errorf("%s: profile [%s]: unknown authtype %q (want password, ssl or noauth)", path, name, p.AuthType)
+	}
+	return p, nil
+}
+
+// Dial connects to the profile's server without logging in.
+func (p *Profile) Dial(ctx context.Context, clientName string) (*Client, error) {
+	nc, err := Connect(ctx, ConnectConfig{
+		Name: clientName, URLs: strings.Split(p.Server, ","), User: p.NATSUser, Password: p.NATSPassword,
+		CredsFile: p.NATSCreds, CAFile: p.ServerCA,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c := NewClient(nc)
+	c.closeNC = true
+	return c, nil
+}
+
+// Login logs the client in as the profile says.
+func (p *Profile) Login(ctx context.Context, c *Client) error {
+	switch p.AuthType {
+	case "noauth":
+		return nil
+	case "password":
+		if p.User == "" {
+			return fmt.Errorf("profile [%s]: authtype password needs user", p.Name)
+		}
+		return c.Login(ctx, p.User, p.Password)
+	case "ssl":
+		return c.SSLLogin(ctx, p.Cert, p.Key)
+	}
+	return fmt.Errorf("profile [%s]: unknown authtype %q", p.Name, p.AuthType)
+}

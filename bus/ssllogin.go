@@ -1,0 +1,67 @@
+package bus
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"os"
+)
+
+// SSLChallenge is getSSLChallenge's answer.
+type SSLChallenge struct {
+	Nonce string `json:"nonce"`
+}
+
+// SSLLogin logs in with a TLS client certificate: the hub hands out a
+// challenge, the client signs it with the certificate's key, the hub checks
+// the certificate against its client CA and the signature, and opens a
+// session for the user named by the certificate's CN.
+func (c *Client) SSLLogin(ctx context.Context, certFile, keyFile string) error {
+	if keyFile == "" {
+		keyFile = certFile
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return fmt.Errorf("ssl login: %w", err)
+	}
+	signer, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return fmt.Errorf("ssl login: key in %s cannot sign", keyFile)
+	}
+	var ch SSLChallenge
+	if err := c.Call(ctx, "getSSLChallenge", nil, nil, &ch); err != nil {
+		return err
+	}
+	digest := sha256.Sum256([]byte(ch.Nonce))
+	sig, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil {
+		return fmt.Errorf("ssl login: sign: %w", err)
+	}
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return fmt.Errorf("ssl login: %w", err)
+	}
+	// Send only the certificate blocks, never the key.
+	var chain []byte
+	for rest := certPEM; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type == "CERTIFICATE" {
+			chain = append(chain, pem.EncodeToMemory(b)...)
+		}
+	}
+	var s Session
+	if err := c.Call(ctx, "sslLogin", []any{string(chain), ch.Nonce, base64.StdEncoding.EncodeToString(sig)}, nil, &s); err != nil {
+		return err
+	}
+	c.session = s.Header()
+	return nil
+}

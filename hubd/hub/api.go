@@ -1,0 +1,154 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/hubd/internal/registry"
+	"github.com/kojibus/kojibus/hubd/internal/state"
+)
+
+// apiQueue is the queue group of every hubd's API subscription: several hubd
+// share the load, each request is answered once.
+const apiQueue = "hubd"
+
+func (s *Server) serveAPI() error {
+	workers := 4 * runtime.GOMAXPROCS(0)
+	if workers < 16 {
+		workers = 16
+	}
+	s.work = make(chan *nats.Msg, 1024)
+	for range workers {
+		s.workers.Add(1)
+		go func() {
+			defer s.workers.Done()
+			for m := range s.work {
+				s.handle(m)
+			}
+		}()
+	}
+	sub, err := s.nc.QueueSubscribe(bus.APIPrefix+">", apiQueue, func(m *nats.Msg) { s.work <- m })
+	if err != nil {
+		return fmt.Errorf("hub: subscribe API: %w", err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		return fmt.Errorf("hub: subscribe API: %w", err)
+	}
+	s.sub = sub
+	return s.nc.Flush()
+}
+
+func (s *Server) handle(m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	method := m.Subject[len(bus.APIPrefix):]
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	session := ""
+	requestID := ""
+	if m.Header != nil {
+		session = m.Header.Get(bus.HeaderSession)
+		requestID = m.Header.Get(bus.HeaderRequestID)
+	}
+	result, err := s.Dispatch(ctx, method, session, requestID, m.Data)
+	resp := bus.Response{}
+	if err != nil {
+		resp.Error = bus.AsFault(err)
+		if resp.Error.Code == bus.CodeGenericError && !isFault(err) {
+			s.log.Error("api: internal error", "method", method, "err", err)
+		}
+	} else {
+		b, merr := json.Marshal(result)
+		if merr != nil {
+			resp.Error = bus.GenericError("cannot encode result of %s: %v", method, merr)
+		} else {
+			resp.Result = b
+		}
+	}
+	out, _ := json.Marshal(resp)
+	if err := m.Respond(out); err != nil {
+		s.log.Warn("api: respond", "method", method, "err", err)
+	}
+}
+
+func isFault(err error) bool {
+	var f *bus.Fault
+	return errors.As(err, &f)
+}
+
+// Dispatch runs one API call: decode, bind, authenticate, authorise, run.
+// The NATS subscription, the XML-RPC endpoint and in-process tests all come here.
+func (s *Server) Dispatch(ctx context.Context, method, session, requestID string, body []byte) (any, error) {
+	m, ok := s.reg.Lookup(method)
+	if !ok {
+		return nil, bus.GenericError("Invalid method: %s", method)
+	}
+	req, err := bus.DecodeRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	args, err := m.Bind(req)
+	if err != nil {
+		return nil, err
+	}
+	caller, err := s.authenticate(session)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(m, caller); err != nil {
+		return nil, err
+	}
+	if !m.Write {
+		requestID = ""
+	}
+	result, err := m.Invoke(ctx, caller, requestID, args)
+	if err != nil {
+		return nil, err
+	}
+	if rr, ok := result.(*state.Result); ok {
+		if rr.Replayed {
+			return rr.Raw, nil
+		}
+		return rr.Value, nil
+	}
+	return result, nil
+}
+
+func (s *Server) authorize(m *registry.Method, caller *registry.Caller) error {
+	switch m.Access {
+	case registry.LoggedIn:
+		if caller == nil {
+			return bus.ActionNotAllowed("you must be logged in for this operation")
+		}
+	case registry.HostOnly:
+		if caller == nil || caller.HostID == 0 {
+			return bus.ActionNotAllowed("host session required")
+		}
+	}
+	if m.Perm != "" {
+		if caller == nil {
+			return bus.ActionNotAllowed("you must be logged in for this operation")
+		}
+		if !s.hasPerm(caller.UserID, m.Perm, true) {
+			return bus.ActionNotAllowed("%s permission required (logged in as %s)", m.Perm, caller.UserName)
+		}
+	}
+	return nil
+}
+
+// update runs a state transaction for a call, honouring its request id.
+func (s *Server) update(ctx context.Context, c *registry.Call, fn state.UpdateFunc) (any, error) {
+	res, err := s.store.Update(ctx, c.RequestID, fn)
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}

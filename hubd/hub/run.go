@@ -1,0 +1,101 @@
+package hub
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kojibus/kojibus/bus"
+)
+
+// Run is hubd's main: it parses args, runs the hub until SIGINT/SIGTERM and
+// returns the exit code.
+func Run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("hubd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", "", "directory for the hub's data (required)")
+	natsURLs := fs.String("nats", "", "join an existing NATS server or cluster (comma-separated URLs); default: embed one")
+	natsUser := fs.String("nats-user", "", "NATS user when joining a cluster")
+	natsPass := fs.String("nats-password", "", "NATS password when joining a cluster")
+	natsCreds := fs.String("nats-creds", "", "NATS credentials file when joining a cluster")
+	natsCA := fs.String("nats-ca", "", "CA file to verify the NATS servers")
+	natsCert := fs.String("nats-cert", "", "client certificate for NATS")
+	natsKey := fs.String("nats-key", "", "client key for NATS")
+	listen := fs.String("listen", "127.0.0.1:4222", "host:port of the embedded NATS server (port -1: any free port)")
+	durability := fs.String("durability", "sync", "embedded server fsync policy: sync (every write, default) or interval[:DURATION]")
+	replicas := fs.Int("replicas", 1, "replicas of streams and buckets when joining a cluster")
+	sessionLife := fs.Duration("session-lifetime", 24*time.Hour, "how long a login stays valid")
+	clientCA := fs.String("client-ca", "", "CA file whose certificates may log in with sslLogin (CN = user name)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *dataDir == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: hubd --data-dir DIR [options]")
+		fs.PrintDefaults()
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "hubd: --log-level: %v\n", err)
+		return 2
+	}
+	dur, interval, err := bus.ParseDurability(*durability)
+	if err != nil {
+		fmt.Fprintf(stderr, "hubd: --durability: %v\n", err)
+		return 2
+	}
+	host, port, err := splitListen(*listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "hubd: --listen: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg := Config{
+		DataDir: *dataDir, NATSUser: *natsUser, NATSPass: *natsPass, NATSCreds: *natsCreds,
+		NATSCA: *natsCA, NATSCert: *natsCert, NATSKey: *natsKey,
+		ListenHost: host, ListenPort: port, Durability: dur, SyncInterval: interval,
+		Replicas: *replicas, SessionLifetime: *sessionLife, ClientCAFile: *clientCA, Logger: log,
+	}
+	if *natsURLs != "" {
+		cfg.NATSURLs = strings.Split(*natsURLs, ",")
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "hubd: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	err = srv.Start(startCtx)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(stderr, "hubd: %v\n", err)
+		return 1
+	}
+	log.Info("hubd ready", "nats", srv.URL(), "data", *dataDir, "durability", string(dur), "profile", srv.ProfilePath())
+	<-ctx.Done()
+	log.Info("hubd stopping")
+	srv.Stop()
+	return 0
+}
+
+func splitListen(s string) (string, int, error) {
+	i := strings.LastIndex(s, ":")
+	if i < 0 {
+		return "", 0, fmt.Errorf("want host:port, got %q", s)
+	}
+	var port int
+	if _, err := fmt.Sscanf(s[i+1:], "%d", &port); err != nil || port < -1 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port in %q", s)
+	}
+	return s[:i], port, nil
+}

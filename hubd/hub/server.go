@@ -1,0 +1,195 @@
+// Package hub is hubd: the API, every state transition and the events they
+// emit. A main calls Run; tests start a Server in-process.
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/hubd/internal/registry"
+	"github.com/kojibus/kojibus/hubd/internal/state"
+)
+
+// Version is reported by getKojiVersion and hello.
+const Version = "1.35.3"
+
+// Config configures a hub.
+type Config struct {
+	DataDir string
+	// NATSURLs joins an existing NATS server or cluster; empty embeds one.
+	NATSURLs  []string
+	NATSUser  string
+	NATSPass  string
+	NATSCreds string
+	NATSCA    string
+	NATSCert  string
+	NATSKey   string
+	// Listen is the embedded server's host and port (default 127.0.0.1:4222; port -1 = any free port).
+	ListenHost string
+	ListenPort int
+	// Durability of the embedded server (default sync).
+	Durability   bus.Durability
+	SyncInterval time.Duration
+	Replicas     int
+	// SessionLifetime bounds how long a login stays valid (default 24h).
+	SessionLifetime time.Duration
+	// ClientCAFile enables sslLogin with certificates signed by this CA.
+	ClientCAFile string
+	Logger       *slog.Logger
+}
+
+// Server is a running hub.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	embedded *bus.Embedded
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	store    *state.Store
+	relay    *state.Relay
+	reg      *registry.Registry
+	sub      *nats.Subscription
+	// profileURL is the NATS URL written into kojictl.conf.
+	profileURL string
+
+	work    chan *nats.Msg
+	workers sync.WaitGroup
+	stopped chan struct{}
+	once    sync.Once
+}
+
+// New validates cfg and returns a hub that Start will run.
+func New(cfg Config) (*Server, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("hub: no data directory")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SessionLifetime == 0 {
+		cfg.SessionLifetime = 24 * time.Hour
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: registry.New(), stopped: make(chan struct{})}
+	s.registerAll()
+	return s, nil
+}
+
+// Registry exposes the API registry (for the XML-RPC adapter and tests).
+func (s *Server) Registry() *registry.Registry { return s.reg }
+
+// Store exposes the state view (for tests).
+func (s *Server) Store() *state.Store { return s.store }
+
+// Conn is the hub's own NATS connection.
+func (s *Server) Conn() *nats.Conn { return s.nc }
+
+// URL is the NATS URL clients use.
+func (s *Server) URL() string { return s.profileURL }
+
+// Embedded is the embedded NATS server, nil when joining a cluster.
+func (s *Server) Embedded() *bus.Embedded { return s.embedded }
+
+// ProfilePath is where the bootstrap kojictl profile is written.
+func (s *Server) ProfilePath() string { return filepath.Join(s.cfg.DataDir, "kojictl.conf") }
+
+// Start brings the hub up: NATS, provisioning, state, relay, bootstrap, API.
+func (s *Server) Start(ctx context.Context) error {
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	cc := bus.ConnectConfig{
+		Name: "hubd", URLs: s.cfg.NATSURLs, User: s.cfg.NATSUser, Password: s.cfg.NATSPass,
+		CredsFile: s.cfg.NATSCreds, CAFile: s.cfg.NATSCA, CertFile: s.cfg.NATSCert, KeyFile: s.cfg.NATSKey,
+	}
+	if len(s.cfg.NATSURLs) == 0 {
+		e, err := bus.StartEmbedded(bus.EmbeddedConfig{
+			DataDir: s.cfg.DataDir, Host: s.cfg.ListenHost, Port: s.cfg.ListenPort,
+			Durability: s.cfg.Durability, SyncInterval: s.cfg.SyncInterval,
+		})
+		if err != nil {
+			return fmt.Errorf("hub: %w", err)
+		}
+		s.embedded = e
+		cc.InProcess = e.Server
+		cc.User, cc.Password = bus.RoleHub, e.Secrets[bus.RoleHub]
+		s.profileURL = e.URL()
+	} else {
+		s.profileURL = s.cfg.NATSURLs[0]
+	}
+	if err := s.startServices(ctx, cc); err != nil {
+		s.Stop()
+		return err
+	}
+	return nil
+}
+
+func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error {
+	nc, err := bus.Connect(ctx, cc)
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	s.nc = nc
+	s.js, err = jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	if err := bus.Provision(ctx, s.js, s.cfg.Replicas); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	s.store = state.New(nc, s.js, s.log)
+	if err := s.store.Start(ctx); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	s.relay = state.NewRelay(nc, s.js, s.log)
+	if err := s.relay.Start(ctx); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	if err := s.bootstrap(ctx); err != nil {
+		return fmt.Errorf("hub: bootstrap: %w", err)
+	}
+	return s.serveAPI()
+}
+
+// Stop stops serving and releases everything Start acquired. It is safe to
+// call more than once and after a failed Start.
+func (s *Server) Stop() {
+	s.once.Do(func() {
+		close(s.stopped)
+		if s.sub != nil {
+			_ = s.sub.Drain()
+			// Drain returns at once; wait for in-flight messages to be handed over.
+			for s.sub.IsValid() {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		if s.work != nil {
+			close(s.work)
+			s.workers.Wait()
+		}
+		if s.relay != nil {
+			s.relay.Stop()
+		}
+		if s.store != nil {
+			s.store.Stop()
+		}
+		if s.nc != nil {
+			s.nc.Close()
+		}
+		if s.embedded != nil {
+			s.embedded.Stop()
+		}
+	})
+}
