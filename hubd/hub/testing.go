@@ -1,0 +1,78 @@
+package hub
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/kojibus/kojibus/bus"
+)
+
+// TestHub is an in-process hub for tests, with an admin client logged in.
+type TestHub struct {
+	*Server
+	Dir     string
+	Profile *bus.Profile
+	Admin   *bus.Client
+}
+
+// StartTestHub starts a hub with an embedded NATS server on a free port in
+// t.TempDir() (durability interval unless cfg says otherwise) and logs in as
+// the bootstrap admin. Everything stops when the test ends.
+func StartTestHub(t testing.TB, mutate func(*Config)) *TestHub {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := Config{DataDir: dir, ListenPort: -1, Durability: bus.DurabilityInterval, Logger: slog.New(slog.DiscardHandler)}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	p, err := bus.LoadProfile(srv.ProfilePath(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := p.Dial(ctx, "test-admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	if err := p.Login(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	return &TestHub{Server: srv, Dir: dir, Profile: p, Admin: admin}
+}
+
+// UserClient creates a user with a password (and permissions) and returns a
+// client logged in as that user, sharing the admin's connection.
+func (h *TestHub) UserClient(t testing.TB, name string, perms ...string) *bus.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	password := "pw-" + name + "-secret"
+	if err := h.Admin.Call(ctx, "createUser", []any{name}, map[string]any{"password": password}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range perms {
+		if err := h.Admin.Call(ctx, "grantPermission", []any{name, p}, map[string]any{"create": true}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := h.Admin.WithSession("")
+	if err := c.Login(ctx, name, password); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Anonymous returns a client without a session.
+func (h *TestHub) Anonymous() *bus.Client { return h.Admin.WithSession("") }
