@@ -49,7 +49,7 @@ type sessionRecord struct {
 	Expires  float64 `json:"expires_ts"`
 }
 
-func userKey(id int64) string       { return "user." + strconv.FormatInt(id, 10) }
+func userKey(id int64) string        { return "user." + strconv.FormatInt(id, 10) }
 func userNameKey(name string) string { return "username." + state.EscapeKey(name) }
 func permKey(id int64) string        { return "perm." + strconv.FormatInt(id, 10) }
 func permNameKey(name string) string { return "permname." + state.EscapeKey(name) }

@@ -14,7 +14,7 @@ import (
 // runroot plugin's channel is made by the admin).
 var schemaChannels = []string{"default", "createrepo", "maven", "livecd", "appliance", "vm", "image", "livemedia"}
 
-func channelKey(id int64) string       { return "channel." + strconv.FormatInt(id, 10) }
+func channelKey(id int64) string        { return "channel." + strconv.FormatInt(id, 10) }
 func channelNameKey(name string) string { return "channelname." + state.EscapeKey(name) }
 
 func putChannel(tx *state.Txn, name string, desc *string) (*bus.Channel, error) {

@@ -1,11 +1,11 @@
 package state
 
 import (
-	"log/slog"
-	"os"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -236,7 +236,10 @@ func TestRelayPublishesEventsOnceInOrder(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			m, _ := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+outboxPrefix+">"); _, gerr := kvs.GetMsg(ctx, m.Sequence); info, _ := kvs.Info(ctx); t.Fatalf("outbox not drained: %v %v %v getmsg=%v state=%+v", err, m.Subject, m.Sequence, gerr, info.State)
+			m, _ := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+outboxPrefix+">")
+			_, gerr := kvs.GetMsg(ctx, m.Sequence)
+			info, _ := kvs.Info(ctx)
+			t.Fatalf("outbox not drained: %v %v %v getmsg=%v state=%+v", err, m.Subject, m.Sequence, gerr, info.State)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
