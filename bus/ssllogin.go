@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"crypto"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
@@ -37,8 +38,13 @@ func (c *Client) SSLLogin(ctx context.Context, certFile, keyFile string) error {
 	if err := c.Call(ctx, "getSSLChallenge", nil, nil, &ch); err != nil {
 		return err
 	}
-	digest := sha256.Sum256([]byte(ch.Nonce))
-	sig, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+	var sig []byte
+	if _, ok := signer.Public().(ed25519.PublicKey); ok {
+		sig, err = signer.Sign(rand.Reader, []byte(ch.Nonce), crypto.Hash(0))
+	} else {
+		digest := sha256.Sum256([]byte(ch.Nonce))
+		sig, err = signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+	}
 	if err != nil {
 		return fmt.Errorf("ssl login: sign: %w", err)
 	}

@@ -141,8 +141,22 @@ func (s *Server) assertPerm(c *registry.Call, perm string) error {
 	return nil
 }
 
-// createUserTx creates a user inside a transaction.
-func createUserTx(tx *state.Txn, name string, usertype int, password string, perms []string) (*userRecord, error) {
+// hashPassword is bcrypt, done before a transaction: a transaction
+// function holds the state view's read lock and must stay fast.
+func hashPassword(password string) (string, error) {
+	if password == "" {
+		return "", nil
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return "", fmt.Errorf("hash password: %w", err)
+	}
+	return string(h), nil
+}
+
+// createUserTx creates a user inside a transaction; passwordHash comes from
+// hashPassword ("" = no password login).
+func createUserTx(tx *state.Txn, name string, usertype int, passwordHash string, perms []string) (*userRecord, error) {
 	if err := validateName(name, "user"); err != nil {
 		return nil, err
 	}
@@ -156,13 +170,7 @@ func createUserTx(tx *state.Txn, name string, usertype int, password string, per
 	if u.Perms == nil {
 		u.Perms = []string{}
 	}
-	if password != "" {
-		h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
-		if err != nil {
-			return nil, fmt.Errorf("hash password: %w", err)
-		}
-		u.PasswordHash = string(h)
-	}
+	u.PasswordHash = passwordHash
 	if err := tx.Put(userKey(u.ID), u); err != nil {
 		return nil, err
 	}
@@ -284,12 +292,14 @@ func (s *Server) registerAuth() {
 				if err != nil {
 					return nil, err
 				}
-				password := ""
+				hash := ""
 				if pw != nil {
-					password = *pw
+					if hash, err = hashPassword(*pw); err != nil {
+						return nil, err
+					}
 				}
 				return s.update(ctx, c, func(tx *state.Txn) (any, error) {
-					u, err := createUserTx(tx, name, bus.UserTypeNormal, password, nil)
+					u, err := createUserTx(tx, name, bus.UserTypeNormal, hash, nil)
 					if err != nil {
 						return nil, err
 					}

@@ -16,6 +16,10 @@ import (
 // and writes a ready kojictl profile for it.
 func (s *Server) bootstrap(ctx context.Context) error {
 	password := bus.RandomSecret(18)
+	hash, err := hashPassword(password)
+	if err != nil {
+		return err
+	}
 	res, err := s.store.Update(ctx, "", func(tx *state.Txn) (any, error) {
 		for _, p := range seededPerms {
 			if _, _, ok := tx.Get(permNameKey(p)); !ok {
@@ -27,10 +31,15 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		if err := seedChannels(tx); err != nil {
 			return nil, err
 		}
+		if _, _, ok := tx.Get(challengeSecretKey); !ok {
+			if err := tx.Put(challengeSecretKey, bus.RandomSecret(32)); err != nil {
+				return nil, err
+			}
+		}
 		if _, _, ok := tx.Get(userNameKey(bootstrapAdmin)); ok {
 			return false, nil
 		}
-		if _, err := createUserTx(tx, bootstrapAdmin, bus.UserTypeNormal, password, []string{"admin"}); err != nil {
+		if _, err := createUserTx(tx, bootstrapAdmin, bus.UserTypeNormal, hash, []string{"admin"}); err != nil {
 			return nil, err
 		}
 		return true, nil

@@ -57,6 +57,7 @@ type Server struct {
 	js       jetstream.JetStream
 	store    *state.Store
 	relay    *state.Relay
+	janitor  *janitor
 	reg      *registry.Registry
 	sub      *nats.Subscription
 	// profileURL is the NATS URL written into kojictl.conf.
@@ -160,6 +161,10 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 	if err := s.bootstrap(ctx); err != nil {
 		return fmt.Errorf("hub: bootstrap: %w", err)
 	}
+	s.janitor = &janitor{s: s, interval: 10 * time.Minute}
+	if err := s.janitor.Start(ctx); err != nil {
+		return err
+	}
 	return s.serveAPI()
 }
 
@@ -178,6 +183,9 @@ func (s *Server) Stop() {
 		if s.work != nil {
 			close(s.work)
 			s.workers.Wait()
+		}
+		if s.janitor != nil {
+			s.janitor.Stop()
 		}
 		if s.relay != nil {
 			s.relay.Stop()
