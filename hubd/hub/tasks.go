@@ -1,0 +1,257 @@
+package hub
+
+import (
+	"encoding/json"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/hubd/internal/registry"
+	"github.com/kojibus/kojibus/hubd/internal/state"
+)
+
+// Keys of the task part of the state bucket.
+//
+//	task.<id>                     taskRecord (getTaskInfo's fields, request, result, attempt)
+//	taskchild.<parent>.<child>    true: child is a subtask of parent
+//	tasklabel.<parent>.<label>    child id: a child with this label exists (Koji's UNIQUE(parent, label))
+//	seq.task                      the task id sequence
+//
+// Dispatch to builders (the work queue, fencing by attempt) is Core II's;
+// this file holds Koji's task model and its calls.
+
+const defaultTaskPriority = 20 // koji.PRIO_DEFAULT
+
+type taskRecord struct {
+	bus.Task
+	Request json.RawMessage `json:"request"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	// Attempt numbers the task's runs; every builder call of a run carries it
+	// and the hub refuses a stale one (fencing, Core II).
+	Attempt int64 `json:"attempt"`
+}
+
+func taskKey(id int64) string { return "task." + strconv.FormatInt(id, 10) }
+func taskChildKey(parent, child int64) string {
+	return "taskchild." + strconv.FormatInt(parent, 10) + "." + strconv.FormatInt(child, 10)
+}
+func taskLabelKey(parent int64, label string) string {
+	return "tasklabel." + strconv.FormatInt(parent, 10) + "." + state.EscapeKey(label)
+}
+
+func init() { domainRegistrars = append(domainRegistrars, (*Server).registerTasks) }
+
+func lookupTask(v state.View, id int64) (*taskRecord, bool) {
+	var t taskRecord
+	if ok, err := v.GetJSON(taskKey(id), &t); !ok || err != nil {
+		return nil, false
+	}
+	return &t, true
+}
+
+func taskChildren(v state.View, parent int64) []int64 {
+	prefix := "taskchild." + strconv.FormatInt(parent, 10) + "."
+	var ids []int64
+	for _, k := range v.Keys("taskchild", prefix) {
+		if id, err := strconv.ParseInt(strings.TrimPrefix(k, prefix), 10, 64); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+// taskOpts are make_task's options.
+type taskOpts struct {
+	Parent   *int64
+	Label    *string
+	Owner    *int64
+	Channel  *string
+	Arch     *string
+	Priority *int
+	Assign   *string
+	Weight   *float64
+}
+
+// createTaskTx is Koji's make_task: it validates, picks channel and priority
+// (Koji's default channel and priority policies; the policy engine replaces
+// chooseChannel/choosePriority), stores the task and emits task.free (or
+// task.assigned when pinned to a host). A child with an existing label is
+// returned instead of created (idempotent failover, as Koji).
+func createTaskTx(tx *state.Txn, caller *registry.Caller, method string, request json.RawMessage, o taskOpts) (*taskRecord, error) {
+	if method == "" {
+		return nil, bus.ParameterError("task method must not be empty")
+	}
+	var parent *taskRecord
+	if o.Parent != nil {
+		p, ok := lookupTask(tx.View, *o.Parent)
+		if !ok {
+			return nil, bus.GenericError("Invalid parent task: %d", *o.Parent)
+		}
+		if p.State != bus.TaskOpen {
+			return nil, bus.GenericError("Parent task (id %d) is not open", *o.Parent)
+		}
+		parent = p
+		if o.Label != nil {
+			var existing int64
+			if ok, _ := tx.GetJSON(taskLabelKey(p.ID, *o.Label), &existing); ok {
+				if t, ok := lookupTask(tx.View, existing); ok {
+					return t, nil
+				}
+			}
+		}
+	}
+	now := nowTS()
+	t := &taskRecord{Task: bus.Task{
+		State: bus.TaskFree, CreateTS: now, CreateTime: bus.KojiTime(now),
+		Method: method, Arch: "noarch", Priority: defaultTaskPriority, Weight: 1.0,
+		Label: o.Label,
+	}, Request: request}
+	if parent != nil {
+		t.Parent = &parent.ID
+		t.Owner = parent.Owner
+		t.Arch = parent.Arch
+		t.Priority = parent.Priority - 1
+	}
+	if o.Owner != nil {
+		if _, ok := lookupUser(tx.View, registry.Ref{ID: *o.Owner}); !ok {
+			return nil, bus.GenericError("No such user: %d", *o.Owner)
+		}
+		t.Owner = *o.Owner
+	} else if parent == nil {
+		if caller == nil || caller.UserID == 0 {
+			return nil, bus.GenericError("task must have an owner")
+		}
+		t.Owner = caller.UserID
+	}
+	if o.Arch != nil {
+		if *o.Arch == "" || len(*o.Arch) > 16 || strings.ContainsAny(*o.Arch, " \t.") {
+			return nil, bus.GenericError("Invalid arch: %q", *o.Arch)
+		}
+		t.Arch = *o.Arch
+	}
+	if o.Priority != nil {
+		t.Priority = *o.Priority
+	}
+	if o.Weight != nil {
+		if *o.Weight < 0 {
+			return nil, bus.ParameterError("weight must not be negative")
+		}
+		t.Weight = *o.Weight
+	}
+	ch, err := chooseChannel(tx.View, o.Channel, parent)
+	if err != nil {
+		return nil, err
+	}
+	t.ChannelID = ch.ID
+	t.ID = tx.NextID("task")
+	if o.Assign != nil {
+		h, ok := lookupHost(tx.View, registry.Ref{Name: *o.Assign})
+		if !ok {
+			return nil, bus.GenericError("No such host: %s", *o.Assign)
+		}
+		t.State = bus.TaskAssigned
+		t.HostID = &h.ID
+	}
+	if err := tx.Put(taskKey(t.ID), t); err != nil {
+		return nil, err
+	}
+	if parent != nil {
+		if err := tx.Put(taskChildKey(parent.ID, t.ID), true); err != nil {
+			return nil, err
+		}
+		if o.Label != nil {
+			if err := tx.Put(taskLabelKey(parent.ID, *o.Label), t.ID); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// One event for the transition that happened, unlike Koji, which always
+	// says FREE even for a task created ASSIGNED.
+	emitTaskState(tx, t, nil)
+	return t, nil
+}
+
+// chooseChannel applies Koji's default channel policy: the requested
+// channel, else the parent's, else "default".
+func chooseChannel(v state.View, requested *string, parent *taskRecord) (*bus.Channel, error) {
+	var ch bus.Channel
+	switch {
+	case requested != nil:
+		var id int64
+		if ok, _ := v.GetJSON(channelNameKey(*requested), &id); !ok {
+			return nil, bus.GenericError("No such channel: %s", *requested)
+		}
+		if ok, _ := v.GetJSON(channelKey(id), &ch); !ok {
+			return nil, bus.GenericError("No such channel: %s", *requested)
+		}
+		if !ch.Enabled {
+			return nil, bus.GenericError("Channel %s is disabled.", *requested)
+		}
+	case parent != nil:
+		if ok, _ := v.GetJSON(channelKey(parent.ChannelID), &ch); !ok {
+			return nil, bus.GenericError("invalid channel policy")
+		}
+	default:
+		var id int64
+		if ok, _ := v.GetJSON(channelNameKey("default"), &id); !ok {
+			return nil, bus.GenericError("No such channel: default")
+		}
+		_, _ = v.GetJSON(channelKey(id), &ch)
+	}
+	return &ch, nil
+}
+
+// emitTaskState stages task.<state> with protonmsg's properties and body.
+func emitTaskState(tx *state.Txn, t *taskRecord, old *int) {
+	var oldName any
+	if old != nil {
+		oldName = bus.TaskStateName(*old)
+	}
+	newName := bus.TaskStateName(t.State)
+	props := map[string]any{
+		"type": "TaskStateChange", "id": t.ID, "parent": t.Parent, "method": t.Method,
+		"attribute": "state", "old": oldName, "new": newName,
+	}
+	info := taskInfoMap(t, true)
+	if t.State == bus.TaskClosed && len(t.Result) > 0 {
+		info["result"] = t.Result
+	}
+	tx.Emit("task."+strings.ToLower(newName), props, map[string]any{"attribute": "state", "old": oldName, "new": newName, "info": info})
+}
+
+// taskInfoMap renders a task as getTaskInfo does, optionally with its request.
+func taskInfoMap(t *taskRecord, withRequest bool) map[string]any {
+	b, _ := json.Marshal(t.Task)
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	if withRequest {
+		m["request"] = t.Request
+	}
+	return m
+}
+
+// setTaskState moves a task to a new state with Koji's timestamps and the event.
+func setTaskState(tx *state.Txn, t *taskRecord, newState int) error {
+	old := t.State
+	t.State = newState
+	now := nowTS()
+	switch newState {
+	case bus.TaskOpen:
+		t.StartTS = &now
+		st := bus.KojiTime(now)
+		t.StartTime = &st
+	case bus.TaskClosed, bus.TaskCanceled, bus.TaskFailed:
+		t.CompletionTS = &now
+		ct := bus.KojiTime(now)
+		t.CompletionTime = &ct
+	case bus.TaskFree:
+		t.HostID = nil
+	}
+	if err := tx.Put(taskKey(t.ID), t); err != nil {
+		return err
+	}
+	emitTaskState(tx, t, &old)
+	return nil
+}
