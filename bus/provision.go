@@ -71,5 +71,10 @@ func Provision(ctx context.Context, js jetstream.JetStream, replicas int) error 
 	}); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
 		return fmt.Errorf("provision object store %s: %w", TaskOutputStore, err)
 	}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: RepoStore, Description: "generated repo content", Storage: jetstream.FileStorage, Replicas: replicas,
+	}); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+		return fmt.Errorf("provision object store %s: %w", RepoStore, err)
+	}
 	return nil
 }

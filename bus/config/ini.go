@@ -125,7 +125,8 @@ func Parse(name string, data []byte) (*File, error) {
 		lastKey = key
 	}
 	if err := sc.Err(); err != nil {
-		return nil, &ParseError{name, lineNo, err.Error()}
+		// the scanner stopped inside the line after the last one it returned
+		return nil, &ParseError{name, lineNo + 1, err.Error()}
 	}
 	for _, s := range append(f.sections, f.Defaults) {
 		for k, v := range s.vals {
@@ -214,6 +215,9 @@ func (s *Section) errf(key, format string, args ...any) error {
 	line := 0
 	if s != nil {
 		line = s.lines[strings.ToLower(key)]
+		if _, own := s.vals[strings.ToLower(key)]; !own && s.file != nil {
+			line = s.file.Defaults.lines[strings.ToLower(key)] // inherited from [DEFAULT]
+		}
 	}
 	name := ""
 	if s != nil && s.file != nil {

@@ -70,7 +70,7 @@ func TestBadInputGetsTypedErrors(t *testing.T) {
 	}{
 		{"unknown method", "noSuchMethod", nil, nil, bus.CodeGenericError, "Invalid method: noSuchMethod"},
 		{"missing arg", "createUser", nil, nil, bus.CodeParameterError, "createUser() missing 1 required positional argument: 'username'"},
-		{"too many args", "getAPIVersion", []any{1}, nil, bus.CodeParameterError, "getAPIVersion() takes 0 positional arguments but 1 were given"},
+		{"too many args", "getAPIVersion", []any{1}, nil, bus.CodeParameterError, "getAPIVersion() takes 0 positional arguments but 1 was given"},
 		{"unknown kwarg", "getUser", nil, map[string]any{"bogus": 1}, bus.CodeParameterError, "getUser() got an unexpected keyword argument 'bogus'"},
 		{"wrong type", "createUser", []any{42}, nil, bus.CodeParameterError, "createUser(): parameter 'username' must be a string"},
 		{"duplicate", "createUser", []any{"kojiadmin"}, nil, bus.CodeGenericError, "user already exists: kojiadmin"},

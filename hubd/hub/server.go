@@ -60,6 +60,7 @@ type Server struct {
 	janitor  *janitor
 	reg      *registry.Registry
 	sub      *nats.Subscription
+	repoSvc  *repoService
 	// profileURL is the NATS URL written into kojictl.conf.
 	profileURL string
 
@@ -161,6 +162,9 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 	if err := s.bootstrap(ctx); err != nil {
 		return fmt.Errorf("hub: bootstrap: %w", err)
 	}
+	if err := s.startRepoService(ctx); err != nil {
+		return err
+	}
 	s.janitor = &janitor{s: s, interval: 10 * time.Minute}
 	if err := s.janitor.Start(ctx); err != nil {
 		return err
@@ -184,6 +188,7 @@ func (s *Server) Stop() {
 			close(s.work)
 			s.workers.Wait()
 		}
+		s.repoSvc.Stop()
 		if s.janitor != nil {
 			s.janitor.Stop()
 		}

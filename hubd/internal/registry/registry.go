@@ -203,7 +203,7 @@ func (m *Method) Help() string {
 func (m *Method) Bind(req *bus.Request) (*Args, error) {
 	a := &Args{method: m.Name, values: map[string]json.RawMessage{}, params: m.Params}
 	if len(req.Args) > len(m.Params) {
-		return nil, bus.ParameterError("%s() takes %d positional arguments but %d were given", m.Name, len(m.Params), len(req.Args))
+		return nil, bus.ParameterError("%s() takes %s but %s given", m.Name, m.takesText(), wasGiven(len(req.Args)))
 	}
 	for i, v := range req.Args {
 		a.values[m.Params[i].Name] = v
@@ -258,4 +258,29 @@ func joinPy(items []string) string {
 		return items[0] + " and " + items[1]
 	}
 	return strings.Join(items[:len(items)-1], ", ") + ", and " + items[len(items)-1]
+}
+
+// takesText renders how many positional arguments m takes as Python's
+// TypeError does: "1 positional argument", "from 3 to 4 positional arguments".
+func (m *Method) takesText() string {
+	required := 0
+	for _, p := range m.Params {
+		if !p.HasDefault {
+			required++
+		}
+	}
+	if required < len(m.Params) {
+		return fmt.Sprintf("from %d to %d positional arguments", required, len(m.Params))
+	}
+	if len(m.Params) == 1 {
+		return "1 positional argument"
+	}
+	return fmt.Sprintf("%d positional arguments", len(m.Params))
+}
+
+func wasGiven(n int) string {
+	if n == 1 {
+		return "1 was"
+	}
+	return fmt.Sprintf("%d were", n)
 }

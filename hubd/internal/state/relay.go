@@ -36,6 +36,9 @@ type Relay struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	consumers map[string]bool // consumers known to exist
 }
 
 // NewRelay returns a relay publishing through js.
@@ -43,7 +46,7 @@ func NewRelay(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *Relay {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Relay{nc: nc, js: js, log: log}
+	return &Relay{nc: nc, js: js, log: log, consumers: map[string]bool{}}
 }
 
 // Start creates the relay consumer if needed and starts relaying.
@@ -174,7 +177,17 @@ func (r *Relay) alreadyPublished(ctx context.Context, seq uint64) (bool, error) 
 	return last.Header.Get(bus.HeaderEventID) == strconv.FormatUint(seq, 10), nil
 }
 
-func (r *Relay) publish(ctx context.Context, seq uint64, events []OutEvent) error {
+func (r *Relay) publish(ctx context.Context, seq uint64, all []OutEvent) error {
+	var events []OutEvent
+	for _, oe := range all {
+		if oe.Subject == "" {
+			events = append(events, oe)
+			continue
+		}
+		if err := r.dispatch(ctx, oe); err != nil {
+			return err
+		}
+	}
 	batchID := fmt.Sprintf("ev-%d", seq)
 	for i, oe := range events {
 		body, err := json.Marshal(oe.Body)
@@ -202,6 +215,71 @@ func (r *Relay) publish(ctx context.Context, seq uint64, events []OutEvent) erro
 		_, err = publishAck(ctx, r.nc, msg)
 		return err
 	}
+	return nil
+}
+
+// dispatch publishes a work-queue message. Its Nats-Msg-Id dedupes a
+// republish after a relay crash; a duplicate beyond the window is harmless
+// because builders claim tasks by attempt (fencing).
+func (r *Relay) dispatch(ctx context.Context, oe OutEvent) error {
+	if oe.Consumer != nil {
+		if err := r.ensureConsumer(ctx, oe.Consumer); err != nil {
+			return err
+		}
+	}
+	m := nats.NewMsg(oe.Subject)
+	body, err := json.Marshal(oe.Body)
+	if err != nil {
+		return err
+	}
+	m.Data = body
+	for k, v := range oe.Headers {
+		m.Header.Set(k, v)
+	}
+	if oe.MsgID != "" {
+		m.Header.Set(jetstream.MsgIDHeader, oe.MsgID)
+	}
+	if _, err := publishAck(ctx, r.nc, m); err != nil {
+		return fmt.Errorf("dispatch %s: %w", oe.Subject, err)
+	}
+	if oe.Notify != "" {
+		note := nats.NewMsg(oe.Notify)
+		note.Data = body
+		for k, v := range oe.Headers {
+			note.Header.Set(k, v)
+		}
+		_ = r.nc.PublishMsg(note) // a lost wake-up is caught by the builder's safety timer
+	}
+	return nil
+}
+
+func (r *Relay) ensureConsumer(ctx context.Context, spec *ConsumerSpec) error {
+	r.mu.Lock()
+	known := r.consumers[spec.Name]
+	r.mu.Unlock()
+	if known {
+		return nil
+	}
+	ackWait, err := time.ParseDuration(spec.AckWait)
+	if err != nil || ackWait <= 0 {
+		ackWait = time.Minute
+	}
+	_, err = r.js.CreateOrUpdateConsumer(ctx, spec.Stream, jetstream.ConsumerConfig{
+		Durable:         spec.Name,
+		FilterSubject:   spec.Filter,
+		AckPolicy:       jetstream.AckExplicitPolicy,
+		AckWait:         ackWait,
+		MaxDeliver:      -1, // fencing, not delivery counts, decides who runs a task
+		MaxAckPending:   10000,
+		MaxRequestBatch: 1, // a builder takes one task per free slot, never a batch
+		DeliverPolicy:   jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("create consumer %s: %w", spec.Name, err)
+	}
+	r.mu.Lock()
+	r.consumers[spec.Name] = true
+	r.mu.Unlock()
 	return nil
 }
 

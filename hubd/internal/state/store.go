@@ -308,11 +308,35 @@ type write struct {
 	ttl    time.Duration
 }
 
-// OutEvent is an event staged in a transaction.
+// OutEvent is an event staged in a transaction, or (with Subject set) a
+// message for another stream, such as a task for the builders' work queue.
 type OutEvent struct {
-	Address string         `json:"address"`
-	Props   map[string]any `json:"props"`
+	Address string         `json:"address,omitempty"`
+	Props   map[string]any `json:"props,omitempty"`
 	Body    any            `json:"body"`
+	// Subject, MsgID and Headers describe a dispatch message; Notify is a core
+	// NATS subject told after it is stored, so that idle builders wake up.
+	Subject string            `json:"subject,omitempty"`
+	MsgID   string            `json:"msg_id,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Notify  string            `json:"notify,omitempty"`
+	// Consumer is created (idempotently) on the message's stream before it is
+	// published, so the message has a queue to wait in.
+	Consumer *ConsumerSpec `json:"consumer,omitempty"`
+}
+
+// ConsumerSpec names a durable pull consumer of the task work queue.
+type ConsumerSpec struct {
+	Stream  string `json:"stream"`
+	Name    string `json:"name"`
+	Filter  string `json:"filter"`
+	AckWait string `json:"ack_wait"`
+}
+
+// Dispatch stages a message for a work-queue stream: published by the relay,
+// after the commit, exactly like events (and before them).
+func (tx *Txn) Dispatch(msg OutEvent) {
+	tx.events = append(tx.events, msg)
 }
 
 // Put stages key = JSON(val), expecting key to be unchanged since the snapshot.

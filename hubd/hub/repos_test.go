@@ -1,0 +1,229 @@
+package hub
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/kojibus/kojibus/bus"
+)
+
+func TestRepoRegeneratedAfterTagChange(t *testing.T) {
+	h := StartTestHub(t, nil)
+	setupTag(t, h, "f40-build", nil, map[string]any{"repo.auto": true}, "bash")
+	w := watchEvents(t, h)
+	id := newBuild(t, h, "bash", "5.2", "1")
+	call(t, h.Admin, "tagBuild", []any{"f40-build", id}, nil, nil)
+	var last int64
+	call(t, h.Admin, "tagLastChangeEvent", []any{"f40-build"}, nil, &last)
+
+	// the waiter: subscription only, no polling
+	var init, done *bus.Event
+	for {
+		init = w.next(t, "repo.init")
+		var body struct {
+			Event int64 `json:"event"`
+		}
+		_ = json.Unmarshal(init.Body, &body)
+		if body.Event >= last {
+			break
+		}
+	}
+	for {
+		done = w.next(t, "repo.done")
+		if done.Props["repo_id"] == init.Props["repo_id"] {
+			break
+		}
+	}
+	if done.Props["type"] != "RepoDone" || done.Props["tag"] != "f40-build" {
+		t.Fatalf("repo.done props %v", done.Props)
+	}
+	var repo *bus.Repo
+	call(t, h.Admin, "repo.get", []any{"f40-build"}, map[string]any{"min_event": last}, &repo)
+	if repo == nil || repo.State != bus.RepoReady || repo.CreateEvent < last || repo.TagName != "f40-build" {
+		t.Fatalf("repo.get = %+v", repo)
+	}
+	obj, err := h.js.ObjectStore(ctxT(t), bus.RepoStore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := obj.GetBytes(ctxT(t), repoContentPath("f40-build", repo.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var content bus.RepoContent
+	if err := json.Unmarshal(data, &content); err != nil {
+		t.Fatal(err)
+	}
+	if content.RepoID != repo.ID || content.Event != repo.CreateEvent || len(content.Builds) != 1 || content.Builds[0].NVR != "bash-5.2-1" {
+		t.Fatalf("repo.json = %+v", content)
+	}
+
+	// a request for the current state is answered by that repo, no new request
+	var res bus.RepoRequestResult
+	call(t, h.Admin, "repo.request", []any{"f40-build"}, nil, &res)
+	if res.Repo == nil || res.Repo.ID != repo.ID || res.Request != nil {
+		t.Fatalf("repo.request = %+v", res)
+	}
+	// newRepo forces a new one; the older READY repo expires
+	var reqID int64
+	call(t, h.Admin, "newRepo", []any{"f40-build"}, nil, &reqID)
+	done = w.next(t, "repo.done")
+	var check bus.RepoCheck
+	call(t, h.Admin, "repo.checkRequest", []any{reqID}, nil, &check)
+	if check.Repo == nil || check.Request.Active || check.Repo.ID == repo.ID {
+		t.Fatalf("checkRequest after newRepo: %+v / %+v", check.Request, check.Repo)
+	}
+	var old *bus.Repo
+	call(t, h.Admin, "repoInfo", []any{repo.ID}, nil, &old)
+	if old.State != bus.RepoExpired {
+		t.Fatalf("old repo state %d, want EXPIRED", old.State)
+	}
+	var latest *bus.Repo
+	call(t, h.Admin, "getRepo", []any{"f40-build"}, nil, &latest)
+	if latest == nil || latest.ID != check.Repo.ID {
+		t.Fatalf("getRepo = %+v", latest)
+	}
+	var rows []map[string]any
+	call(t, h.Admin, "repo.query", []any{[][]any{{"tag_id", "=", repo.TagID}, {"state", "=", bus.RepoExpired}, {"id", "IN", []int64{repo.ID, check.Repo.ID}}}}, nil, &rows)
+	if len(rows) != 1 {
+		t.Fatalf("repo.query = %v", rows)
+	}
+
+	alice := h.UserClient(t, "alice")
+	assertRefused(t, h, []badCall{
+		{name: "conflicting events", method: "repo.request", args: []any{"f40-build"}, kwargs: map[string]any{"min_event": 1, "at_event": 1}, code: bus.CodeParameterError, msg: "The min_event and at_event options conflict"},
+		{name: "future event", method: "repo.request", args: []any{"f40-build"}, kwargs: map[string]any{"min_event": 1 << 40}, code: bus.CodeParameterError},
+		{name: "bad opts", method: "repo.request", args: []any{"f40-build"}, kwargs: map[string]any{"opts": map[string]any{"bogus": true}}, code: bus.CodeParameterError, msg: "Invalid repo option: bogus"},
+		{name: "no such tag", method: "repo.request", args: []any{"nope"}, code: bus.CodeGenericError, msg: "No such tagInfo: 'nope'"},
+		{name: "high priority", client: alice, method: "repo.request", args: []any{"f40-build"}, kwargs: map[string]any{"priority": -5}, code: bus.CodeActionNotAllowed, msg: "only admins may create high-priority requests"},
+		{name: "newRepo perm", client: alice, method: "newRepo", args: []any{"f40-build"}, code: bus.CodeActionNotAllowed},
+		{name: "anonymous request", client: h.Anonymous(), method: "repo.request", args: []any{"f40-build"}, code: bus.CodeActionNotAllowed},
+		{name: "no such request", method: "repo.checkRequest", args: []any{999}, code: bus.CodeGenericError, msg: "No such request"},
+		{name: "strict repoInfo", method: "repoInfo", args: []any{999}, kwargs: map[string]any{"strict": true}, code: bus.CodeGenericError, msg: "No such repo: 999"},
+	})
+}
+
+func TestRepoRequestForTagWithoutAuto(t *testing.T) {
+	h := StartTestHub(t, nil)
+	setupTag(t, h, "side", nil, nil, "bash")
+	w := watchEvents(t, h)
+	var res bus.RepoRequestResult
+	call(t, h.Admin, "repo.request", []any{"side"}, nil, &res)
+	if res.Request == nil || res.Repo != nil || !res.Request.Active || res.Request.Priority != 20 || res.Request.TagName != "side" {
+		t.Fatalf("repo.request = %+v", res)
+	}
+	var dup bus.RepoRequestResult
+	call(t, h.Admin, "repo.request", []any{"side"}, nil, &dup)
+	if !dup.Duplicate && dup.Repo == nil {
+		t.Fatalf("second request: %+v", dup)
+	}
+	done := w.next(t, "repo.done")
+	if done.Props["tag"] != "side" {
+		t.Fatalf("repo.done props %v", done.Props)
+	}
+	var check bus.RepoCheck
+	call(t, h.Admin, "repo.checkRequest", []any{res.Request.ID}, nil, &check)
+	if check.Repo == nil || check.Request.Active || check.Request.RepoID == nil || *check.Request.RepoID != check.Repo.ID {
+		t.Fatalf("checkRequest: %+v %+v", check.Request, check.Repo)
+	}
+}
+
+func TestBuildroots(t *testing.T) {
+	h := StartTestHub(t, nil)
+	setupTag(t, h, "br-tag", nil, nil)
+	var res bus.RepoRequestResult
+	call(t, h.Admin, "repo.request", []any{"br-tag"}, nil, &res)
+	w := watchEvents(t, h)
+	_ = w
+	call(t, h.Admin, "addHost", []any{"b1", []string{"x86_64"}}, nil, nil)
+	var creds bus.HostCredentials
+	call(t, h.Admin, "createHostCredentials", []any{"b1"}, nil, &creds)
+	hc := h.Anonymous()
+	if err := hc.Login(ctxT(t), creds.User, creds.Password); err != nil {
+		t.Fatal(err)
+	}
+	var repo *bus.Repo
+	for repo == nil {
+		ev := w.next(t, "repo.done")
+		_ = ev
+		call(t, h.Admin, "repo.get", []any{"br-tag"}, nil, &repo)
+	}
+	var brID int64
+	call(t, hc, "host.newBuildRoot", []any{repo.ID, "x86_64"}, nil, &brID)
+	var br *bus.Buildroot
+	call(t, h.Admin, "getBuildroot", []any{brID}, nil, &br)
+	if br == nil || br.HostName != "b1" || br.TagName != "br-tag" || br.RepoID != repo.ID || br.State != bus.BuildrootInit || br.Arch != "x86_64" {
+		t.Fatalf("getBuildroot = %+v", br)
+	}
+	call(t, hc, "host.setBuildRootState", []any{brID, "BUILDING"}, nil, nil)
+	var list []bus.Buildroot
+	call(t, h.Admin, "listBuildroots", nil, map[string]any{"hostID": br.HostID, "state": bus.BuildrootBuilding}, &list)
+	if len(list) != 1 || list[0].ID != brID {
+		t.Fatalf("listBuildroots = %+v", list)
+	}
+	call(t, hc, "host.setBuildRootState", []any{brID, bus.BuildrootExpired}, nil, nil)
+	call(t, h.Admin, "getBuildroot", []any{brID}, nil, &br)
+	if br.State != bus.BuildrootExpired || br.RetireEventID == nil {
+		t.Fatalf("expired buildroot %+v", br)
+	}
+	assertRefused(t, h, []badCall{
+		{name: "not a host", method: "host.newBuildRoot", args: []any{repo.ID, "x86_64"}, code: bus.CodeActionNotAllowed},
+		{name: "no such repo", client: hc, method: "host.newBuildRoot", args: []any{999, "x86_64"}, code: bus.CodeGenericError, msg: "No such repo: 999"},
+		{name: "back to init", client: hc, method: "host.setBuildRootState", args: []any{brID, 0}, code: bus.CodeGenericError, msg: "Cannot change buildroot state to INIT"},
+		{name: "expired", client: hc, method: "host.setBuildRootState", args: []any{brID, "BUILDING"}, code: bus.CodeGenericError, msg: "buildroot " + itoa(brID) + " is EXPIRED"},
+		{name: "strict get", method: "getBuildroot", args: []any{999}, kwargs: map[string]any{"strict": true}, code: bus.CodeGenericError, msg: "No such buildroot: 999"},
+	})
+}
+
+func TestRepoGenerationWithTwoHubs(t *testing.T) {
+	h := StartTestHub(t, nil)
+	h2, err := New(Config{DataDir: t.TempDir(), NATSURLs: []string{h.URL()}, NATSUser: bus.RoleHub,
+		NATSPass: h.Embedded().Secrets[bus.RoleHub], Logger: h.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h2.Stop)
+	setupTag(t, h, "dual", nil, map[string]any{"repo.auto": true}, "bash")
+	w := watchEvents(t, h)
+	for i, v := range []string{"1", "2", "3"} {
+		id := newBuild(t, h, "bash", v, "1")
+		call(t, h.Admin, "tagBuild", []any{"dual", id}, nil, nil)
+		_ = i
+	}
+	var last int64
+	call(t, h.Admin, "tagLastChangeEvent", []any{"dual"}, nil, &last)
+	for {
+		ev := w.next(t, "repo.done")
+		var body struct {
+			Repo bus.Repo `json:"repo"`
+		}
+		if err := json.Unmarshal(ev.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		if body.Repo.CreateEvent >= last {
+			break
+		}
+	}
+	var rows []bus.Repo
+	call(t, h.Admin, "repo.query", []any{[][]any{{"tag_id", ">", 0}}}, map[string]any{"fields": "**"}, &rows)
+	ready, events := 0, map[int64]bool{}
+	for _, r := range rows {
+		if r.State == bus.RepoInit {
+			// a generation still finishing is fine only if it is newer than the READY one
+			continue
+		}
+		if r.State == bus.RepoReady {
+			ready++
+		}
+		if events[r.CreateEvent] {
+			t.Fatalf("two repos generated from event %d: %+v", r.CreateEvent, rows)
+		}
+		events[r.CreateEvent] = true
+	}
+	if ready != 1 {
+		t.Fatalf("%d READY repos, want 1: %+v", ready, rows)
+	}
+}
