@@ -154,6 +154,12 @@ func RoleUsers(secrets RoleSecrets) []*server.User {
 		"$JS.API.CONSUMER.DELETE." + EventsStream + ".>",
 		"$JS.API.CONSUMER.MSG.NEXT." + EventsStream + ".>",
 		"$JS.FC.>",
+		// live task output (watch-logs -f)
+		"$JS.API.STREAM.INFO." + UploadsStream,
+		"$JS.API.CONSUMER.CREATE." + UploadsStream + ".>",
+		"$JS.API.CONSUMER.INFO." + UploadsStream + ".>",
+		"$JS.API.CONSUMER.DELETE." + UploadsStream + ".>",
+		"$JS.API.CONSUMER.MSG.NEXT." + UploadsStream + ".>",
 	}
 	client := &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: append([]string{APIPrefix + ">"}, readEvents[1:]...)},
@@ -165,8 +171,9 @@ func RoleUsers(secrets RoleSecrets) []*server.User {
 			"$JS.API.CONSUMER.INFO." + TasksStream + ".>",
 			"$JS.API.CONSUMER.MSG.NEXT." + TasksStream + ".>",
 			"$JS.ACK." + TasksStream + ".>",
+			UploadPrefix + ">",
 		}, readEvents[1:]...)},
-		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", EventPrefix + ">"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", EventPrefix + ">", NotifyPrefix + "tasks.>"}},
 	}
 	bridge := &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: append([]string{

@@ -21,7 +21,88 @@ const (
 	StateBucket = "koji"
 	// TaskOutputStore is the Object Store holding finished task output files.
 	TaskOutputStore = "koji-task-output"
+
+	// UploadPrefix + "<task>.<attempt>.<escaped file name>" carries a task's
+	// output as the builder writes it, in chunks: live for watch-logs -f, and
+	// assembled into TaskOutputStore by the hub when the attempt's result is accepted.
+	UploadPrefix = "koji.upload."
+	// UploadsStream keeps upload chunks until the hub has assembled them (Limits, MaxAge).
+	UploadsStream = "KOJI_UPLOADS"
+	// NotifyPrefix + "tasks.<channel id>.<arch>" or "tasks.host.<host id>" wakes
+	// idle builders when a task is queued (core NATS; a lost wake-up is caught by
+	// the builder's safety timer).
+	NotifyPrefix = "koji.notify."
 )
+
+// Headers of task queue and upload messages.
+const (
+	HeaderTaskID      = "Koji-Task-Id"
+	HeaderTaskAttempt = "Koji-Task-Attempt"
+	HeaderTaskMethod  = "Koji-Task-Method"
+	HeaderTaskWeight  = "Koji-Task-Weight"
+	HeaderUploadFinal = "Koji-Upload-Final"
+	HeaderUploadName  = "Koji-Upload-Name"
+)
+
+// UploadSubject is the subject of a task file's chunks for one attempt.
+func UploadSubject(taskID, attempt int64, name string) string {
+	return UploadPrefix + formatInt(taskID) + "." + formatInt(attempt) + "." + EscapeToken(name)
+}
+
+// EscapeToken turns a file name into one subject token: letters, digits, '-'
+// and '_' stay, every other byte becomes =XX.
+func EscapeToken(name string) string {
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+			b.WriteByte(c)
+		default:
+			b.WriteString("=")
+			b.WriteByte("0123456789ABCDEF"[c>>4])
+			b.WriteByte("0123456789ABCDEF"[c&15])
+		}
+	}
+	if b.Len() == 0 {
+		return "="
+	}
+	return b.String()
+}
+
+// UnescapeToken reverses EscapeToken.
+func UnescapeToken(tok string) (string, bool) {
+	var b strings.Builder
+	for i := 0; i < len(tok); i++ {
+		if tok[i] != '=' {
+			b.WriteByte(tok[i])
+			continue
+		}
+		if tok == "=" {
+			return "", true
+		}
+		if i+2 >= len(tok) {
+			return "", false
+		}
+		hi, lo := unhex(tok[i+1]), unhex(tok[i+2])
+		if hi < 0 || lo < 0 {
+			return "", false
+		}
+		b.WriteByte(byte(hi<<4 | lo))
+		i += 2
+	}
+	return b.String(), true
+}
+
+func unhex(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'A' && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
 
 // Headers used on kojibus messages.
 const (

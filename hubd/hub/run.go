@@ -33,6 +33,8 @@ func Run(args []string, stderr io.Writer) int {
 	replicas := fs.Int("replicas", 1, "replicas of streams and buckets when joining a cluster")
 	sessionLife := fs.Duration("session-lifetime", 24*time.Hour, "how long a login stays valid")
 	clientCA := fs.String("client-ca", "", "CA file whose certificates may log in with sslLogin (CN = user name)")
+	hostTimeout := fs.Duration("host-timeout", 60*time.Second, "a ready host silent this long loses its tasks to other builders")
+	maxRetries := fs.Int("max-task-retries", 3, "how often a task is dispatched again after losing its host before it fails")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -63,6 +65,7 @@ func Run(args []string, stderr io.Writer) int {
 		NATSCA: *natsCA, NATSCert: *natsCert, NATSKey: *natsKey,
 		ListenHost: host, ListenPort: port, Durability: dur, SyncInterval: interval,
 		Replicas: *replicas, SessionLifetime: *sessionLife, ClientCAFile: *clientCA, Logger: log,
+		HostTimeout: *hostTimeout, MaxTaskRetries: *maxRetries,
 	}
 	if *natsURLs != "" {
 		cfg.NATSURLs = strings.Split(*natsURLs, ",")

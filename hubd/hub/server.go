@@ -45,7 +45,12 @@ type Config struct {
 	SessionLifetime time.Duration
 	// ClientCAFile enables sslLogin with certificates signed by this CA.
 	ClientCAFile string
-	Logger       *slog.Logger
+	// HostTimeout is how long a ready host may go without a heartbeat before
+	// its tasks are dispatched again (default 60s; Koji's HostTimeout is 900s).
+	HostTimeout time.Duration
+	// MaxTaskRetries bounds how often a task is re-dispatched after losing its host (default 3).
+	MaxTaskRetries int
+	Logger         *slog.Logger
 }
 
 // Server is a running hub.
@@ -57,7 +62,9 @@ type Server struct {
 	js       jetstream.JetStream
 	store    *state.Store
 	relay    *state.Relay
+	archive  *archiveService
 	janitor  *janitor
+	monitor  *hostMonitor
 	reg      *registry.Registry
 	sub      *nats.Subscription
 	repoSvc  *repoService
@@ -83,6 +90,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
+	}
+	if cfg.HostTimeout == 0 {
+		cfg.HostTimeout = 60 * time.Second
+	}
+	if cfg.MaxTaskRetries == 0 {
+		cfg.MaxTaskRetries = 3
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: registry.New(), stopped: make(chan struct{})}
 	s.registerAll()
@@ -159,6 +172,10 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 	if err := s.relay.Start(ctx); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
+	s.archive = newArchiveService(s.js, s.cfg.DataDir, s.log)
+	if err := s.archive.Start(ctx); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
 	if err := s.bootstrap(ctx); err != nil {
 		return fmt.Errorf("hub: bootstrap: %w", err)
 	}
@@ -167,6 +184,10 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 	}
 	s.janitor = &janitor{s: s, interval: 10 * time.Minute}
 	if err := s.janitor.Start(ctx); err != nil {
+		return err
+	}
+	s.monitor = &hostMonitor{s: s, timeout: s.cfg.HostTimeout, maxRetries: s.cfg.MaxTaskRetries}
+	if err := s.monitor.Start(ctx); err != nil {
 		return err
 	}
 	return s.serveAPI()
@@ -192,9 +213,13 @@ func (s *Server) Stop() {
 		if s.janitor != nil {
 			s.janitor.Stop()
 		}
+		if s.monitor != nil {
+			s.monitor.Stop()
+		}
 		if s.relay != nil {
 			s.relay.Stop()
 		}
+		s.archive.Stop()
 		if s.store != nil {
 			s.store.Stop()
 		}

@@ -30,6 +30,13 @@ type taskRecord struct {
 	// Attempt numbers the task's runs; every builder call of a run carries it
 	// and the hub refuses a stale one (fencing, Core II).
 	Attempt int64 `json:"attempt"`
+	// Pinned tasks (created with assign, or assignTask) go back to their host when freed.
+	Pinned bool `json:"pinned,omitempty"`
+	// Retries counts runs lost with their host; past maxTaskRetries the task fails.
+	Retries int `json:"retries,omitempty"`
+	// Outputs are the files of the accepted run, stored under <id>/<OutputAttempt>/<name>.
+	Outputs       []outputFile `json:"outputs,omitempty"`
+	OutputAttempt int64        `json:"output_attempt,omitempty"`
 }
 
 func taskKey(id int64) string { return "task." + strconv.FormatInt(id, 10) }
@@ -126,7 +133,7 @@ func createTaskTx(tx *state.Txn, caller *registry.Caller, method string, request
 		t.Owner = caller.UserID
 	}
 	if o.Arch != nil {
-		if *o.Arch == "" || len(*o.Arch) > 16 || strings.ContainsAny(*o.Arch, " \t.") {
+		if !archTokenRE.MatchString(*o.Arch) {
 			return nil, bus.GenericError("Invalid arch: %q", *o.Arch)
 		}
 		t.Arch = *o.Arch
@@ -153,8 +160,9 @@ func createTaskTx(tx *state.Txn, caller *registry.Caller, method string, request
 		}
 		t.State = bus.TaskAssigned
 		t.HostID = &h.ID
+		t.Pinned = true
 	}
-	if err := tx.Put(taskKey(t.ID), t); err != nil {
+	if err := dispatchTaskTx(tx, t); err != nil {
 		return nil, err
 	}
 	if parent != nil {
@@ -255,3 +263,5 @@ func setTaskState(tx *state.Txn, t *taskRecord, newState int) error {
 	emitTaskState(tx, t, &old)
 	return nil
 }
+
+func jsonMarshal(v any) (json.RawMessage, error) { return json.Marshal(v) }

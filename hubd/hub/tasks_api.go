@@ -450,6 +450,12 @@ func (s *Server) setTaskPriority(ctx context.Context, c *registry.Call) (any, er
 			if err := tx.Put(taskKey(cur.ID), cur); err != nil {
 				return nil, err
 			}
+			if cur.State == bus.TaskFree {
+				// Move it to the queue of its new priority; the old message is stale.
+				if err := dispatchTaskTx(tx, cur); err != nil {
+					return nil, err
+				}
+			}
 			tx.Emit("task.priority", map[string]any{"type": "TaskPriorityChange", "id": cur.ID, "parent": cur.Parent,
 				"method": cur.Method, "attribute": "priority", "new": prio}, map[string]any{"info": taskInfoMap(cur, false)})
 			if recurse {
@@ -481,8 +487,9 @@ func (s *Server) freeTask(ctx context.Context, c *registry.Call) (any, error) {
 		if t.State == bus.TaskFree {
 			return nil, nil
 		}
-		t.Attempt++ // a result from the run being freed is now stale
-		return nil, setTaskState(tx, t, bus.TaskFree)
+		// A new attempt: a result from the run being freed is now stale.
+		t.Pinned = false
+		return nil, requeueTx(tx, t)
 	})
 	return nil, err
 }
@@ -512,11 +519,12 @@ func (s *Server) assignTask(ctx context.Context, c *registry.Call) (any, error) 
 		if t.State != bus.TaskFree && !(force && !bus.TaskFinished(t.State)) {
 			return false, nil
 		}
-		if t.State != bus.TaskFree {
-			t.Attempt++
-		}
 		t.HostID = &h.ID
-		return true, setTaskState(tx, t, bus.TaskAssigned)
+		t.Pinned = true
+		if err := setTaskState(tx, t, bus.TaskAssigned); err != nil {
+			return nil, err
+		}
+		return true, dispatchTaskTx(tx, t)
 	})
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"github.com/nats-io/nats.go/jetstream"
 	"log/slog"
 	"testing"
 	"time"
@@ -76,3 +77,43 @@ func (h *TestHub) UserClient(t testing.TB, name string, perms ...string) *bus.Cl
 
 // Anonymous returns a client without a session.
 func (h *TestHub) Anonymous() *bus.Client { return h.Admin.WithSession("") }
+
+// TestHost is a build host's connection as builderd would have it.
+type TestHost struct {
+	Name   string
+	ID     int64
+	Client *bus.Client
+	JS     jetstream.JetStream
+	Creds  *bus.HostCredentials
+}
+
+// AddHost adds a host (addHost + createHostCredentials as kojictl add-host
+// --creds-out does) and connects as it with the host role, logged in.
+func (h *TestHub) AddHost(t testing.TB, name string, arches ...string) *TestHost {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var id int64
+	if err := h.Admin.Call(ctx, "addHost", []any{name, arches}, nil, &id); err != nil {
+		t.Fatal(err)
+	}
+	var creds bus.HostCredentials
+	if err := h.Admin.Call(ctx, "createHostCredentials", []any{name}, nil, &creds); err != nil {
+		t.Fatal(err)
+	}
+	p := &bus.Profile{Name: "koji", Server: creds.Server, NATSUser: creds.NATSUser, NATSPassword: creds.NATSPassword,
+		AuthType: "password", User: creds.User, Password: creds.Password, Host: creds.Host}
+	c, err := p.Dial(ctx, "test-host-"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if err := p.Login(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(c.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &TestHost{Name: name, ID: id, Client: c, JS: js, Creds: &creds}
+}

@@ -56,6 +56,7 @@ type Store struct {
 	log *slog.Logger
 
 	mu      sync.RWMutex
+	writeMu sync.RWMutex                 // see Update
 	kinds   map[string]map[string]*entry // first key segment -> key -> entry
 	applied uint64                       // stream sequence of the last applied message
 	changed chan struct{}                // closed and replaced whenever applied advances
@@ -94,7 +95,7 @@ func (s *Store) Start(ctx context.Context) error {
 		return fmt.Errorf("state: %w", err)
 	}
 	s.loadAt = info.State.LastSeq
-	if s.loadAt == 0 {
+	if s.loadAt == 0 || info.State.Msgs == 0 {
 		close(s.loaded)
 	}
 	cons, err := s.js.OrderedConsumer(ctx, kvStream, jetstream.OrderedConsumerConfig{
@@ -161,7 +162,9 @@ func (s *Store) applyMsg(m jetstream.Msg) {
 	s.applied = md.Sequence.Stream
 	close(s.changed)
 	s.changed = make(chan struct{})
-	if s.loadAt > 0 && s.applied >= s.loadAt {
+	// NumPending 0: caught up even when the stream's last message was deleted
+	// (a relayed outbox entry, an expired request record), so loadAt never comes.
+	if s.loadAt > 0 && (s.applied >= s.loadAt || md.NumPending == 0) {
 		select {
 		case <-s.loaded:
 		default:
@@ -413,7 +416,24 @@ func (s *Store) Update(ctx context.Context, requestID string, fn UpdateFunc) (*R
 		return nil, bus.ParameterError("invalid request id")
 	}
 	var lastErr error
+	// First attempts run concurrently (shared lock). A write that lost a race
+	// retries holding the exclusive lock, which new first attempts wait
+	// behind, so within one hub a contended write always gets through.
+	s.writeMu.RLock()
+	exclusive := false
+	defer func() {
+		if exclusive {
+			s.writeMu.Unlock()
+		} else {
+			s.writeMu.RUnlock()
+		}
+	}()
 	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if attempt == 1 {
+			s.writeMu.RUnlock()
+			s.writeMu.Lock()
+			exclusive = true
+		}
 		if attempt > 0 {
 			backoff := time.Duration(attempt*attempt) * 200 * time.Microsecond
 			select {

@@ -1,0 +1,303 @@
+package hub
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/hubd/internal/registry"
+	"github.com/kojibus/kojibus/hubd/internal/state"
+)
+
+// Task output. Builders publish each file in chunks to
+// koji.upload.<task>.<attempt>.<escaped name> (stream KOJI_UPLOADS), which is
+// what watch-logs -f follows live. When the hub accepts the run's close or
+// fail, it copies the attempt's files into the object store as
+// <task>/<attempt>/<name> and records them on the task; a stale attempt's
+// uploads are never copied nor listed.
+
+type outputFile struct {
+	Name  string  `json:"name"`
+	Size  int64   `json:"size"`
+	MTime float64 `json:"mtime"`
+}
+
+func init() { domainRegistrars = append(domainRegistrars, (*Server).registerOutputs) }
+
+func outputObject(taskID, attempt int64, name string) string {
+	return strconv.FormatInt(taskID, 10) + "/" + strconv.FormatInt(attempt, 10) + "/" + name
+}
+
+func uploadFilter(taskID, attempt int64) string {
+	return bus.UploadPrefix + strconv.FormatInt(taskID, 10) + "." + strconv.FormatInt(attempt, 10) + ".>"
+}
+
+// liveUploads returns the file names uploaded so far by an attempt.
+func (s *Server) liveUploads(ctx context.Context, taskID, attempt int64) (map[string]string, error) {
+	stream, err := s.js.Stream(ctx, bus.UploadsStream)
+	if err != nil {
+		return nil, err
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(uploadFilter(taskID, attempt)))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	prefix := strings.TrimSuffix(uploadFilter(taskID, attempt), ">")
+	for subj := range info.State.Subjects {
+		if name, ok := bus.UnescapeToken(strings.TrimPrefix(subj, prefix)); ok && validOutputName(name) {
+			out[name] = subj
+		}
+	}
+	return out, nil
+}
+
+func validOutputName(name string) bool {
+	return name != "" && !strings.Contains(name, "..") && !strings.HasPrefix(name, "/")
+}
+
+// readUpload streams one uploaded file's chunks in order into w.
+func (s *Server) readUpload(ctx context.Context, subject string, w io.Writer) (int64, error) {
+	cons, err := s.js.OrderedConsumer(ctx, bus.UploadsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for {
+		batch, err := cons.FetchNoWait(64)
+		if err != nil {
+			return n, err
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			k, err := w.Write(m.Data())
+			n += int64(k)
+			if err != nil {
+				return n, err
+			}
+			md, _ := m.Metadata()
+			if md != nil && md.NumPending == 0 {
+				return n, nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return n, err
+		}
+		if got == 0 {
+			return n, nil
+		}
+	}
+}
+
+// assembleOutputs copies an attempt's uploads into the object store.
+func (s *Server) assembleOutputs(ctx context.Context, taskID, attempt int64) ([]outputFile, error) {
+	files, err := s.liveUploads(ctx, taskID, attempt)
+	if err != nil {
+		return nil, fmt.Errorf("task %d output: %w", taskID, err)
+	}
+	if len(files) == 0 {
+		return nil, nil
+	}
+	store, err := s.js.ObjectStore(ctx, bus.TaskOutputStore)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []outputFile
+	for _, name := range names {
+		pr, pw := io.Pipe()
+		go func(subject string) {
+			_, err := s.readUpload(ctx, subject, pw)
+			pw.CloseWithError(err)
+		}(files[name])
+		info, err := store.Put(ctx, jetstream.ObjectMeta{Name: outputObject(taskID, attempt, name)}, pr)
+		pr.Close()
+		if err != nil {
+			return nil, fmt.Errorf("task %d output %s: %w", taskID, name, err)
+		}
+		out = append(out, outputFile{Name: name, Size: int64(info.Size), MTime: float64(info.ModTime.UnixMicro()) / 1e6})
+	}
+	return out, nil
+}
+
+func (s *Server) registerOutputs() {
+	s.reg.Register(
+		registry.Method{
+			Name: "listTaskOutput", Doc: "List the files a task produced",
+			Params:  []registry.Param{registry.P("taskID"), registry.Opt("stat", false), registry.Opt("all_volumes", false), registry.Opt("strict", false)},
+			Handler: s.listTaskOutput,
+		},
+		registry.Method{
+			Name: "downloadTaskOutput", Doc: "Download a part of a task output file, base64 encoded",
+			Params: []registry.Param{registry.P("taskID"), registry.P("fileName"), registry.Opt("offset", 0), registry.Opt("size", -1),
+				registry.Opt("volume", nil)},
+			Handler: s.downloadTaskOutput,
+		},
+	)
+}
+
+// taskFiles returns a task's files: the accepted run's, or the live ones of a running task.
+func (s *Server) taskFiles(ctx context.Context, t *taskRecord) ([]outputFile, map[string]string, error) {
+	if t.OutputAttempt > 0 || bus.TaskFinished(t.State) {
+		return t.Outputs, nil, nil
+	}
+	live, err := s.liveUploads(ctx, t.ID, t.Attempt)
+	if err != nil {
+		return nil, nil, err
+	}
+	var files []outputFile
+	for name := range live {
+		files = append(files, outputFile{Name: name})
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
+	return files, live, nil
+}
+
+func (s *Server) listTaskOutput(ctx context.Context, c *registry.Call) (any, error) {
+	id, err := c.Int("taskID")
+	if err != nil {
+		return nil, err
+	}
+	stat, err := c.Bool("stat")
+	if err != nil {
+		return nil, err
+	}
+	allVolumes, err := c.Bool("all_volumes")
+	if err != nil {
+		return nil, err
+	}
+	strict, err := c.Bool("strict")
+	if err != nil {
+		return nil, err
+	}
+	var t *taskRecord
+	_ = s.store.Read(func(v state.View) error { t, _ = lookupTask(v, id); return nil })
+	if t == nil {
+		if strict {
+			return nil, bus.GenericError("No such task: %d", id)
+		}
+		if allVolumes || stat {
+			return map[string]any{}, nil
+		}
+		return []string{}, nil
+	}
+	files, _, err := s.taskFiles(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	statOf := func(f outputFile) map[string]any {
+		ts := strconv.FormatFloat(f.MTime, 'f', -1, 64)
+		return map[string]any{"st_size": strconv.FormatInt(f.Size, 10), "st_atime": ts, "st_mtime": ts, "st_ctime": ts}
+	}
+	switch {
+	case allVolumes && stat:
+		out := map[string]any{}
+		for _, f := range files {
+			out[f.Name] = map[string]any{"DEFAULT": statOf(f)}
+		}
+		return out, nil
+	case allVolumes:
+		out := map[string]any{}
+		for _, f := range files {
+			out[f.Name] = []string{"DEFAULT"}
+		}
+		return out, nil
+	case stat:
+		out := map[string]any{}
+		for _, f := range files {
+			out[f.Name] = statOf(f)
+		}
+		return out, nil
+	}
+	names := []string{}
+	for _, f := range files {
+		names = append(names, f.Name)
+	}
+	return names, nil
+}
+
+func (s *Server) downloadTaskOutput(ctx context.Context, c *registry.Call) (any, error) {
+	id, err := c.Int("taskID")
+	if err != nil {
+		return nil, err
+	}
+	name, err := c.String("fileName")
+	if err != nil {
+		return nil, err
+	}
+	offset, err := c.Int("offset")
+	if err != nil {
+		return nil, err
+	}
+	size, err := c.Int("size")
+	if err != nil {
+		return nil, err
+	}
+	if strings.Contains(name, "..") {
+		return nil, bus.GenericError("Invalid file name: %s", name)
+	}
+	var t *taskRecord
+	_ = s.store.Read(func(v state.View) error { t, _ = lookupTask(v, id); return nil })
+	if t == nil {
+		return nil, bus.GenericError("No such task: %d", id)
+	}
+	files, live, err := s.taskFiles(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	found := false
+	for _, f := range files {
+		found = found || f.Name == name
+	}
+	if !found {
+		return nil, bus.GenericError("no file \"%s\" output by task %d", name, id)
+	}
+	var buf bytes.Buffer
+	if live != nil {
+		if _, err := s.readUpload(ctx, live[name], &buf); err != nil {
+			return nil, err
+		}
+	} else {
+		store, err := s.js.ObjectStore(ctx, bus.TaskOutputStore)
+		if err != nil {
+			return nil, err
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer cancel()
+		data, err := store.GetBytes(rctx, outputObject(t.ID, t.OutputAttempt, name))
+		if err != nil {
+			return nil, fmt.Errorf("task %d output %s: %w", id, name, err)
+		}
+		buf.Write(data)
+	}
+	data := buf.Bytes()
+	if offset < 0 {
+		offset += int64(len(data)) // negative offsets seek from the end, as Koji
+		if offset < 0 {
+			offset = 0
+		}
+	}
+	if offset > int64(len(data)) {
+		offset = int64(len(data))
+	}
+	data = data[offset:]
+	if size >= 0 && size < int64(len(data)) {
+		data = data[:size]
+	}
+	return base64.StdEncoding.EncodeToString(data), nil
+}
