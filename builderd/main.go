@@ -2,12 +2,9 @@
 package main
 
 import (
-	"fmt"
 	"os"
+
+	"github.com/kojibus/kojibus/builderd/builder"
 )
 
-// The task engine arrives with Core II; until then builderd says so and exits non-zero.
-func main() {
-	fmt.Fprintln(os.Stderr, "builderd: the task engine is not built yet (Core II)")
-	os.Exit(1)
-}
+func main() { os.Exit(builder.Run(os.Args[1:], os.Stderr)) }

@@ -168,7 +168,7 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 	if err := s.store.Start(ctx); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	s.relay = state.NewRelay(nc, s.js, s.log)
+	s.relay = state.NewRelay(nc, s.js, s.store, s.log)
 	if err := s.relay.Start(ctx); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}

@@ -21,8 +21,10 @@ import (
 // events leave in commit order.
 const RelayConsumer = "outbox-relay"
 
-// Relay publishes committed outbox entries to KOJI_EVENTS exactly once and in
-// commit order, then deletes them.
+// Relay finishes committed transactions in commit order: it publishes their
+// events to KOJI_EVENTS (and dispatch messages to their streams) exactly once,
+// writes their keys out as KV entries, and deletes the transaction message.
+// Void transactions are only deleted.
 //
 // Exactly once: each entry is delivered to one relay at a time. An entry
 // delivered for the first time cannot have been published yet. A redelivered
@@ -30,9 +32,10 @@ const RelayConsumer = "outbox-relay"
 // KOJI_EVENTS, which carries the entry's sequence as its Koji-Event-Id; the
 // Nats-Msg-Id of every event is a second guard within the dedupe window.
 type Relay struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	log *slog.Logger
+	store *Store
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	log   *slog.Logger
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -42,11 +45,11 @@ type Relay struct {
 }
 
 // NewRelay returns a relay publishing through js.
-func NewRelay(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *Relay {
+func NewRelay(nc *nats.Conn, js jetstream.JetStream, store *Store, log *slog.Logger) *Relay {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Relay{nc: nc, js: js, log: log, consumers: map[string]bool{}}
+	return &Relay{store: store, nc: nc, js: js, log: log, consumers: map[string]bool{}}
 }
 
 // Start creates the relay consumer if needed and starts relaying.
@@ -55,7 +58,7 @@ func (r *Relay) Start(ctx context.Context) error {
 		Durable:       RelayConsumer,
 		FilterSubject: kvSubjectPrefix + outboxPrefix + ">",
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second, // a relay killed mid-entry delays events this long
 		MaxAckPending: 1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
@@ -126,25 +129,87 @@ func (r *Relay) relay(ctx context.Context, m jetstream.Msg) error {
 	if op := m.Headers().Get(hdrKVOp); op != "" {
 		return m.Ack()
 	}
-	var events []OutEvent
-	if err := json.Unmarshal(m.Data(), &events); err != nil {
-		// An entry that does not decode was not written by a hub; drop it loudly.
-		r.log.Error("relay: undecodable outbox entry dropped", "seq", seq, "err", err)
+	// The verdict comes from this hub's view, which applies transactions in
+	// the same order and with the same rules as every other hub's.
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = r.store.WaitApplied(wctx, seq)
+	cancel()
+	if err != nil {
+		return err
+	}
+	switch r.store.verdictOf(seq) {
+	case verdictValid:
+	case verdictConflict, verdictDuplicate, verdictDone:
+		return r.finish(ctx, m, seq) // void, or finished before a crash: nothing to publish
+	default:
+		return fmt.Errorf("no verdict for transaction %d", seq)
+	}
+	t, err := decodeTxn(m.Data())
+	if err != nil {
+		r.log.Error("relay: undecodable transaction dropped", "seq", seq, "err", err)
 		return r.finish(ctx, m, seq)
 	}
 	published := false
 	if md.NumDelivered > 1 {
-		published, err = r.alreadyPublished(ctx, seq)
+		published, err = r.alreadyPublished(ctx, seq, t.Events)
 		if err != nil {
 			return err
 		}
 	}
 	if !published {
-		if err := r.publish(ctx, seq, events); err != nil {
+		if err := r.publish(ctx, seq, t.Events); err != nil {
 			return err
 		}
 	}
+	if err := r.materialize(ctx, seq, t); err != nil {
+		return err
+	}
 	return r.finish(ctx, m, seq)
+}
+
+// materialize writes a transaction's keys as ordinary KV entries stamped
+// with its sequence, so a restarted view can load them instead of the log.
+func (r *Relay) materialize(ctx context.Context, seq uint64, t *txnMsg) error {
+	rev := strconv.FormatUint(seq, 10)
+	var futures []jetstream.PubAckFuture
+	add := func(m *nats.Msg) error {
+		m.Header.Set(hdrRev, rev)
+		f, err := r.js.PublishMsgAsync(m)
+		if err != nil {
+			return err
+		}
+		futures = append(futures, f)
+		return nil
+	}
+	for _, w := range t.Writes {
+		m := nats.NewMsg(kvSubjectPrefix + w.Key)
+		if w.Del {
+			m.Header.Set(hdrKVOp, "DEL")
+		} else {
+			m.Data = w.Val
+		}
+		if err := add(m); err != nil {
+			return err
+		}
+	}
+	if t.Request != "" {
+		m := nats.NewMsg(kvSubjectPrefix + requestPrefix + EscapeKey(t.Request))
+		m.Data, _ = json.Marshal(storedRequest{Result: t.Result})
+		m.Header.Set(jetstream.MsgTTLHeader, requestTTL.String())
+		if err := add(m); err != nil {
+			return err
+		}
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("materialize transaction %d: %w", seq, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 func (r *Relay) finish(ctx context.Context, m jetstream.Msg, seq uint64) error {
@@ -158,7 +223,14 @@ func (r *Relay) finish(ctx context.Context, m jetstream.Msg, seq uint64) error {
 	return m.DoubleAck(ctx)
 }
 
-func (r *Relay) alreadyPublished(ctx context.Context, seq uint64) (bool, error) {
+func (r *Relay) alreadyPublished(ctx context.Context, seq uint64, events []OutEvent) (bool, error) {
+	hasEvent := false
+	for _, e := range events {
+		hasEvent = hasEvent || e.Subject == ""
+	}
+	if !hasEvent {
+		return false, nil // only dispatches: their Nats-Msg-Id dedupes a republish
+	}
 	stream, err := r.js.Stream(ctx, bus.EventsStream)
 	if err != nil {
 		return false, err

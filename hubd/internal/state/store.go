@@ -2,22 +2,33 @@
 // way the hub writes to it.
 //
 // Every hubd keeps an in-memory copy of the bucket, fed in stream order by an
-// ordered consumer, so reads are map lookups on a consistent snapshot. A write
-// is an optimistic transaction: the handler reads the snapshot, stages puts and
-// events, and Commit publishes all of it as one JetStream atomic batch in which
-// every written key carries the revision it was read at
-// (Nats-Expected-Last-Subject-Sequence). The events go into an outbox entry in
-// the same batch, so a state change and its events are one commit: after a
-// kill -9 at any moment either both exist or neither does. The relay (relay.go)
-// moves outbox entries to KOJI_EVENTS exactly once.
+// ordered consumer, so reads are map lookups on a consistent snapshot.
+//
+// A write is an optimistic transaction: the handler reads the snapshot and
+// stages puts, deletes and events; Commit publishes ALL of it as ONE message,
+// $KV.koji.outbox.<id>, carrying for every written key the revision it was
+// read at. That single message is the commit point (one JetStream write, one
+// fsync in sync mode). Every view applies transactions in stream order and
+// validates them the same way: a transaction whose expected revisions no
+// longer hold is void, for everyone. The writer learns the verdict when its
+// own view has applied the message, and retries a void one. A key's revision
+// is the stream sequence of the transaction that last wrote it, so revisions
+// and Koji event ids are one monotonic sequence across the hub cluster.
+//
+// The relay (relay.go) then publishes the transaction's events to KOJI_EVENTS
+// exactly once, writes its keys as ordinary KV entries stamped with the
+// transaction's sequence (Kojibus-Rev), and deletes the transaction message.
+// A restarted view loads those entries and re-validates only the transactions
+// the relay has not finished, so state and events agree after a kill -9 at
+// any moment: the commit message holds both.
 package state
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,19 +45,61 @@ import (
 const (
 	kvSubjectPrefix = "$KV." + bus.StateBucket + "."
 	kvStream        = "KV_" + bus.StateBucket
-	// outboxPrefix keys hold the events of a committed change until the relay has published them.
+	// outboxPrefix keys are committed transactions the relay has not finished.
 	outboxPrefix = "outbox."
 	// requestPrefix keys remember the result of an idempotent write for requestTTL.
 	requestPrefix = "req."
-	requestTTL    = 24 * time.Hour
-	hdrTxn        = "Kojibus-Txn"
+	requestTTL    = time.Hour
 	hdrKVOp       = "KV-Operation"
-	maxAttempts   = 20
+	// hdrRev stamps a materialized key with the transaction that wrote it.
+	hdrRev      = "Kojibus-Rev"
+	maxAttempts = 20
+	// statusKeep is how long a transaction's verdict stays queryable after
+	// the relay finished it (writers read it right after applying).
+	statusKeep = time.Minute
 )
 
 type entry struct {
 	val []byte
 	rev uint64
+}
+
+// txnMsg is a committed transaction as stored in the outbox message.
+type txnMsg struct {
+	Writes  []txnWrite      `json:"w,omitempty"`
+	Events  []OutEvent      `json:"e,omitempty"`
+	Request string          `json:"r,omitempty"`
+	Result  json.RawMessage `json:"res,omitempty"`
+}
+
+type txnWrite struct {
+	Key    string          `json:"k"`
+	Val    json.RawMessage `json:"v,omitempty"`
+	Del    bool            `json:"d,omitempty"`
+	Expect uint64          `json:"x"` // revision read; 0 = the key was absent
+}
+
+// Verdicts of a transaction.
+type verdict uint8
+
+const (
+	verdictUnknown   verdict = iota
+	verdictValid             // applied
+	verdictConflict          // an expected revision no longer held: void
+	verdictDuplicate         // its request id had committed already: void
+	verdictDone              // found applied and materialized while loading
+)
+
+type status struct {
+	seq     uint64
+	verdict verdict
+	at      time.Time
+}
+
+type requestEntry struct {
+	rev    uint64
+	result json.RawMessage
+	at     time.Time
 }
 
 // Store is the in-memory view of the state bucket plus the write path.
@@ -58,11 +111,23 @@ type Store struct {
 	mu      sync.RWMutex
 	writeMu sync.RWMutex                 // see Update
 	kinds   map[string]map[string]*entry // first key segment -> key -> entry
+	reqs    map[string]*requestEntry     // committed request ids (idempotency)
 	applied uint64                       // stream sequence of the last applied message
-	changed chan struct{}                // closed and replaced whenever applied advances
-	pending []jetstream.Msg              // messages of a transaction not yet complete
-	loaded  chan struct{}
-	loadAt  uint64
+	// stateRev is the revision of the state: the sequence of the last
+	// transaction that changed it (relay bookkeeping and void transactions
+	// advance applied, not stateRev).
+	stateRev uint64
+	changed  chan struct{} // closed and replaced whenever applied advances
+	// statuses are the verdicts of recent transactions, by ascending sequence.
+	statuses []status
+	// materialized is the highest transaction sequence the relay has written out.
+	materialized uint64
+	// while loading: transactions not yet finished by the relay, applied at the end
+	loading   bool
+	loadTxns  []jetstream.Msg
+	loaded    chan struct{}
+	loadAt    uint64
+	reqPruned time.Time
 
 	cancel context.CancelFunc
 	cc     jetstream.ConsumeContext
@@ -77,9 +142,11 @@ func New(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *Store {
 	return &Store{
 		nc: nc, js: js, log: log,
 		kinds:   map[string]map[string]*entry{},
+		reqs:    map[string]*requestEntry{},
 		changed: make(chan struct{}),
 		loaded:  make(chan struct{}),
 		done:    make(chan struct{}),
+		loading: true,
 	}
 }
 
@@ -96,6 +163,7 @@ func (s *Store) Start(ctx context.Context) error {
 	}
 	s.loadAt = info.State.LastSeq
 	if s.loadAt == 0 || info.State.Msgs == 0 {
+		s.loading = false
 		close(s.loaded)
 	}
 	cons, err := s.js.OrderedConsumer(ctx, kvStream, jetstream.OrderedConsumerConfig{
@@ -144,44 +212,88 @@ func (s *Store) applyMsg(m jetstream.Msg) {
 		s.log.Error("state: message without metadata", "subject", m.Subject(), "err", err)
 		return
 	}
+	seq := md.Sequence.Stream
+	key := strings.TrimPrefix(m.Subject(), kvSubjectPrefix)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.pending = append(s.pending, m)
-	// Apply a transaction's messages together so no reader sees half of it.
-	// While catching up, earlier messages of a batch may have been superseded
-	// (last-per-subject delivery), so everything is applied as it comes.
-	if i, n, ok := txnPos(m.Headers()); ok && i < n && md.Sequence.Stream < s.loadAt {
-		// catching up: fall through and apply
-	} else if ok && i < n {
-		return
+	isTxn := strings.HasPrefix(key, outboxPrefix)
+	switch {
+	case s.loading && isTxn:
+		// Applied after every materialized key is in: see finishLoad.
+		s.loadTxns = append(s.loadTxns, m)
+	case isTxn:
+		s.applyTxn(seq, m.Data(), md.Timestamp)
+	default:
+		s.applyKey(key, m, seq, md.Timestamp)
 	}
-	for _, pm := range s.pending {
-		s.applyOne(pm)
+	s.applied = seq
+	if s.loading && (seq >= s.loadAt || md.NumPending == 0) {
+		// NumPending 0 also ends loading when the stream's last message was
+		// deleted (a finished transaction), so loadAt itself never arrives.
+		s.finishLoad()
 	}
-	s.pending = s.pending[:0]
-	s.applied = md.Sequence.Stream
 	close(s.changed)
 	s.changed = make(chan struct{})
-	// NumPending 0: caught up even when the stream's last message was deleted
-	// (a relayed outbox entry, an expired request record), so loadAt never comes.
-	if s.loadAt > 0 && (s.applied >= s.loadAt || md.NumPending == 0) {
-		select {
-		case <-s.loaded:
-		default:
-			close(s.loaded)
-		}
-	}
 }
 
-func (s *Store) applyOne(m jetstream.Msg) {
-	key := strings.TrimPrefix(m.Subject(), kvSubjectPrefix)
-	if strings.HasPrefix(key, outboxPrefix) || strings.HasPrefix(key, requestPrefix) {
-		return // not part of the view
+func (s *Store) finishLoad() {
+	for _, m := range s.loadTxns {
+		md, _ := m.Metadata()
+		if md.Sequence.Stream <= s.materialized {
+			// The relay wrote this one out (and published its events) but
+			// died before deleting it.
+			s.setStatus(md.Sequence.Stream, verdictDone, md.Timestamp)
+			continue
+		}
+		s.applyTxn(md.Sequence.Stream, m.Data(), md.Timestamp)
 	}
-	md, _ := m.Metadata()
+	s.loadTxns = nil
+	s.loading = false
+	close(s.loaded)
+}
+
+// applyKey applies a materialized key (or a plain KV write).
+func (s *Store) applyKey(key string, m jetstream.Msg, seq uint64, ts time.Time) {
+	rev := seq
+	if r, err := strconv.ParseUint(m.Headers().Get(hdrRev), 10, 64); err == nil {
+		rev = r
+	}
+	if rev > s.materialized {
+		s.materialized = rev
+		s.pruneStatuses(ts)
+	}
+	if s.loading && rev > s.stateRev {
+		s.stateRev = rev
+	}
+	deleted := m.Headers().Get(hdrKVOp) == "DEL" || m.Headers().Get(hdrKVOp) == "PURGE"
+	if strings.HasPrefix(key, requestPrefix) {
+		if !s.loading || deleted {
+			return // live, the view has it from the transaction already
+		}
+		var sr storedRequest
+		if json.Unmarshal(m.Data(), &sr) == nil {
+			s.reqs[strings.TrimPrefix(key, requestPrefix)] = &requestEntry{rev: rev, result: sr.Result, at: ts}
+		}
+		return
+	}
 	kind, _, _ := strings.Cut(key, ".")
-	op := m.Headers().Get(hdrKVOp)
-	if op == "DEL" || op == "PURGE" {
+	cur, exists := s.kinds[kind][key]
+	if exists && cur.rev >= rev {
+		return // the view applied this transaction (or a later one) already
+	}
+	if !s.loading && !exists && deleted {
+		return
+	}
+	if !s.loading {
+		// Live, keys arrive after their transaction: only an older
+		// materialization of a key deleted since can get here; ignore it.
+		return
+	}
+	s.put(kind, key, m.Data(), rev, deleted)
+}
+
+func (s *Store) put(kind, key string, val []byte, rev uint64, deleted bool) {
+	if deleted {
 		if km := s.kinds[kind]; km != nil {
 			delete(km, key)
 		}
@@ -192,31 +304,103 @@ func (s *Store) applyOne(m jetstream.Msg) {
 		km = map[string]*entry{}
 		s.kinds[kind] = km
 	}
-	km[key] = &entry{val: m.Data(), rev: md.Sequence.Stream}
+	km[key] = &entry{val: val, rev: rev}
 }
 
-func txnPos(h nats.Header) (i, n int, ok bool) {
-	v := h.Get(hdrTxn)
-	if v == "" {
-		return 0, 0, false
+func (s *Store) rev(key string) uint64 {
+	kind, _, _ := strings.Cut(key, ".")
+	if e, ok := s.kinds[kind][key]; ok {
+		return e.rev
 	}
-	a, b, found := strings.Cut(v, "/")
-	if !found {
-		return 0, 0, false
-	}
-	i, err1 := strconv.Atoi(a)
-	n, err2 := strconv.Atoi(b)
-	if err1 != nil || err2 != nil {
-		return 0, 0, false
-	}
-	return i, n, true
+	return 0
 }
 
-// Applied is the stream sequence the view reflects.
+// applyTxn validates and applies a transaction: the same verdict in every view.
+func (s *Store) applyTxn(seq uint64, data []byte, ts time.Time) {
+	var t txnMsg
+	if err := json.Unmarshal(data, &t); err != nil {
+		s.log.Error("state: undecodable transaction is void", "seq", seq, "err", err)
+		s.setStatus(seq, verdictConflict, ts)
+		return
+	}
+	if t.Request != "" {
+		if _, dup := s.reqs[t.Request]; dup {
+			s.setStatus(seq, verdictDuplicate, ts)
+			return
+		}
+	}
+	for _, w := range t.Writes {
+		if s.rev(w.Key) != w.Expect {
+			s.setStatus(seq, verdictConflict, ts)
+			return
+		}
+	}
+	for _, w := range t.Writes {
+		kind, _, _ := strings.Cut(w.Key, ".")
+		s.put(kind, w.Key, w.Val, seq, w.Del)
+	}
+	s.stateRev = seq
+	if t.Request != "" {
+		s.reqs[t.Request] = &requestEntry{rev: seq, result: t.Result, at: ts}
+		s.pruneRequests(ts)
+	}
+	s.setStatus(seq, verdictValid, ts)
+}
+
+func (s *Store) setStatus(seq uint64, v verdict, ts time.Time) {
+	s.statuses = append(s.statuses, status{seq: seq, verdict: v, at: ts})
+}
+
+// pruneStatuses drops verdicts of transactions the relay has finished, once
+// they are old enough that no writer is still waiting to read them.
+func (s *Store) pruneStatuses(now time.Time) {
+	i := 0
+	for i < len(s.statuses) && s.statuses[i].seq <= s.materialized && now.Sub(s.statuses[i].at) > statusKeep {
+		i++
+	}
+	if i > 0 {
+		s.statuses = append(s.statuses[:0], s.statuses[i:]...)
+	}
+}
+
+func (s *Store) pruneRequests(now time.Time) {
+	if now.Sub(s.reqPruned) < time.Minute {
+		return
+	}
+	s.reqPruned = now
+	for id, r := range s.reqs {
+		if now.Sub(r.at) > requestTTL {
+			delete(s.reqs, id)
+		}
+	}
+}
+
+// verdictOf returns the verdict of the transaction at seq.
+func (s *Store) verdictOf(seq uint64) verdict {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	i := sort.Search(len(s.statuses), func(i int) bool { return s.statuses[i].seq >= seq })
+	if i < len(s.statuses) && s.statuses[i].seq == seq {
+		return s.statuses[i].verdict
+	}
+	return verdictUnknown
+}
+
+// txnWrites decodes a transaction message (for the relay).
+func decodeTxn(data []byte) (*txnMsg, error) {
+	var t txnMsg
+	if err := json.Unmarshal(data, &t); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// Applied is the revision of the state the view reflects: the sequence of
+// the last transaction that changed it.
 func (s *Store) Applied() uint64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.applied
+	return s.stateRev
 }
 
 // WaitApplied blocks until the view reflects stream sequence rev.
@@ -241,7 +425,7 @@ func (s *Store) WaitApplied(ctx context.Context, rev uint64) error {
 func (s *Store) Changed() (<-chan struct{}, uint64) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.changed, s.applied
+	return s.changed, s.stateRev
 }
 
 // View is a consistent read-only snapshot, valid inside Read or Update.
@@ -284,8 +468,8 @@ func (v View) Keys(kind, prefix string) []string {
 	return keys
 }
 
-// Applied is the revision of the snapshot.
-func (v View) Applied() uint64 { return v.s.applied }
+// Applied is the revision of the snapshot (see Store.Applied).
+func (v View) Applied() uint64 { return v.s.stateRev }
 
 // Read runs fn on a consistent snapshot.
 func (s *Store) Read(fn func(View) error) error {
@@ -408,14 +592,13 @@ type Result struct {
 // UpdateFunc builds a transaction; its return value becomes Result.Value.
 type UpdateFunc func(tx *Txn) (any, error)
 
-// Update runs fn on a snapshot and commits what it staged, retrying on a
-// concurrent write. A non-empty requestID makes the write idempotent: a second
-// Update with the same id returns the first one's stored result.
+// Update runs fn on a snapshot and commits what it staged, retrying when a
+// concurrent write voided it. A non-empty requestID makes the write
+// idempotent: a second Update with the same id returns the first one's result.
 func (s *Store) Update(ctx context.Context, requestID string, fn UpdateFunc) (*Result, error) {
 	if requestID != "" && !ValidKey(requestPrefix+EscapeKey(requestID)) {
 		return nil, bus.ParameterError("invalid request id")
 	}
-	var lastErr error
 	// First attempts run concurrently (shared lock). A write that lost a race
 	// retries holding the exclusive lock, which new first attempts wait
 	// behind, so within one hub a contended write always gets through.
@@ -434,20 +617,22 @@ func (s *Store) Update(ctx context.Context, requestID string, fn UpdateFunc) (*R
 			s.writeMu.Lock()
 			exclusive = true
 		}
-		if attempt > 0 {
-			backoff := time.Duration(attempt*attempt) * 200 * time.Microsecond
+		if attempt > 1 {
+			// Another hub keeps winning: back off a random, growing while.
+			backoff := time.Duration(rand.Int64N(int64(attempt*attempt)*int64(200*time.Microsecond) + 1))
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
 		}
+		s.mu.RLock()
 		if requestID != "" {
-			if res, err := s.storedResult(ctx, requestID); err != nil || res != nil {
-				return res, err
+			if r, ok := s.reqs[requestID]; ok {
+				s.mu.RUnlock()
+				return &Result{Rev: r.rev, Replayed: true, Raw: r.result}, nil
 			}
 		}
-		s.mu.RLock()
 		tx := &Txn{View: View{s}, requestID: requestID}
 		val, err := fn(tx)
 		s.mu.RUnlock()
@@ -457,113 +642,48 @@ func (s *Store) Update(ctx context.Context, requestID string, fn UpdateFunc) (*R
 		if len(tx.writes) == 0 && len(tx.events) == 0 {
 			return &Result{Value: val, Rev: s.Applied()}, nil
 		}
-		rev, err := s.commit(ctx, tx, val)
-		if errors.Is(err, errConflict) {
-			lastErr = err
-			// Let the view catch up with whatever won before trying again.
-			_ = s.catchUp(ctx)
-			continue
-		}
+		seq, err := s.commit(ctx, tx, val)
 		if err != nil {
 			return nil, err
 		}
-		if err := s.WaitApplied(ctx, rev); err != nil {
+		if err := s.WaitApplied(ctx, seq); err != nil {
 			return nil, err
 		}
-		return &Result{Value: val, Rev: rev}, nil
+		switch s.verdictOf(seq) {
+		case verdictValid:
+			return &Result{Value: val, Rev: seq}, nil
+		case verdictConflict, verdictDuplicate:
+			continue // the view has the winner now; build again
+		default:
+			return nil, fmt.Errorf("state: no verdict for transaction %d", seq)
+		}
 	}
-	return nil, bus.NewFault(bus.CodeConflict, "too many concurrent writes, giving up: %v", lastErr)
-}
-
-// catchUp waits until the view reflects the stream's last sequence now.
-func (s *Store) catchUp(ctx context.Context) error {
-	stream, err := s.js.Stream(ctx, kvStream)
-	if err != nil {
-		return err
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return s.WaitApplied(ctx, info.State.LastSeq)
+	return nil, bus.NewFault(bus.CodeConflict, "too many concurrent writes, giving up")
 }
 
 type storedRequest struct {
 	Result json.RawMessage `json:"result"`
-	Rev    uint64          `json:"rev"`
 }
-
-func (s *Store) storedResult(ctx context.Context, requestID string) (*Result, error) {
-	stream, err := s.js.Stream(ctx, kvStream)
-	if err != nil {
-		return nil, fmt.Errorf("state: %w", err)
-	}
-	m, err := stream.GetLastMsgForSubject(ctx, kvSubjectPrefix+requestPrefix+EscapeKey(requestID))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("state: request %s: %w", requestID, err)
-	}
-	var sr storedRequest
-	if err := json.Unmarshal(m.Data, &sr); err != nil {
-		return nil, fmt.Errorf("state: request %s: %w", requestID, err)
-	}
-	return &Result{Rev: sr.Rev, Replayed: true, Raw: sr.Result}, nil
-}
-
-var errConflict = errors.New("state: concurrent write")
 
 func (s *Store) commit(ctx context.Context, tx *Txn, val any) (uint64, error) {
-	writes := tx.writes
-	batchID := nuid.Next()
+	t := txnMsg{Events: tx.events, Request: tx.requestID}
+	for _, w := range tx.writes {
+		t.Writes = append(t.Writes, txnWrite{Key: w.key, Val: w.val, Del: w.del, Expect: w.expect})
+	}
 	if tx.requestID != "" {
 		res, err := json.Marshal(val)
 		if err != nil {
 			return 0, fmt.Errorf("state: encode result: %w", err)
 		}
-		// rev is filled in by readers from the message sequence; keep the result only.
-		b, _ := json.Marshal(storedRequest{Result: res})
-		writes = append(writes, write{key: requestPrefix + EscapeKey(tx.requestID), val: b, ttl: requestTTL})
+		t.Result = res
 	}
-	if len(tx.events) > 0 {
-		b, err := json.Marshal(tx.events)
-		if err != nil {
-			return 0, fmt.Errorf("state: encode events: %w", err)
-		}
-		// The outbox entry is the batch's last message: its sequence is the commit's.
-		writes = append(writes, write{key: outboxPrefix + batchID, val: b})
+	data, err := json.Marshal(t)
+	if err != nil {
+		return 0, fmt.Errorf("state: encode transaction: %w", err)
 	}
-	n := len(writes)
-	for i, w := range writes {
-		m := nats.NewMsg(kvSubjectPrefix + w.key)
-		m.Data = w.val
-		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.expect, 10))
-		m.Header.Set(hdrTxn, fmt.Sprintf("%d/%d", i+1, n))
-		if w.del {
-			m.Header.Set(hdrKVOp, "DEL")
-		}
-		if w.ttl > 0 {
-			m.Header.Set(jetstream.MsgTTLHeader, w.ttl.String())
-		}
-		if n == 1 {
-			// A single write needs no batch.
-			return s.publish(ctx, m)
-		}
-		m.Header.Set("Nats-Batch-Id", batchID)
-		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
-		if i < n-1 {
-			if err := s.nc.PublishMsg(m); err != nil {
-				return 0, fmt.Errorf("state: commit: %w", err)
-			}
-			continue
-		}
-		m.Header.Set("Nats-Batch-Commit", "1")
-		return s.publish(ctx, m)
-	}
-	return 0, nil
+	m := nats.NewMsg(kvSubjectPrefix + outboxPrefix + nuid.Next())
+	m.Data = data
+	return s.publish(ctx, m)
 }
 
 type pubAck struct {
@@ -575,31 +695,12 @@ type pubAck struct {
 	} `json:"error"`
 }
 
-// JetStream error codes that mean "someone else wrote first, try again".
-var conflictCodes = map[int]bool{
-	10071: true, // wrong last sequence
-	10164: true, // wrong last sequence (clustered)
-	10210: true, // atomic publish: too many inflight batches
-}
-
 func (s *Store) publish(ctx context.Context, m *nats.Msg) (uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	resp, err := s.nc.RequestMsgWithContext(ctx, m)
+	seq, err := publishAck(ctx, s.nc, m)
 	if err != nil {
 		return 0, fmt.Errorf("state: commit: %w", err)
 	}
-	var ack pubAck
-	if err := json.Unmarshal(resp.Data, &ack); err != nil {
-		return 0, fmt.Errorf("state: commit: bad ack %q: %w", resp.Data, err)
-	}
-	if ack.Error != nil {
-		if conflictCodes[ack.Error.ErrCode] {
-			return 0, fmt.Errorf("%w: %s", errConflict, ack.Error.Description)
-		}
-		return 0, fmt.Errorf("state: commit: %s (%d)", ack.Error.Description, ack.Error.ErrCode)
-	}
-	return ack.Seq, nil
+	return seq, nil
 }
 
 // ValidKey reports whether key is a valid KV key.

@@ -167,7 +167,7 @@ func TestIdempotentRequestActsOnce(t *testing.T) {
 func TestRelayPublishesEventsOnceInOrder(t *testing.T) {
 	b := setup(t)
 	ctx := ctxT(t)
-	relay := NewRelay(b.nc, b.js, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	relay := NewRelay(b.nc, b.js, b.store, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err := relay.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -248,4 +248,93 @@ func TestRelayPublishesEventsOnceInOrder(t *testing.T) {
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
 		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"))
+}
+
+func snapshot(st *Store) map[string]string {
+	out := map[string]string{}
+	_ = st.Read(func(v View) error {
+		for kind := range st.kinds {
+			for _, k := range v.Keys(kind, "") {
+				val, rev, _ := v.Get(k)
+				out[k] = fmt.Sprintf("%s@%d", val, rev)
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// A view loaded from scratch agrees with the live one whether the relay has
+// finished the transactions (materialized keys) or not (transaction log).
+func TestRestartedViewAgreesWithLiveView(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	write := func(i int) {
+		t.Helper()
+		_, err := b.store.Update(ctx, fmt.Sprintf("req-%d", i), func(tx *Txn) (any, error) {
+			_ = tx.Put(fmt.Sprintf("thing.%d", i%7), i)
+			if i%5 == 0 {
+				tx.Delete(fmt.Sprintf("thing.%d", (i+3)%7))
+			}
+			tx.Emit("thing.put", nil, i)
+			return tx.NextID("thing"), nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	relay := NewRelay(b.nc, b.js, b.store, nil)
+	if err := relay.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		write(i)
+	}
+	// Let the relay finish those, then stop it and leave 15 more unfinished.
+	waitDrained(t, b)
+	relay.Stop()
+	for i := 20; i < 35; i++ {
+		write(i)
+	}
+	live := snapshot(b.store)
+	fresh := setupOn(t, b.srv)
+	if got := snapshot(fresh.store); fmt.Sprint(got) != fmt.Sprint(live) {
+		t.Fatalf("fresh view differs:\n got %v\nwant %v", got, live)
+	}
+	// A retried request is recognised by the fresh view too.
+	r, err := fresh.store.Update(ctx, "req-30", func(tx *Txn) (any, error) { return nil, tx.Put("thing.x", 1) })
+	if err != nil || !r.Replayed {
+		t.Fatalf("retry after restart: %+v %v", r, err)
+	}
+	relay2 := NewRelay(fresh.nc, fresh.js, fresh.store, nil)
+	if err := relay2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer relay2.Stop()
+	waitDrained(t, b)
+	again := setupOn(t, b.srv)
+	if got := snapshot(again.store); fmt.Sprint(got) != fmt.Sprint(live) {
+		t.Fatalf("view after relay differs:\n got %v\nwant %v", got, live)
+	}
+}
+
+// waitDrained waits until no transaction message is left for the relay.
+func waitDrained(t *testing.T, b *bundle) {
+	t.Helper()
+	ctx := ctxT(t)
+	kvs, err := b.js.Stream(ctx, kvStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+outboxPrefix+">")
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay did not drain: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

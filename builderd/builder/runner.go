@@ -1,0 +1,290 @@
+package builder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kojibus/kojibus/bus"
+)
+
+// runner is one run (task id + attempt) on this builder.
+type runner struct {
+	b       *Builder
+	id      int64
+	attempt int64
+	method  string
+	weight  float64
+	msg     jetstream.Msg
+	handler *Handler
+	info    bus.Task
+	request []json.RawMessage
+
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	waiting atomic.Bool
+
+	mu   sync.Mutex
+	pids map[int]bool // process groups of the run's commands
+}
+
+// kill ends the run: its context is canceled with the cause, which makes
+// every command of the run kill its process group.
+func (r *runner) kill(cause error) { r.cancel(cause) }
+
+// PIDs lists the process group leaders the run currently has.
+func (r *runner) PIDs() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]int, 0, len(r.pids))
+	for p := range r.pids {
+		out = append(out, p)
+	}
+	return out
+}
+
+func (r *runner) run() {
+	b := r.b
+	log := b.log.With("task", r.id, "attempt", r.attempt, "method", r.method)
+	defer func() {
+		b.mu.Lock()
+		delete(b.running, r.id)
+		b.mu.Unlock()
+		r.cancel(nil)
+		b.tasks.Done()
+		b.signal()
+	}()
+
+	// Keep the queue message ours while the task runs.
+	progressDone := make(chan struct{})
+	var progressWG sync.WaitGroup
+	progressWG.Add(1)
+	go func() {
+		defer progressWG.Done()
+		t := time.NewTicker(b.cfg.ProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-progressDone:
+				return
+			case <-t.C:
+				_ = r.msg.InProgress()
+			}
+		}
+	}()
+	defer func() { close(progressDone); progressWG.Wait() }()
+
+	dir := b.taskDir(r.id, r.attempt)
+	result, runErr := func() (any, error) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("task work directory: %w", err)
+		}
+		logName := r.method + ".log"
+		lw := newLiveUpload(b.ctx, b.js, r.id, r.attempt, logName, b.log)
+		t := &Task{ID: r.id, Attempt: r.attempt, Method: r.method, Info: r.info, WorkDir: dir, Log: lw, Logger: log, r: r}
+		res, err := callHandler(r.ctx, r.handler, t, parseArgs(r.request))
+		if err != nil && !errors.Is(err, errTaskGone) && !errors.Is(err, errShutdown) {
+			fmt.Fprintf(lw, "task failed: %v\n", err)
+		}
+		if cerr := lw.Close(); cerr != nil {
+			log.Warn("upload log", "err", cerr)
+		}
+		return res, err
+	}()
+	if err := os.RemoveAll(dir); err != nil {
+		log.Warn("remove task work directory", "err", err)
+	}
+
+	switch cause := context.Cause(r.ctx); {
+	case errors.Is(cause, errTaskGone):
+		// The hub already moved the task (canceled or freed): no result.
+		log.Info("run ended: task taken away by the hub")
+		_ = r.msg.Term()
+		return
+	case errors.Is(cause, errShutdown):
+		return // Stop frees the task and terminates the message
+	}
+
+	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Minute)
+	defer cancel()
+	var err error
+	if runErr != nil {
+		f := bus.AsFault(runErr)
+		log.Info("task failed", "err", runErr)
+		err = b.client.Call(ctx, "host.failTask", []any{r.id, r.attempt, bus.TaskFault{FaultCode: f.Code, FaultString: f.Message}}, nil, nil)
+	} else {
+		log.Info("task closed")
+		err = b.client.Call(ctx, "host.closeTask", []any{r.id, r.attempt, result}, nil, nil)
+	}
+	switch {
+	case err == nil:
+		// Acked only now that the hub has accepted the result.
+		if aerr := r.msg.DoubleAck(ctx); aerr != nil {
+			log.Warn("ack task message", "err", aerr)
+		}
+	case errors.Is(err, bus.ErrTaskAttemptStale):
+		log.Info("result discarded: a later attempt owns the task", "err", err)
+		_ = r.msg.Term()
+	default:
+		// Left unacked: redelivered after AckWait; fencing decides.
+		log.Error("report task result", "err", err)
+	}
+}
+
+// callHandler runs a handler, turning a panic into a task failure.
+func callHandler(ctx context.Context, h *Handler, t *Task, a Args) (res any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = bus.GenericError("handler %s panicked: %v\n%s", h.Method, p, debug.Stack())
+		}
+	}()
+	res, err = h.Run(ctx, t, a)
+	if cause := context.Cause(ctx); cause != nil && (errors.Is(cause, errTaskGone) || errors.Is(cause, errShutdown)) {
+		return nil, cause
+	}
+	return res, err
+}
+
+// Task is what a handler gets: the run, its work directory, its live log and
+// the host session's calls a handler needs.
+type Task struct {
+	ID      int64
+	Attempt int64
+	Method  string
+	Info    bus.Task
+	// WorkDir is the run's private directory, removed when the run ends.
+	WorkDir string
+	// Log is the handler's output log "<method>.log", streamed live to the hub.
+	Log    io.Writer
+	Logger *slog.Logger
+	r      *runner
+}
+
+// Session is the host's API client.
+func (t *Task) Session() *bus.Client { return t.r.b.client }
+
+// Command runs a program in the work directory, its output going to the
+// task log, in a process group of its own: when the task is canceled the
+// whole tree gets SIGTERM, then SIGKILL after the kill grace.
+func (t *Task) Command(ctx context.Context, name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = t.WorkDir
+	cmd.Stdout, cmd.Stderr = t.Log, t.Log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 2 * time.Second // a grandchild holding the output pipe does not hold the task
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	pgid := cmd.Process.Pid
+	r := t.r
+	r.mu.Lock()
+	if r.pids == nil {
+		r.pids = map[int]bool{}
+	}
+	r.pids[pgid] = true
+	r.mu.Unlock()
+	done := make(chan struct{})
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+		}
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		grace := time.NewTimer(r.b.cfg.KillGrace)
+		defer grace.Stop()
+		select {
+		case <-done:
+		case <-grace.C:
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		}
+	}()
+	err := cmd.Wait()
+	close(done)
+	<-killed
+	// Leftovers of the group (background children of the command) go too.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	r.mu.Lock()
+	delete(r.pids, pgid)
+	r.mu.Unlock()
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	if err != nil {
+		return bus.GenericError("%s failed: %v", name, err)
+	}
+	return nil
+}
+
+// SubtaskOpts are host.subtask's options.
+type SubtaskOpts struct {
+	Label    string
+	Priority *int
+	Arch     string
+	Channel  string
+	Weight   *float64
+}
+
+// Subtask creates a child task of this run and returns its id.
+func (t *Task) Subtask(ctx context.Context, method string, args []any, o SubtaskOpts) (int64, error) {
+	kw := map[string]any{}
+	if o.Label != "" {
+		kw["label"] = o.Label
+	}
+	if o.Priority != nil {
+		kw["priority"] = *o.Priority
+	}
+	if o.Arch != "" {
+		kw["arch"] = o.Arch
+	}
+	if o.Channel != "" {
+		kw["channel"] = o.Channel
+	}
+	if o.Weight != nil {
+		kw["weight"] = *o.Weight
+	}
+	if args == nil {
+		args = []any{}
+	}
+	var id int64
+	err := t.Session().Call(ctx, "host.subtask", []any{method, args, t.ID, t.Attempt}, kw, &id)
+	return id, err
+}
+
+// Upload sends a file of the work directory to the hub as task output name.
+func (t *Task) Upload(ctx context.Context, path, name string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	u := &uploader{js: t.r.b.js, taskID: t.ID, attempt: t.Attempt, name: name}
+	buf := make([]byte, uploadChunk)
+	for {
+		n, rerr := io.ReadFull(f, buf)
+		final := errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)
+		if rerr != nil && !final {
+			return rerr
+		}
+		if err := u.publish(ctx, buf[:n], final); err != nil {
+			return err
+		}
+		if final {
+			return nil
+		}
+	}
+}
