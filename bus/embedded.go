@@ -172,6 +172,7 @@ func RoleUsers(secrets RoleSecrets) []*server.User {
 			"$JS.API.CONSUMER.MSG.NEXT." + TasksStream + ".>",
 			"$JS.ACK." + TasksStream + ".>",
 			UploadPrefix + ">",
+			NotifyPrefix + "tasks.>", // wake other builders for a task this one declined
 		}, readEvents[1:]...)},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", EventPrefix + ">", NotifyPrefix + "tasks.>"}},
 	}

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -659,6 +660,34 @@ func (b *Builder) fetch(q *queue) jetstream.Msg {
 	return msg
 }
 
+// renotify wakes the other builders of a queue when a message this builder
+// declined is due again, so they need not wait for their safety timer.
+func (b *Builder) renotify(msg jetstream.Msg, after time.Duration) {
+	subject := notifySubject(msg.Subject())
+	if subject == "" {
+		return
+	}
+	nc := b.client.Conn()
+	time.AfterFunc(after, func() { _ = nc.Publish(subject, nil) })
+}
+
+// notifySubject maps a queue subject (koji.tasks.<channel>.<arch>.p<N> or
+// koji.tasks.host.<id>) to its wake-up subject.
+func notifySubject(queueSubject string) string {
+	rest, ok := strings.CutPrefix(queueSubject, bus.TaskPrefix)
+	if !ok {
+		return ""
+	}
+	parts := strings.Split(rest, ".")
+	switch {
+	case len(parts) == 2 && parts[0] == "host":
+		return bus.NotifyPrefix + "tasks.host." + parts[1]
+	case len(parts) == 3:
+		return bus.NotifyPrefix + "tasks." + parts[0] + "." + parts[1]
+	}
+	return ""
+}
+
 // consider decides about one queue message: Nak it when this builder has no
 // handler or no room for it, Term it when the hub says the attempt is stale,
 // otherwise claim it with host.openTask and start the run.
@@ -681,6 +710,7 @@ func (b *Builder) consider(msg jetstream.Msg) outcome {
 	if handler == nil {
 		log.Debug("no handler: leaving the task to other builders")
 		_ = msg.NakWithDelay(nakNoHandler)
+		b.renotify(msg, nakNoHandler)
 		return skipped
 	}
 	b.mu.Lock()
@@ -692,6 +722,7 @@ func (b *Builder) consider(msg jetstream.Msg) outcome {
 		b.mu.Unlock()
 		log.Debug("no room", "free", free, "weight", handler.Weight)
 		_ = msg.NakWithDelay(nakCapacity)
+		b.renotify(msg, nakCapacity)
 		return nakedCapacity
 	}
 	b.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/kojibus/kojibus/bus/bustest"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -24,10 +25,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
-	)
+	goleak.VerifyTestMain(m, bustest.LeakOptions()...)
 }
 
 // addHost adds a host as kojictl add-host --creds-out does and returns the
@@ -541,6 +539,20 @@ func TestRunUsage(t *testing.T) {
 		var out strings.Builder
 		if code := Run(args, &out); code != 2 || out.Len() == 0 {
 			t.Errorf("Run(%q) = %d, output %q", args, code, out.String())
+		}
+	}
+}
+
+func TestNotifySubject(t *testing.T) {
+	cases := map[string]string{
+		"koji.tasks.3.x86_64.p1020": "koji.notify.tasks.3.x86_64",
+		"koji.tasks.host.7":         "koji.notify.tasks.host.7",
+		"koji.tasks.bogus":          "",
+		"other.subject":             "",
+	}
+	for in, want := range cases {
+		if got := notifySubject(in); got != want {
+			t.Errorf("notifySubject(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

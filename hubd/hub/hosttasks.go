@@ -3,6 +3,8 @@ package hub
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -104,13 +106,13 @@ func (s *Server) hostGetTaskQueues(ctx context.Context, c *registry.Call) (any, 
 	if err != nil {
 		return nil, err
 	}
-	// The pinned queue's consumer may not exist yet; builders bind to it at once.
-	pinned := qs[0]
-	if _, err := s.js.CreateOrUpdateConsumer(ctx, bus.TasksStream, jetstream.ConsumerConfig{
-		Durable: pinned.Consumer, FilterSubject: pinned.Subject, AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: 60e9, MaxDeliver: -1, MaxAckPending: 10000, MaxRequestBatch: 1,
-	}); err != nil {
-		return nil, err
+	// A queue is recorded in the transaction that first dispatches to it, and
+	// its consumer is created by the relay just after: make sure every listed
+	// queue has its consumer, so a builder can bind to all of them at once.
+	for _, q := range qs {
+		if err := s.ensureQueueConsumer(ctx, q); err != nil {
+			return nil, err
+		}
 	}
 	return qs, nil
 }
@@ -481,4 +483,18 @@ func (s *Server) hostGetHostTasks(ctx context.Context, c *registry.Call) (any, e
 		return nil
 	})
 	return out, nil
+}
+
+func (s *Server) ensureQueueConsumer(ctx context.Context, q queueRecord) error {
+	if _, ok := s.knownConsumers.Load(q.Consumer); ok {
+		return nil
+	}
+	if _, err := s.js.CreateOrUpdateConsumer(ctx, bus.TasksStream, jetstream.ConsumerConfig{
+		Durable: q.Consumer, FilterSubject: q.Subject, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: 60 * time.Second, MaxDeliver: -1, MaxAckPending: 10000, MaxRequestBatch: 1,
+	}); err != nil {
+		return fmt.Errorf("queue %s: %w", q.Consumer, err)
+	}
+	s.knownConsumers.Store(q.Consumer, true)
+	return nil
 }

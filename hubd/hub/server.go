@@ -64,10 +64,12 @@ type Server struct {
 	relay    *state.Relay
 	archive  *archiveService
 	janitor  *janitor
-	monitor  *hostMonitor
-	reg      *registry.Registry
-	sub      *nats.Subscription
-	repoSvc  *repoService
+	// knownConsumers caches task queue consumers this hub knows to exist.
+	knownConsumers sync.Map
+	monitor        *hostMonitor
+	reg            *registry.Registry
+	sub            *nats.Subscription
+	repoSvc        *repoService
 	// profileURL is the NATS URL written into kojictl.conf.
 	profileURL string
 

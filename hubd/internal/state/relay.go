@@ -171,15 +171,12 @@ func (r *Relay) relay(ctx context.Context, m jetstream.Msg) error {
 // with its sequence, so a restarted view can load them instead of the log.
 func (r *Relay) materialize(ctx context.Context, seq uint64, t *txnMsg) error {
 	rev := strconv.FormatUint(seq, 10)
-	var futures []jetstream.PubAckFuture
+	// Sequential publishes: jetstream's async publishing leaves a goroutine
+	// behind per JetStream handle (resetPendingAcksOnReconnect).
 	add := func(m *nats.Msg) error {
 		m.Header.Set(hdrRev, rev)
-		f, err := r.js.PublishMsgAsync(m)
-		if err != nil {
-			return err
-		}
-		futures = append(futures, f)
-		return nil
+		_, err := publishAck(ctx, r.nc, m)
+		return err
 	}
 	for _, w := range t.Writes {
 		m := nats.NewMsg(kvSubjectPrefix + w.Key)
@@ -198,15 +195,6 @@ func (r *Relay) materialize(ctx context.Context, seq uint64, t *txnMsg) error {
 		m.Header.Set(jetstream.MsgTTLHeader, requestTTL.String())
 		if err := add(m); err != nil {
 			return err
-		}
-	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("materialize transaction %d: %w", seq, err)
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
 	return nil

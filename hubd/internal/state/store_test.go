@@ -246,8 +246,7 @@ func TestRelayPublishesEventsOnceInOrder(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"))
+	goleak.VerifyTestMain(m, bustest.LeakOptions()...)
 }
 
 func snapshot(st *Store) map[string]string {
