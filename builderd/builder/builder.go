@@ -261,7 +261,7 @@ func (b *Builder) Stop() {
 			b.abandonRunning()
 			<-done
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		if err := b.client.Call(ctx, "host.updateHost", []any{0.0, false}, nil, nil); err != nil {
 			b.log.Warn("final host.updateHost", "err", err)
 		}
