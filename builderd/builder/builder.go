@@ -78,6 +78,7 @@ type Builder struct {
 	cfg    Config
 	log    *slog.Logger
 	reg    *Registry
+	hinted map[string]bool // consumers named by wake-ups since their last pull (see fetch)
 	client *bus.Client
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -310,6 +311,18 @@ func (b *Builder) abandonRunning() {
 }
 
 // signal wakes the dispatcher (never blocks; wake-ups coalesce).
+// hintWait bounds the blocking pull after a wake-up (see fetch).
+const hintWait = 250 * time.Millisecond
+
+// oneOf keeps the first message and gives back any other (there is never
+// more than one: MaxRequestBatch is 1).
+func (b *Builder) oneOf(msgs []jetstream.Msg) jetstream.Msg {
+	for _, m := range msgs[1:] {
+		_ = m.Nak()
+	}
+	return msgs[0]
+}
+
 func (b *Builder) signal() {
 	select {
 	case b.wake <- struct{}{}:
@@ -421,6 +434,12 @@ func (b *Builder) onNotify(m *nats.Msg) {
 	_ = json.Unmarshal(m.Data, &d)
 	b.mu.Lock()
 	known := d.Consumer == "" || b.consumers[d.Consumer]
+	if d.Consumer != "" {
+		if b.hinted == nil {
+			b.hinted = map[string]bool{}
+		}
+		b.hinted[d.Consumer] = true
+	}
 	mine := m.Subject == bus.NotifyPrefix+"tasks.host."+strconv.FormatInt(b.hostID, 10) ||
 		b.channels[d.ChannelID] && b.arches[d.Arch]
 	b.mu.Unlock()
@@ -634,6 +653,26 @@ func (b *Builder) pass() time.Duration {
 
 func (b *Builder) fetch(q *queue) jetstream.Msg {
 	batch, err := q.cons.FetchNoWait(1)
+	if err == nil {
+		// A wake-up can outrun the consumer: the server counts a stored
+		// message as pending a moment after acking its publish, so a no-wait
+		// pull right after a notify may find nothing. For a queue named by a
+		// wake-up, an empty answer gets one short blocking pull.
+		b.mu.Lock()
+		hinted := b.hinted[q.Consumer]
+		delete(b.hinted, q.Consumer)
+		b.mu.Unlock()
+		if hinted {
+			var got []jetstream.Msg
+			for m := range batch.Messages() {
+				got = append(got, m)
+			}
+			if len(got) > 0 {
+				return b.oneOf(got)
+			}
+			batch, err = q.cons.Fetch(1, jetstream.FetchMaxWait(hintWait))
+		}
+	}
 	if err != nil {
 		if b.ctx.Err() == nil {
 			b.log.Warn("fetch", "consumer", q.Consumer, "err", err)
@@ -759,8 +798,10 @@ func (b *Builder) consider(msg jetstream.Msg) outcome {
 	b.running[id] = r
 	b.tasks.Add(1) // under mu, ordered with Stop's draining flag
 	b.mu.Unlock()
-	if err := b.client.Call(ctx, "host.setTaskWeight", []any{id, attempt, handler.Weight}, nil, nil); err != nil {
-		log.Warn("host.setTaskWeight", "err", err)
+	if handler.Weight != opened.Task.Weight { // the hub already has it otherwise
+		if err := b.client.Call(ctx, "host.setTaskWeight", []any{id, attempt, handler.Weight}, nil, nil); err != nil {
+			log.Warn("host.setTaskWeight", "err", err)
+		}
 	}
 	log.Info("task opened", "weight", handler.Weight)
 	go r.run()

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 
 // addHost adds a host as kojictl add-host --creds-out does and returns the
 // path of its credentials file.
-func addHost(t *testing.T, h *hub.TestHub, name string, arches ...string) string {
+func addHost(t testing.TB, h *hub.TestHub, name string, arches ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -57,7 +57,7 @@ func addHost(t *testing.T, h *hub.TestHub, name string, arches ...string) string
 	return path
 }
 
-func startBuilder(t *testing.T, creds string, mutate func(*Config)) *Builder {
+func startBuilder(t testing.TB, creds string, mutate func(*Config)) *Builder {
 	t.Helper()
 	p, err := bus.LoadProfile(creds, "")
 	if err != nil {
@@ -81,7 +81,7 @@ func startBuilder(t *testing.T, creds string, mutate func(*Config)) *Builder {
 	return b
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

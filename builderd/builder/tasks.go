@@ -175,6 +175,9 @@ func sleepHandler(ctx context.Context, t *Task, a Args) (any, error) {
 		return nil, bus.ParameterError("sleep: n must not be negative")
 	}
 	fmt.Fprintf(t.Log, "sleeping %gs\n", n)
+	if n == 0 {
+		return nil, nil // nothing to wait for (Koji's sleep is time.sleep too)
+	}
 	return nil, t.Command(ctx, "sleep", strconv.FormatFloat(n, 'f', -1, 64))
 }
 

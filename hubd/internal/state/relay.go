@@ -42,6 +42,8 @@ type Relay struct {
 
 	mu        sync.Mutex
 	consumers map[string]bool // consumers known to exist
+	deletes   chan uint64     // finished entries to delete
+	stream    jetstream.Stream
 }
 
 // NewRelay returns a relay publishing through js.
@@ -49,7 +51,7 @@ func NewRelay(nc *nats.Conn, js jetstream.JetStream, store *Store, log *slog.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Relay{store: store, nc: nc, js: js, log: log, consumers: map[string]bool{}}
+	return &Relay{store: store, nc: nc, js: js, log: log, consumers: map[string]bool{}, deletes: make(chan uint64, 4096)}
 }
 
 // Start creates the relay consumer if needed and starts relaying.
@@ -67,10 +69,14 @@ func (r *Relay) Start(ctx context.Context) error {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go func() {
 		defer r.wg.Done()
 		r.run(runCtx, cons)
+	}()
+	go func() {
+		defer r.wg.Done()
+		r.deleter(runCtx)
 	}()
 	return nil
 }
@@ -85,7 +91,9 @@ func (r *Relay) Stop() {
 
 func (r *Relay) run(ctx context.Context, cons jetstream.Consumer) {
 	for ctx.Err() == nil {
-		it, err := cons.Messages(jetstream.PullMaxMessages(1))
+		// MaxAckPending 1 keeps delivery one at a time; a few pulls outstanding
+		// let the next entry come the moment this one is acked.
+		it, err := cons.Messages(jetstream.PullMaxMessages(8))
 		if err != nil {
 			r.log.Error("relay: fetch", "err", err)
 			sleepCtx(ctx, time.Second)
@@ -171,12 +179,16 @@ func (r *Relay) relay(ctx context.Context, m jetstream.Msg) error {
 // with its sequence, so a restarted view can load them instead of the log.
 func (r *Relay) materialize(ctx context.Context, seq uint64, t *txnMsg) error {
 	rev := strconv.FormatUint(seq, 10)
-	// Sequential publishes: jetstream's async publishing leaves a goroutine
-	// behind per JetStream handle (resetPendingAcksOnReconnect).
+	// Published together and awaited together: one round trip, not one per key.
+	var futures []jetstream.PubAckFuture
 	add := func(m *nats.Msg) error {
 		m.Header.Set(hdrRev, rev)
-		_, err := publishAck(ctx, r.nc, m)
-		return err
+		f, err := r.js.PublishMsgAsync(m)
+		if err != nil {
+			return err
+		}
+		futures = append(futures, f)
+		return nil
 	}
 	for _, w := range t.Writes {
 		m := nats.NewMsg(kvSubjectPrefix + w.Key)
@@ -197,18 +209,67 @@ func (r *Relay) materialize(ctx context.Context, seq uint64, t *txnMsg) error {
 			return err
 		}
 	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("materialize transaction %d: %w", seq, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return nil
 }
 
+// finish acks an entry, then deletes its message in the background. The
+// order is safe: an acked entry is never redelivered, and a view that loads
+// an undeleted one recognises it as finished (its keys are materialized) or
+// finds nothing to change (an entry without keys).
 func (r *Relay) finish(ctx context.Context, m jetstream.Msg, seq uint64) error {
-	stream, err := r.js.Stream(ctx, kvStream)
-	if err != nil {
+	if err := m.Ack(); err != nil {
 		return err
 	}
-	if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("delete outbox entry %d: %w", seq, err)
+	select {
+	case r.deletes <- seq:
+	default:
+		r.deleteMsg(ctx, seq) // the deleter is behind: do it here
 	}
-	return m.DoubleAck(ctx)
+	return nil
+}
+
+func (r *Relay) deleteMsg(ctx context.Context, seq uint64) {
+	if r.stream == nil {
+		st, err := r.js.Stream(ctx, kvStream)
+		if err != nil {
+			r.log.Warn("relay: delete finished entry", "seq", seq, "err", err)
+			return
+		}
+		r.stream = st
+	}
+	if err := r.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		r.log.Warn("relay: delete finished entry", "seq", seq, "err", err)
+	}
+}
+
+func (r *Relay) deleter(ctx context.Context) {
+	var stream jetstream.Stream
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case seq := <-r.deletes:
+			if stream == nil {
+				st, err := r.js.Stream(ctx, kvStream)
+				if err != nil {
+					continue
+				}
+				stream = st
+			}
+			if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && ctx.Err() == nil {
+				r.log.Warn("relay: delete finished entry", "seq", seq, "err", err)
+			}
+		}
+	}
 }
 
 func (r *Relay) alreadyPublished(ctx context.Context, seq uint64, events []OutEvent) (bool, error) {

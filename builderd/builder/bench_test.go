@@ -1,0 +1,252 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/hubd/hub"
+)
+
+// Benchmarks of the task engine, each beside the raw JetStream or NATS
+// operation it is built on, measured on the same embedded server in the same
+// run. Run with: go tool task bench (or go test -run '^$' -bench . ./builderd/builder/).
+
+func durabilities() []bus.Durability {
+	return []bus.Durability{bus.DurabilityInterval, bus.DurabilitySync}
+}
+
+// rawRoundTrip is a JetStream publish -> pull consumer -> ack round trip.
+func rawRoundTrip(b *testing.B, h *hub.TestHub, n int) []time.Duration {
+	ctx := context.Background()
+	js, err := jetstream.New(h.Conn())
+	if err != nil {
+		b.Fatal(err)
+	}
+	name := fmt.Sprintf("RAWBENCH%d", time.Now().UnixNano())
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"rawbench." + name}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = js.DeleteStream(ctx, name) }()
+	cons, err := js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		b.Fatal(err)
+	}
+	lat := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		if _, err := js.Publish(ctx, "rawbench."+name, []byte("x")); err != nil {
+			b.Fatal(err)
+		}
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			lat = append(lat, time.Since(start))
+			_ = m.Ack()
+		}
+	}
+	return lat
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[int(float64(len(s)-1)*p)]
+}
+
+// BenchmarkCreateToOpen: latency from makeTask to task.open of sleep(0)
+// tasks with one idle builder, beside a raw publish -> pull round trip.
+func BenchmarkCreateToOpen(b *testing.B) {
+	for _, d := range durabilities() {
+		b.Run(string(d), func(b *testing.B) {
+			h := hub.StartTestHub(b, func(c *hub.Config) { c.Durability = d })
+			creds := addHostB(b, h, "bench1")
+			startBuilderB(b, creds, 1)
+			opens := make(chan int64, 1024)
+			sub, err := h.Admin.Conn().Subscribe(bus.EventPrefix+"task.open", func(m *nats.Msg) {
+				id, _ := strconv.ParseInt(m.Header.Get(bus.HeaderPropPrefix+"id"), 10, 64)
+				opens <- id
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() { _ = sub.Unsubscribe() }()
+			ctx := context.Background()
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				var id int64
+				if err := h.Admin.Call(ctx, "makeTask", []any{"sleep", []any{0}}, nil, &id); err != nil {
+					b.Fatal(err)
+				}
+				for got := int64(0); got != id; {
+					select {
+					case got = <-opens:
+					case <-time.After(10 * time.Second):
+						b.Fatalf("task %d not opened", id)
+					}
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			raw := rawRoundTrip(b, h, 500)
+			p50, p99, r50 := percentile(lat, .5), percentile(lat, .99), percentile(raw, .5)
+			b.ReportMetric(float64(p50.Microseconds()), "p50-µs")
+			b.ReportMetric(float64(p99.Microseconds()), "p99-µs")
+			b.ReportMetric(float64(r50.Microseconds()), "raw-p50-µs")
+			b.ReportMetric(float64(p50)/float64(r50), "x-raw")
+		})
+	}
+}
+
+// BenchmarkTaskThroughput: no-op (sleep 0) tasks completed per second with 4
+// builders of capacity 25.
+func BenchmarkTaskThroughput(b *testing.B) {
+	for _, d := range durabilities() {
+		b.Run(string(d), func(b *testing.B) {
+			h := hub.StartTestHub(b, func(c *hub.Config) { c.Durability = d })
+			for i := 0; i < 4; i++ {
+				creds := addHostB(b, h, fmt.Sprintf("tp%d", i))
+				if err := h.Admin.Call(context.Background(), "editHost", []any{fmt.Sprintf("tp%d", i)}, map[string]any{"capacity": 25.0}, nil); err != nil {
+					b.Fatal(err)
+				}
+				startBuilderB(b, creds, 25)
+			}
+			var closed atomic.Int64
+			done := make(chan struct{})
+			target := int64(b.N)
+			sub, err := h.Admin.Conn().Subscribe(bus.EventPrefix+"task.closed", func(m *nats.Msg) {
+				if closed.Add(1) == target {
+					close(done)
+				}
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() { _ = sub.Unsubscribe() }()
+			ctx := context.Background()
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			jobs := make(chan int, b.N)
+			for i := 0; i < b.N; i++ {
+				jobs <- i
+			}
+			close(jobs)
+			for w := 0; w < 8; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range jobs {
+						if err := h.Admin.Call(ctx, "makeTask", []any{"sleep", []any{0}}, nil, nil); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Minute):
+				b.Fatalf("%d of %d tasks closed", closed.Load(), b.N)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "tasks/s")
+		})
+	}
+}
+
+// BenchmarkGetTaskInfo: getTaskInfo with 1 and 16 requests in flight,
+// beside raw NATS request/reply.
+func BenchmarkGetTaskInfo(b *testing.B) {
+	h := hub.StartTestHub(b, nil)
+	var id int64
+	if err := h.Admin.Call(context.Background(), "makeTask", []any{"sleep", []any{0}}, nil, &id); err != nil {
+		b.Fatal(err)
+	}
+	// The raw pair: a responder on the hub's connection, a requester on a
+	// second connection of the hub role (user connections may not use other subjects).
+	sub, err := h.Conn().Subscribe("rawbench.echo", func(m *nats.Msg) { _ = m.Respond(m.Data) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = h.Conn().Flush()
+	rawConn, err := bus.Connect(context.Background(), bus.ConnectConfig{URLs: []string{h.URL()}, User: bus.RoleHub, Password: h.Embedded().Secrets[bus.RoleHub]})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rawConn.Close()
+	for _, par := range []int{1, 16} {
+		var rawPerSec float64
+		b.Run(fmt.Sprintf("raw-request/inflight=%d", par), func(b *testing.B) {
+			rawPerSec = inflight(b, par, func() error {
+				_, err := rawConn.Request("rawbench.echo", []byte(`{"args":[1]}`), 5*time.Second)
+				return err
+			})
+		})
+		b.Run(fmt.Sprintf("getTaskInfo/inflight=%d", par), func(b *testing.B) {
+			perSec := inflight(b, par, func() error {
+				var t bus.Task
+				return h.Admin.Call(context.Background(), "getTaskInfo", []any{id}, nil, &t)
+			})
+			if rawPerSec > 0 {
+				b.ReportMetric(perSec/rawPerSec, "x-raw")
+			}
+			b.ReportMetric(perSec/184, "x-koji")
+		})
+	}
+}
+
+func inflight(b *testing.B, par int, op func() error) float64 {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for w := 0; w < par; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				if err := op(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	perSec := float64(b.N) / time.Since(start).Seconds()
+	b.ReportMetric(perSec, "ops/s")
+	return perSec
+}
+
+func addHostB(b *testing.B, h *hub.TestHub, name string) string {
+	return addHost(b, h, name, "x86_64")
+}
+
+func startBuilderB(b *testing.B, creds string, maxjobs int) *Builder {
+	return startBuilder(b, creds, func(c *Config) {
+		c.Logger = nil
+		if maxjobs > c.MaxJobs {
+			c.MaxJobs = maxjobs
+		}
+	})
+}
