@@ -805,20 +805,40 @@ func (rs *repoService) Stop() {
 	rs.wg.Wait()
 }
 
+// repoKinds are the kinds of keys a generation pass reads.
+var repoKinds = []string{"tag", "tagchg", "taginh", "repo", "repoqueue"}
+
+// repoSettle lets a burst of changes settle into one pass: a pass reads
+// every tag, so it must not run once per write of a busy hub.
+const repoSettle = 20 * time.Millisecond
+
 func (rs *repoService) run(ctx context.Context) {
 	defer rs.wg.Done()
 	stale := time.NewTicker(repoStaleAfter / 4)
 	defer stale.Stop()
+	var seen uint64
+	force := true
 	for {
 		changed, _ := rs.s.store.Changed()
-		if err := rs.pass(ctx); err != nil && ctx.Err() == nil {
-			rs.s.log.Warn("repos: generation pass", "err", err)
+		var rev uint64
+		_ = rs.s.store.Read(func(v state.View) error { rev = v.KindsRev(repoKinds...); return nil })
+		if force || rev != seen {
+			seen, force = rev, false
+			if err := rs.pass(ctx); err != nil && ctx.Err() == nil {
+				rs.s.log.Warn("repos: generation pass", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
+			select {
+			case <-time.After(repoSettle):
+			case <-ctx.Done():
+				return
+			}
 		case <-stale.C:
+			force = true
 		}
 	}
 }

@@ -112,6 +112,7 @@ type Store struct {
 	writeMu sync.RWMutex                 // see Update
 	kinds   map[string]map[string]*entry // first key segment -> key -> entry
 	reqs    map[string]*requestEntry     // committed request ids (idempotency)
+	kindRev map[string]uint64            // newest revision written per kind
 	applied uint64                       // stream sequence of the last applied message
 	// stateRev is the revision of the state: the sequence of the last
 	// transaction that changed it (relay bookkeeping and void transactions
@@ -143,6 +144,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *Store {
 		nc: nc, js: js, log: log,
 		kinds:   map[string]map[string]*entry{},
 		reqs:    map[string]*requestEntry{},
+		kindRev: map[string]uint64{},
 		changed: make(chan struct{}),
 		loaded:  make(chan struct{}),
 		done:    make(chan struct{}),
@@ -293,6 +295,9 @@ func (s *Store) applyKey(key string, m jetstream.Msg, seq uint64, ts time.Time) 
 }
 
 func (s *Store) put(kind, key string, val []byte, rev uint64, deleted bool) {
+	if rev > s.kindRev[kind] {
+		s.kindRev[kind] = rev
+	}
 	if deleted {
 		if km := s.kinds[kind]; km != nil {
 			delete(km, key)
@@ -466,6 +471,18 @@ func (v View) Keys(kind, prefix string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// KindsRev is the newest revision at which any key of the kinds was written
+// (or deleted): services use it to skip work when nothing they read changed.
+func (v View) KindsRev(kinds ...string) uint64 {
+	var rev uint64
+	for _, k := range kinds {
+		if r := v.s.kindRev[k]; r > rev {
+			rev = r
+		}
+	}
+	return rev
 }
 
 // Applied is the revision of the snapshot (see Store.Applied).
