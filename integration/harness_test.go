@@ -42,7 +42,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	for _, prog := range []string{"hubd", "kojictl"} {
+	for _, prog := range []string{"hubd", "kojictl", "builderd"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, prog), "./"+prog)
 		cmd.Dir = ".."
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -62,6 +62,7 @@ type Hub struct {
 	Profile string // the bootstrap admin's kojictl profile
 
 	listen string
+	extra  []string // more hubd arguments (StartHub's extraArgs)
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	log    *syncBuffer
@@ -88,11 +89,12 @@ func (s *syncBuffer) String() string {
 var readyURL = regexp.MustCompile(`msg="hubd ready".*\bnats=(\S+)`)
 
 // StartHub starts `hubd --data-dir DIR --listen 127.0.0.1:-1 --durability
-// sync` and waits for "hubd ready". The hub is stopped when the test ends;
-// its log is printed if the test failed.
-func StartHub(t testing.TB) *Hub {
+// sync [extraArgs...]` and waits for "hubd ready". Restarts pass the same
+// extra arguments. The hub is stopped when the test ends; its log is
+// printed if the test failed.
+func StartHub(t testing.TB, extraArgs ...string) *Hub {
 	t.Helper()
-	h := &Hub{t: t, Dir: t.TempDir(), listen: "127.0.0.1:-1", log: &syncBuffer{}}
+	h := &Hub{t: t, Dir: t.TempDir(), listen: "127.0.0.1:-1", log: &syncBuffer{}, extra: extraArgs}
 	h.Profile = filepath.Join(h.Dir, "kojictl.conf")
 	t.Cleanup(func() {
 		h.Stop()
@@ -108,7 +110,8 @@ func StartHub(t testing.TB) *Hub {
 
 func (h *Hub) start() {
 	h.t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "hubd"), "--data-dir", h.Dir, "--listen", h.listen, "--durability", "sync")
+	args := append([]string{"--data-dir", h.Dir, "--listen", h.listen, "--durability", "sync"}, h.extra...)
+	cmd := exec.Command(filepath.Join(binDir, "hubd"), args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		h.t.Fatal(err)

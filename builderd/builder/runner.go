@@ -182,7 +182,10 @@ func (t *Task) Command(ctx context.Context, name string, args ...string) error {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = t.WorkDir
 	cmd.Stdout, cmd.Stderr = t.Log, t.Log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, so cancel kills the whole tree; and SIGKILL if
+	// builderd dies (kill -9), so no build runs on unsupervised while the hub
+	// hands the task to another builder.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 2 * time.Second // a grandchild holding the output pipe does not hold the task
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
