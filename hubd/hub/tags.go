@@ -479,30 +479,53 @@ func applyListOpts[T any](items []T, q *queryOpts) (any, error) {
 		return items, nil
 	}
 	if q.Order != "" {
-		field, desc := q.Order, false
-		if strings.HasPrefix(field, "-") {
-			field, desc = field[1:], true
+		// Koji's order: one field or several, comma-separated, each "-" for descending.
+		type orderField struct {
+			name string
+			desc bool
 		}
-		keys := make([]any, len(items))
+		var fields []orderField
+		for _, f := range strings.Split(q.Order, ",") {
+			f = strings.TrimSpace(f)
+			desc := strings.HasPrefix(f, "-")
+			f = strings.TrimPrefix(f, "-")
+			if f == "" {
+				return nil, bus.ParameterError("Invalid order field: %q", q.Order)
+			}
+			fields = append(fields, orderField{f, desc})
+		}
+		keys := make([][]any, len(items))
 		for i, it := range items {
 			b, _ := json.Marshal(it)
 			var m map[string]any
 			_ = json.Unmarshal(b, &m)
-			v, ok := m[field]
-			if !ok {
-				return nil, bus.ParameterError("Invalid order field: %s", field)
+			for _, f := range fields {
+				v, ok := m[f.name]
+				if !ok {
+					return nil, bus.ParameterError("Invalid order field: %s", f.name)
+				}
+				keys[i] = append(keys[i], v)
 			}
-			keys[i] = v
 		}
 		idx := make([]int, len(items))
 		for i := range idx {
 			idx[i] = i
 		}
 		sort.SliceStable(idx, func(a, b int) bool {
-			if desc {
-				return lessAny(keys[idx[b]], keys[idx[a]])
+			ka, kb := keys[idx[a]], keys[idx[b]]
+			for n, f := range fields {
+				x, y := ka[n], kb[n]
+				if f.desc {
+					x, y = y, x
+				}
+				if lessAny(x, y) {
+					return true
+				}
+				if lessAny(y, x) {
+					return false
+				}
 			}
-			return lessAny(keys[idx[a]], keys[idx[b]])
+			return false
 		})
 		sorted := make([]T, len(items))
 		for i, j := range idx {

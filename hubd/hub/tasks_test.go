@@ -3,6 +3,7 @@ package hub
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -215,4 +216,39 @@ func TestSubtasksCancelResubmitPriority(t *testing.T) {
 func jsonID(id int64) string {
 	b, _ := json.Marshal(id)
 	return string(b)
+}
+
+func TestListTasksOrdersByKojiFields(t *testing.T) {
+	h := StartTestHub(t, nil)
+	ctx := ctxT(t)
+	for _, p := range []int{30, 10, 30, 20} {
+		if err := h.Admin.Call(ctx, "makeTask", []any{"sleep", []any{p}}, map[string]any{"priority": p}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		order string
+		want  string
+	}{
+		{"priority,create_ts", "2 4 1 3"},
+		{"-priority,id", "1 3 4 2"},
+		{"-id", "4 3 2 1"},
+	}
+	for _, tc := range cases {
+		var rows []bus.Task
+		if err := h.Admin.Call(ctx, "listTasks", []any{nil, map[string]any{"order": tc.order}}, nil, &rows); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range rows {
+			got = append(got, jsonID(r.ID))
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("order %q: %v, want %s", tc.order, got, tc.want)
+		}
+	}
+	err := h.Admin.Call(ctx, "listTasks", []any{nil, map[string]any{"order": "bogus"}}, nil, nil)
+	if f, ok := err.(*bus.Fault); !ok || f.Message != "Invalid order field: bogus" {
+		t.Fatalf("bad order: %v", err)
+	}
 }
