@@ -58,7 +58,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, replicas int) error 
 	// but the outbox relay deletes relayed entries so they leave no tombstones.
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:              "KV_" + StateBucket,
-		Description:       "kojibus current state; one bucket so a change and its outbox commit atomically",
+		Description:       "kojibus current state: transactions (outbox.*) and the keys the relay writes out",
 		Subjects:          []string{"$KV." + StateBucket + ".>"},
 		MaxMsgsPerSubject: 1,
 		Discard:           jetstream.DiscardNew,
@@ -67,7 +67,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, replicas int) error 
 		AllowRollup:       true,
 		AllowDirect:       true,
 		DenyDelete:        false,
-		// a state change and its outbox entry are one atomic batch
+		// unused since commits became one message; kept so older data dirs match
 		AllowAtomicPublish: true,
 		// idempotency records expire
 		AllowMsgTTL: true,

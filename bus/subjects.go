@@ -17,7 +17,7 @@ const (
 	// TasksStream is the work queue builders pull from (WorkQueue retention).
 	TasksStream = "KOJI_TASKS"
 	// StateBucket is the one KV bucket holding the hub's current state. One
-	// bucket, so that a state change and its outbox entry commit as one atomic batch.
+	// bucket: a transaction is one message in it, validated in order by every hub.
 	StateBucket = "koji"
 	// TaskOutputStore is the Object Store holding finished task output files.
 	TaskOutputStore = "koji-task-output"

@@ -26,7 +26,7 @@ import (
 // Repo content goes to the Object Store bus.RepoStore as
 // "<tag_name>/<repo_id>/repo.json" (bus.RepoContent).
 //
-// Until the task engine exists the hub generates repos itself (repoService):
+// The hub generates repos itself (repoService; builders only wait for them):
 // it reacts to state changes (store.Changed, no polling loop) for active
 // requests and for tags whose build config has repo.auto. Differences from
 // Koji, on purpose:

@@ -18,8 +18,8 @@ import (
 //	tasklabel.<parent>.<label>    child id: a child with this label exists (Koji's UNIQUE(parent, label))
 //	seq.task                      the task id sequence
 //
-// Dispatch to builders (the work queue, fencing by attempt) is Core II's;
-// this file holds Koji's task model and its calls.
+// Dispatch to builders (the work queue, fencing by attempt) is in
+// dispatch.go and hosttasks.go; this file holds Koji's task model.
 
 const defaultTaskPriority = 20 // koji.PRIO_DEFAULT
 

@@ -10,7 +10,7 @@ import (
 )
 
 // BenchmarkCommit measures one transaction: a single key, and a key plus
-// its event (an atomic batch of two messages), at both durability settings.
+// its event, at both durability settings: each is one message.
 func BenchmarkCommit(b *testing.B) {
 	for _, d := range []bus.Durability{bus.DurabilityInterval, bus.DurabilitySync} {
 		srv := bustest.StartServer(b, bustest.Options{Durability: d})
