@@ -24,7 +24,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, replicas int) error 
 		Replicas:    replicas,
 		MaxAge:      90 * 24 * time.Hour,
 		Duplicates:  10 * time.Minute,
-		// the relay publishes the events of one change as one atomic batch
+		// unused: the relay publishes a change's events in order, each with its Nats-Msg-Id
 		AllowAtomicPublish: true,
 	}); err != nil {
 		return fmt.Errorf("provision stream %s: %w", EventsStream, err)

@@ -27,10 +27,11 @@ const RelayConsumer = "outbox-relay"
 // Void transactions are only deleted.
 //
 // Exactly once: each entry is delivered to one relay at a time. An entry
-// delivered for the first time cannot have been published yet. A redelivered
-// one (its relay died or stalled) is checked against the last message of
-// KOJI_EVENTS, which carries the entry's sequence as its Koji-Event-Id; the
-// Nats-Msg-Id of every event is a second guard within the dedupe window.
+// delivered for the first time cannot have been published yet. For a
+// redelivered one (its relay died or stalled), the last message of
+// KOJI_EVENTS, whose Nats-Msg-Id is ev-<entry seq>-<index>, tells how many of
+// its events are out, and the relay resumes after them; the Nats-Msg-Id
+// dedupe window is a second guard.
 type Relay struct {
 	store *Store
 	nc    *nats.Conn
@@ -157,17 +158,15 @@ func (r *Relay) relay(ctx context.Context, m jetstream.Msg) error {
 		r.log.Error("relay: undecodable transaction dropped", "seq", seq, "err", err)
 		return r.finish(ctx, m, seq)
 	}
-	published := false
+	from := 0
 	if md.NumDelivered > 1 {
-		published, err = r.alreadyPublished(ctx, seq, t.Events)
-		if err != nil {
+		// A relay died on this entry: resume after the events it got out.
+		if from, err = r.publishedUpTo(ctx, seq); err != nil {
 			return err
 		}
 	}
-	if !published {
-		if err := r.publish(ctx, seq, t.Events); err != nil {
-			return err
-		}
+	if err := r.publish(ctx, seq, t.Events, from); err != nil {
+		return err
 	}
 	if err := r.materialize(ctx, seq, t); err != nil {
 		return err
@@ -272,33 +271,37 @@ func (r *Relay) deleter(ctx context.Context) {
 	}
 }
 
-func (r *Relay) alreadyPublished(ctx context.Context, seq uint64, events []OutEvent) (bool, error) {
-	hasEvent := false
-	for _, e := range events {
-		hasEvent = hasEvent || e.Subject == ""
-	}
-	if !hasEvent {
-		return false, nil // only dispatches: their Nats-Msg-Id dedupes a republish
-	}
+// publishedUpTo returns how many events of transaction seq are already in
+// KOJI_EVENTS. Events go out in order, each with Nats-Msg-Id ev-<seq>-<i>, and
+// only this relay (one at a time) publishes there, so the stream's last
+// message tells how far a relay that died got.
+func (r *Relay) publishedUpTo(ctx context.Context, seq uint64) (int, error) {
 	stream, err := r.js.Stream(ctx, bus.EventsStream)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	info, err := stream.Info(ctx)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	if info.State.LastSeq == 0 {
-		return false, nil
+		return 0, nil
 	}
 	last, err := stream.GetMsg(ctx, info.State.LastSeq)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
-	return last.Header.Get(bus.HeaderEventID) == strconv.FormatUint(seq, 10), nil
+	var lastSeq uint64
+	var index int
+	if _, err := fmt.Sscanf(last.Header.Get(jetstream.MsgIDHeader), "ev-%d-%d", &lastSeq, &index); err != nil || lastSeq != seq {
+		return 0, nil
+	}
+	return index + 1, nil
 }
 
-func (r *Relay) publish(ctx context.Context, seq uint64, all []OutEvent) error {
+// publish sends a transaction's dispatch messages, then its events from
+// index from on, in order, and waits for all of them to be stored.
+func (r *Relay) publish(ctx context.Context, seq uint64, all []OutEvent, from int) error {
 	var events []OutEvent
 	for _, oe := range all {
 		if oe.Subject == "" {
@@ -309,8 +312,9 @@ func (r *Relay) publish(ctx context.Context, seq uint64, all []OutEvent) error {
 			return err
 		}
 	}
-	batchID := fmt.Sprintf("ev-%d", seq)
-	for i, oe := range events {
+	var futures []jetstream.PubAckFuture
+	for i := from; i < len(events); i++ {
+		oe := events[i]
 		body, err := json.Marshal(oe.Body)
 		if err != nil {
 			return err
@@ -320,21 +324,21 @@ func (r *Relay) publish(ctx context.Context, seq uint64, all []OutEvent) error {
 			return err
 		}
 		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("ev-%d-%d", seq, i))
-		if len(events) == 1 {
-			_, err := publishAck(ctx, r.nc, msg)
+		// Async publishes on one connection are stored in the order sent.
+		f, err := r.js.PublishMsgAsync(msg)
+		if err != nil {
 			return err
 		}
-		msg.Header.Set("Nats-Batch-Id", batchID)
-		msg.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
-		if i < len(events)-1 {
-			if err := r.nc.PublishMsg(msg); err != nil {
-				return err
-			}
-			continue
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish events of %d: %w", seq, err)
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		msg.Header.Set("Nats-Batch-Commit", "1")
-		_, err = publishAck(ctx, r.nc, msg)
-		return err
 	}
 	return nil
 }

@@ -337,3 +337,37 @@ func waitDrained(t *testing.T, b *bundle) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A relay that died part-way through an entry's events is resumed after the
+// last event it got out.
+func TestRelayResumesAfterPublishedEvents(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	r := NewRelay(b.nc, b.js, b.store, nil)
+	if n, err := r.publishedUpTo(ctx, 7); err != nil || n != 0 {
+		t.Fatalf("empty stream: %d %v", n, err)
+	}
+	events := []OutEvent{{Address: "a.one", Body: 1}, {Address: "a.two", Body: 2}, {Address: "a.three", Body: 3}}
+	if err := r.publish(ctx, 7, events[:2], 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := r.publishedUpTo(ctx, 7)
+	if err != nil || n != 2 {
+		t.Fatalf("after two events: %d %v", n, err)
+	}
+	if n, _ := r.publishedUpTo(ctx, 8); n != 0 {
+		t.Fatalf("another entry: %d", n)
+	}
+	if err := r.publish(ctx, 7, events, n); err != nil {
+		t.Fatal(err)
+	}
+	stream, _ := b.js.Stream(ctx, bus.EventsStream)
+	info, _ := stream.Info(ctx)
+	if info.State.Msgs != 3 {
+		t.Fatalf("%d events stored, want 3 (no duplicates)", info.State.Msgs)
+	}
+	last, _ := stream.GetMsg(ctx, info.State.LastSeq)
+	if last.Subject != bus.EventSubject("a.three") {
+		t.Fatalf("last event %s", last.Subject)
+	}
+}
