@@ -299,20 +299,26 @@ func (r *Relay) publishedUpTo(ctx context.Context, seq uint64) (int, error) {
 	return index + 1, nil
 }
 
-// publish sends a transaction's dispatch messages, then its events from
-// index from on, in order, and waits for all of them to be stored.
+// publish sends a transaction's dispatch messages and its events from index
+// from on, in order, all at once, and waits for all of them to be stored.
 func (r *Relay) publish(ctx context.Context, seq uint64, all []OutEvent, from int) error {
 	var events []OutEvent
+	var futures []jetstream.PubAckFuture
+	var notes []*nats.Msg
 	for _, oe := range all {
 		if oe.Subject == "" {
 			events = append(events, oe)
 			continue
 		}
-		if err := r.dispatch(ctx, oe); err != nil {
+		f, note, err := r.dispatch(ctx, oe)
+		if err != nil {
 			return err
 		}
+		futures = append(futures, f)
+		if note != nil {
+			notes = append(notes, note)
+		}
 	}
-	var futures []jetstream.PubAckFuture
 	for i := from; i < len(events); i++ {
 		oe := events[i]
 		body, err := json.Marshal(oe.Body)
@@ -340,22 +346,28 @@ func (r *Relay) publish(ctx context.Context, seq uint64, all []OutEvent, from in
 			return ctx.Err()
 		}
 	}
+	// Wake idle builders only now that their tasks are stored; a lost
+	// wake-up is caught by the builder's safety timer.
+	for _, note := range notes {
+		_ = r.nc.PublishMsg(note)
+	}
 	return nil
 }
 
-// dispatch publishes a work-queue message. Its Nats-Msg-Id dedupes a
-// republish after a relay crash; a duplicate beyond the window is harmless
-// because builders claim tasks by attempt (fencing).
-func (r *Relay) dispatch(ctx context.Context, oe OutEvent) error {
+// dispatch sends a work-queue message without waiting for its ack (publish
+// waits for all of them) and returns the wake-up to send once it is stored.
+// Its Nats-Msg-Id dedupes a republish after a relay crash; a duplicate beyond
+// the window is harmless because builders claim tasks by attempt (fencing).
+func (r *Relay) dispatch(ctx context.Context, oe OutEvent) (jetstream.PubAckFuture, *nats.Msg, error) {
 	if oe.Consumer != nil {
 		if err := r.ensureConsumer(ctx, oe.Consumer); err != nil {
-			return err
+			return nil, nil, err
 		}
 	}
 	m := nats.NewMsg(oe.Subject)
 	body, err := json.Marshal(oe.Body)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	m.Data = body
 	for k, v := range oe.Headers {
@@ -364,18 +376,19 @@ func (r *Relay) dispatch(ctx context.Context, oe OutEvent) error {
 	if oe.MsgID != "" {
 		m.Header.Set(jetstream.MsgIDHeader, oe.MsgID)
 	}
-	if _, err := publishAck(ctx, r.nc, m); err != nil {
-		return fmt.Errorf("dispatch %s: %w", oe.Subject, err)
+	f, err := r.js.PublishMsgAsync(m)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dispatch %s: %w", oe.Subject, err)
 	}
+	var note *nats.Msg
 	if oe.Notify != "" {
-		note := nats.NewMsg(oe.Notify)
+		note = nats.NewMsg(oe.Notify)
 		note.Data = body
 		for k, v := range oe.Headers {
 			note.Header.Set(k, v)
 		}
-		_ = r.nc.PublishMsg(note) // a lost wake-up is caught by the builder's safety timer
 	}
-	return nil
+	return f, note, nil
 }
 
 func (r *Relay) ensureConsumer(ctx context.Context, spec *ConsumerSpec) error {
