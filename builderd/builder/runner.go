@@ -119,14 +119,32 @@ func (r *runner) run() {
 
 	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Minute)
 	defer cancel()
-	var err error
+	report := func() error {
+		if runErr != nil {
+			f := bus.AsFault(runErr)
+			return b.client.Call(ctx, "host.failTask", []any{r.id, r.attempt, bus.TaskFault{FaultCode: f.Code, FaultString: f.Message}}, nil, nil)
+		}
+		return b.client.Call(ctx, "host.closeTask", []any{r.id, r.attempt, result}, nil, nil)
+	}
 	if runErr != nil {
-		f := bus.AsFault(runErr)
 		log.Info("task failed", "err", runErr)
-		err = b.client.Call(ctx, "host.failTask", []any{r.id, r.attempt, bus.TaskFault{FaultCode: f.Code, FaultString: f.Message}}, nil, nil)
 	} else {
 		log.Info("task closed")
-		err = b.client.Call(ctx, "host.closeTask", []any{r.id, r.attempt, result}, nil, nil)
+	}
+	// A result the hub could not take (it is restarting, overloaded) is
+	// offered again until it is accepted or refused as stale: a task must not
+	// stay OPEN on a host that has finished it.
+	err := report()
+	for backoff := 200 * time.Millisecond; err != nil && !errors.Is(err, bus.ErrTaskAttemptStale) && ctx.Err() == nil; {
+		log.Warn("report task result, retrying", "err", err, "in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		if backoff < 5*time.Second {
+			backoff *= 2
+		}
+		err = report()
 	}
 	switch {
 	case err == nil:

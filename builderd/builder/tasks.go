@@ -390,21 +390,17 @@ func waitrepoHandler(ctx context.Context, t *Task, a Args) (any, error) {
 // newRepo(tag, event=None, src=False, debuginfo=False, separate_src=False):
 // Koji's NewRepoTask (weight 0.1) generates the repo on the builder. Until
 // kojibus builders make repo metadata the hub generates repos itself
-// (hubd/hub/repos.go), so this handler files repo.request(tag, force=True,
-// min_event=<the last event>) and waits for it like waitrepo, returning the new repo's id (Koji returns
-// [repo_id, event_id]).
+// (hubd/hub/repos.go), so this handler calls the hub's newRepo (a forced
+// request for a repo newer than now) and waits for it like waitrepo,
+// returning the new repo's id (Koji returns [repo_id, event_id]).
 func newRepoHandler(ctx context.Context, t *Task, a Args) (any, error) {
 	var tag any
 	if ok, err := a.Get(0, "tag", &tag); err != nil || !ok {
 		return nil, bus.ParameterError("newRepo: missing parameter tag")
 	}
-	kw := map[string]any{"force": true}
 	var event *int64
 	if _, err := a.Get(1, "event", &event); err != nil {
 		return nil, err
-	}
-	if event != nil {
-		kw["at_event"] = *event
 	}
 	opts := map[string]bool{}
 	for i, name := range []string{"src", "debuginfo", "separate_src"} {
@@ -416,39 +412,26 @@ func newRepoHandler(ctx context.Context, t *Task, a Args) (any, error) {
 			opts[name] = true
 		}
 	}
-	if len(opts) > 0 {
-		kw["opts"] = opts
-	}
 	changed, unsub, err := repoWatch(t)
 	if err != nil {
 		return nil, err
 	}
 	defer unsub()
 	s := t.Session()
-	if event == nil {
-		// A forced request still counts a repo made since the tag's last
-		// change as an answer; the repo must be newer than now, as the hub's
-		// newRepo (which needs the repo permission a host lacks) does it.
-		var last struct {
-			ID int64 `json:"id"`
-		}
-		if err := s.Call(ctx, "getLastEvent", nil, nil, &last); err != nil {
-			return nil, err
-		}
-		if last.ID > 0 {
-			kw["min_event"] = last.ID
-		}
+	// The hub's newRepo files a forced request for a repo newer than now
+	// (host sessions may call it: this task runs on the hub's behalf).
+	nkw := map[string]any{}
+	if event != nil {
+		nkw["event"] = *event
 	}
-	var res bus.RepoRequestResult
-	if err := s.Call(ctx, "repo.request", []any{tag}, kw, &res); err != nil {
+	for name := range opts {
+		nkw[name] = true
+	}
+	var reqID int64
+	if err := s.Call(ctx, "newRepo", []any{tag}, nkw, &reqID); err != nil {
 		return nil, err
 	}
-	if res.Repo != nil {
-		return res.Repo.ID, nil
-	}
-	if res.Request == nil {
-		return nil, bus.GenericError("repo.request gave neither a repo nor a request")
-	}
+	res := bus.RepoRequestResult{Request: &bus.RepoRequest{ID: reqID}}
 	fmt.Fprintf(t.Log, "waiting for repo request %d\n", res.Request.ID)
 	for {
 		var chk bus.RepoCheck

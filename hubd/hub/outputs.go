@@ -66,37 +66,32 @@ func validOutputName(name string) bool {
 	return name != "" && !strings.Contains(name, "..") && !strings.HasPrefix(name, "/")
 }
 
-// readUpload streams one uploaded file's chunks in order into w.
+// readUpload streams one uploaded file's chunks in order into w. It reads
+// them by sequence ("next message for this subject") rather than through a
+// consumer, so assembling outputs leaves no consumers behind on the stream.
 func (s *Server) readUpload(ctx context.Context, subject string, w io.Writer) (int64, error) {
-	cons, err := s.js.OrderedConsumer(ctx, bus.UploadsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	stream, err := s.js.Stream(ctx, bus.UploadsStream)
 	if err != nil {
 		return 0, err
 	}
 	var n int64
-	for {
-		batch, err := cons.FetchNoWait(64)
+	for seq := uint64(1); ; {
+		m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return n, nil
+		}
 		if err != nil {
 			return n, err
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			k, err := w.Write(m.Data())
-			n += int64(k)
-			if err != nil {
-				return n, err
-			}
-			md, _ := m.Metadata()
-			if md != nil && md.NumPending == 0 {
-				return n, nil
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+		k, err := w.Write(m.Data)
+		n += int64(k)
+		if err != nil {
 			return n, err
 		}
-		if got == 0 {
+		if m.Header.Get(bus.HeaderUploadFinal) != "" {
 			return n, nil
 		}
+		seq = m.Sequence + 1
 	}
 }
 

@@ -600,7 +600,8 @@ func (s *Server) getRepo(ctx context.Context, c *registry.Call) (any, error) {
 }
 
 func (s *Server) newRepo(ctx context.Context, c *registry.Call) (any, error) {
-	if !s.hasPerm(c.Caller.UserID, "repo", true) && !s.hasPerm(c.Caller.UserID, "regen-repo", false) {
+	// A host session may: it runs a newRepo task on the hub's behalf.
+	if c.Caller.HostID == 0 && !s.hasPerm(c.Caller.UserID, "repo", true) && !s.hasPerm(c.Caller.UserID, "regen-repo", false) {
 		return nil, bus.ActionNotAllowed("regen-repo permission required (logged in as %s)", c.Caller.UserName)
 	}
 	tagRef, err := c.Ref("tag")
