@@ -531,8 +531,14 @@ func (b *Builder) heartbeat(ctx context.Context) error {
 	b.mu.Lock()
 	load := b.loadLocked()
 	ready := b.freeSlotLocked()
+	running := make([]int64, 0, len(b.running))
+	for id := range b.running {
+		running = append(running, id)
+	}
 	b.mu.Unlock()
-	data := map[string]any{"methods": b.reg.Methods(), "maxjobs": b.cfg.MaxJobs}
+	// tasks: what this builder runs, so the hub can give back a task it
+	// believes OPEN here but the builder lost (as kojid frees stale tasks).
+	data := map[string]any{"methods": b.reg.Methods(), "maxjobs": b.cfg.MaxJobs, "tasks": running}
 	if err := b.client.Call(ctx, "host.updateHost", []any{load, ready}, map[string]any{"data": data}, nil); err != nil {
 		return fmt.Errorf("builder: host.updateHost: %w", err)
 	}

@@ -88,9 +88,9 @@ func (m *hostMonitor) hostLost(ctx context.Context, hostID int64, deadline float
 		props := hostEventProps("HostReady", &h.Host)
 		props["ready"], props["reason"] = false, "heartbeat lost"
 		tx.Emit("host.ready", props, map[string]any{"host": h.Host, "reason": "no heartbeat for " + m.timeout.String()})
-		for _, k := range tx.Keys("task", "task.") {
-			var t taskRecord
-			if ok, _ := tx.GetJSON(k, &t); !ok || t.HostID == nil || *t.HostID != hostID || t.State != bus.TaskOpen {
+		for _, tp := range hostTasks(tx.View, hostID) {
+			t := *tp
+			if t.State != bus.TaskOpen {
 				continue
 			}
 			t.Retries++

@@ -647,6 +647,9 @@ func (s *Server) hostUpdateHost(ctx context.Context, c *registry.Call) (any, err
 		if err := tx.Put(hostKey(h.ID), h); err != nil {
 			return nil, err
 		}
+		if err := requeueLostRuns(tx, h.ID, data, now); err != nil {
+			return nil, err
+		}
 		// host.ready when readiness flips (what a scheduler waits for), host.update otherwise.
 		address, kind := "host.update", "HostUpdate"
 		if wasReady != ready {
@@ -658,4 +661,31 @@ func (s *Server) hostUpdateHost(ctx context.Context, c *registry.Call) (any, err
 		return nil, nil
 	})
 	return nil, err
+}
+
+// lostRunGrace keeps a task opened just now, but not yet in the builder's
+// list when it sent its heartbeat, from being taken back.
+const lostRunGrace = 30.0 // seconds
+
+// requeueLostRuns gives back tasks the hub has OPEN on a host that reports
+// (data["tasks"]) it does not run them: the builder lost them (a result it
+// could never deliver, a restart). They are dispatched again under a new attempt.
+func requeueLostRuns(tx *state.Txn, hostID int64, data map[string]any, now float64) error {
+	list, ok := data["tasks"].([]any)
+	if !ok {
+		return nil // a builder that does not report its tasks
+	}
+	running := map[string]bool{}
+	for _, v := range list {
+		running[fmt.Sprint(v)] = true
+	}
+	for _, t := range hostTasks(tx.View, hostID) {
+		if t.State != bus.TaskOpen || running[strconv.FormatInt(t.ID, 10)] || t.StartTS == nil || now-*t.StartTS < lostRunGrace {
+			continue
+		}
+		if err := requeueTx(tx, t); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -471,14 +471,10 @@ func requeueTx(tx *state.Txn, t *taskRecord) error {
 func (s *Server) hostGetHostTasks(ctx context.Context, c *registry.Call) (any, error) {
 	out := []map[string]any{}
 	_ = s.store.Read(func(v state.View) error {
-		for _, k := range v.Keys("task", "task.") {
-			var t taskRecord
-			if ok, _ := v.GetJSON(k, &t); ok && t.HostID != nil && *t.HostID == c.Caller.HostID &&
-				(t.State == bus.TaskOpen || t.State == bus.TaskAssigned) {
-				m := taskInfoMap(&t, false)
-				m["attempt"] = t.Attempt
-				out = append(out, m)
-			}
+		for _, t := range hostTasks(v, c.Caller.HostID) {
+			m := taskInfoMap(t, false)
+			m["attempt"] = t.Attempt
+			out = append(out, m)
 		}
 		return nil
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"github.com/kojibus/kojibus/hubd/internal/state"
 	"strconv"
 	"testing"
 	"time"
@@ -322,4 +323,56 @@ func TestHigherPriorityQueueFirstAndSubtasks(t *testing.T) {
 		t.Fatalf("canfail result %v", results[0])
 	}
 	_ = context.Background
+}
+
+// A task the hub has OPEN on a host whose heartbeat says it does not run it
+// (the builder lost it) is dispatched again; one opened just now is not.
+func TestHeartbeatGivesBackLostRuns(t *testing.T) {
+	h := StartTestHub(t, nil)
+	ctx := ctxT(t)
+	b := h.AddHost(t, "b", "x86_64")
+	var ids [2]int64
+	var attempts [2]int64
+	for i := range ids {
+		if err := h.Admin.Call(ctx, "makeTask", []any{"sleep", []any{1}}, nil, &ids[i]); err != nil {
+			t.Fatal(err)
+		}
+		m := pull(t, b)
+		id, attempt := msgTask(t, m)
+		if err := b.Client.Call(ctx, "host.openTask", []any{id, attempt}, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		ids[i], attempts[i] = id, attempt
+	}
+	// The first run started a minute ago as far as the hub knows.
+	_, err := h.Store().Update(ctx, "", func(tx *state.Txn) (any, error) {
+		task, _ := lookupTask(tx.View, ids[0])
+		old := *task.StartTS - 60
+		task.StartTS = &old
+		return nil, tx.Put(taskKey(task.ID), task)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before []map[string]any
+	if err := b.Client.Call(ctx, "host.getHostTasks", nil, nil, &before); err != nil || len(before) != 2 {
+		t.Fatalf("host tasks before: %v %v", before, err)
+	}
+	if err := b.Client.Call(ctx, "host.updateHost", []any{0.0, true}, map[string]any{"data": map[string]any{"tasks": []int64{}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var infos []bus.Task
+	if err := h.Admin.Call(ctx, "getTaskInfo", []any{[]int64{ids[0], ids[1]}}, nil, &infos); err != nil {
+		t.Fatal(err)
+	}
+	if infos[0].State != bus.TaskFree || infos[1].State != bus.TaskOpen {
+		t.Fatalf("after heartbeat: %d is %s, %d is %s", ids[0], bus.TaskStateName(infos[0].State), ids[1], bus.TaskStateName(infos[1].State))
+	}
+	var after []map[string]any
+	if err := b.Client.Call(ctx, "host.getHostTasks", nil, nil, &after); err != nil || len(after) != 1 {
+		t.Fatalf("host tasks after: %v %v", after, err)
+	}
+	if err := b.Client.Call(ctx, "host.closeTask", []any{ids[0], attempts[0], nil}, nil, nil); !isStale(err) {
+		t.Fatalf("late close of a given-back run: %v", err)
+	}
 }

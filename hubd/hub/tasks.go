@@ -162,6 +162,9 @@ func createTaskTx(tx *state.Txn, caller *registry.Caller, method string, request
 		t.HostID = &h.ID
 		t.Pinned = true
 	}
+	if err := indexHostTask(tx, t); err != nil {
+		return nil, err
+	}
 	if err := dispatchTaskTx(tx, t); err != nil {
 		return nil, err
 	}
@@ -257,11 +260,51 @@ func setTaskState(tx *state.Txn, t *taskRecord, newState int) error {
 	case bus.TaskFree:
 		t.HostID = nil
 	}
+	if err := indexHostTask(tx, t); err != nil {
+		return err
+	}
 	if err := tx.Put(taskKey(t.ID), t); err != nil {
 		return err
 	}
 	emitTaskState(tx, t, &old)
 	return nil
+}
+
+// hostTaskKey indexes the tasks ASSIGNED to or OPEN on a host, so that
+// heartbeats, the host monitor and host.getHostTasks read a host's tasks
+// without scanning every task.
+func hostTaskKey(hostID, taskID int64) string {
+	return "hosttask." + strconv.FormatInt(hostID, 10) + "." + strconv.FormatInt(taskID, 10)
+}
+
+// indexHostTask keeps hosttask.* in step with the task about to be stored.
+func indexHostTask(tx *state.Txn, t *taskRecord) error {
+	var prev taskRecord
+	if ok, _ := tx.GetJSON(taskKey(t.ID), &prev); ok && prev.HostID != nil &&
+		(prev.State == bus.TaskOpen || prev.State == bus.TaskAssigned) &&
+		(t.HostID == nil || *t.HostID != *prev.HostID || (t.State != bus.TaskOpen && t.State != bus.TaskAssigned)) {
+		tx.Delete(hostTaskKey(*prev.HostID, t.ID))
+	}
+	if t.HostID != nil && (t.State == bus.TaskOpen || t.State == bus.TaskAssigned) {
+		return tx.Put(hostTaskKey(*t.HostID, t.ID), true)
+	}
+	return nil
+}
+
+// hostTasks returns the tasks ASSIGNED to or OPEN on a host.
+func hostTasks(v state.View, hostID int64) []*taskRecord {
+	prefix := "hosttask." + strconv.FormatInt(hostID, 10) + "."
+	var out []*taskRecord
+	for _, k := range v.Keys("hosttask", prefix) {
+		id, err := strconv.ParseInt(strings.TrimPrefix(k, prefix), 10, 64)
+		if err != nil {
+			continue
+		}
+		if t, ok := lookupTask(v, id); ok {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 func jsonMarshal(v any) (json.RawMessage, error) { return json.Marshal(v) }
