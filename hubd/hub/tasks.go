@@ -16,6 +16,7 @@ import (
 //	task.<id>                     taskRecord (getTaskInfo's fields, request, result, attempt)
 //	taskchild.<parent>.<child>    true: child is a subtask of parent
 //	tasklabel.<parent>.<label>    child id: a child with this label exists (Koji's UNIQUE(parent, label))
+//	hosttask.<host>.<task>        true: the task is ASSIGNED to or OPEN on the host
 //	seq.task                      the task id sequence
 //
 // Dispatch to builders (the work queue, fencing by attempt) is in
