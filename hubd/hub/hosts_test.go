@@ -20,7 +20,7 @@ type eventWatch struct {
 
 func watchEvents(t *testing.T, h *TestHub) *eventWatch {
 	t.Helper()
-	w := &eventWatch{ch: make(chan *nats.Msg, 256)}
+	w := &eventWatch{ch: make(chan *nats.Msg, 512)}
 	sub, err := h.Admin.Conn().ChanSubscribe(bus.EventPrefix+">", w.ch)
 	if err != nil {
 		t.Fatal(err)

@@ -5,57 +5,10 @@ import (
 	"errors"
 	"reflect"
 	"testing"
-	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/internal/state"
 )
-
-// tagEventLog collects koji.event.> messages for the tag tests.
-type tagEventLog struct{ ch chan *nats.Msg }
-
-func watchTagEvents(t *testing.T, h *TestHub) *tagEventLog {
-	t.Helper()
-	l := &tagEventLog{ch: make(chan *nats.Msg, 512)}
-	sub, err := h.Admin.Conn().ChanSubscribe(bus.EventPrefix+">", l.ch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := h.Admin.Conn().Flush(); err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-// next waits for the next event with that address, skipping others.
-func (l *tagEventLog) next(t *testing.T, address string) *bus.Event {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case m := <-l.ch:
-			ev, err := bus.EventFromMsg(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ev.Address == address {
-				return ev
-			}
-		case <-deadline:
-			t.Fatalf("no %s event within the deadline", address)
-		}
-	}
-}
-
-func tcall(t *testing.T, c *bus.Client, method string, args []any, kwargs map[string]any, out any) {
-	t.Helper()
-	if err := c.Call(ctxT(t), method, args, kwargs, out); err != nil {
-		t.Fatalf("%s%v: %v", method, args, err)
-	}
-}
 
 func wantFault(t *testing.T, err error, code int, msg string) {
 	t.Helper()
@@ -69,13 +22,13 @@ func TestTagBuildConfigInheritance(t *testing.T) {
 	h := StartTestHub(t, nil)
 	a := h.Admin
 	var top, mid, leaf int64
-	tcall(t, a, "createTag", []any{"top"}, map[string]any{"arches": "x86_64 aarch64",
+	call(t, a, "createTag", []any{"top"}, map[string]any{"arches": "x86_64 aarch64",
 		"extra": map[string]any{"a": 1, "b": "top", "c": "top", "mock.new_chroot": 0}}, &top)
-	tcall(t, a, "createTag", []any{"mid"}, map[string]any{"parent": "top", "extra": map[string]any{"b": "mid"}}, &mid)
-	tcall(t, a, "createTag", []any{"leaf"}, map[string]any{"parent": "mid", "extra": map[string]any{"c": "leaf"}}, &leaf)
+	call(t, a, "createTag", []any{"mid"}, map[string]any{"parent": "top", "extra": map[string]any{"b": "mid"}}, &mid)
+	call(t, a, "createTag", []any{"leaf"}, map[string]any{"parent": "mid", "extra": map[string]any{"c": "leaf"}}, &leaf)
 
 	var cfg bus.BuildConfig
-	tcall(t, a, "getBuildConfig", []any{"leaf"}, nil, &cfg)
+	call(t, a, "getBuildConfig", []any{"leaf"}, nil, &cfg)
 	if cfg.Arches == nil || *cfg.Arches != "x86_64 aarch64" {
 		t.Fatalf("arches %v, want inherited from top", cfg.Arches)
 	}
@@ -88,53 +41,53 @@ func TestTagBuildConfigInheritance(t *testing.T) {
 	}
 	// getTag's extra is not inherited.
 	var tag bus.Tag
-	tcall(t, a, "getTag", []any{leaf}, nil, &tag)
+	call(t, a, "getTag", []any{leaf}, nil, &tag)
 	if !reflect.DeepEqual(tag.Extra, map[string]any{"c": "leaf"}) || tag.Name != "leaf" {
 		t.Fatalf("getTag %+v", tag)
 	}
 
 	// A blocked key is neither local nor inherited.
-	tcall(t, a, "editTag2", []any{"leaf"}, map[string]any{"block_extra": []string{"a"}}, nil)
+	call(t, a, "editTag2", []any{"leaf"}, map[string]any{"block_extra": []string{"a"}}, nil)
 	cfg = bus.BuildConfig{}
-	tcall(t, a, "getBuildConfig", []any{"leaf"}, nil, &cfg)
+	call(t, a, "getBuildConfig", []any{"leaf"}, nil, &cfg)
 	if _, ok := cfg.Extra["a"]; ok {
 		t.Fatalf("blocked extra a still present: %v", cfg.Extra)
 	}
 	var blocked map[string]any
-	tcall(t, a, "getTag", []any{"leaf"}, map[string]any{"blocked": true}, &blocked)
+	call(t, a, "getTag", []any{"leaf"}, map[string]any{"blocked": true}, &blocked)
 	if !reflect.DeepEqual(blocked["extra"], map[string]any{"a": []any{true, nil}, "c": []any{false, "leaf"}}) {
 		t.Fatalf("getTag(blocked) extra %v", blocked["extra"])
 	}
 
 	// noconfig: packages yes, config no.
-	tcall(t, a, "createTag", []any{"nocfg"}, nil, nil)
-	tcall(t, a, "setInheritanceData", []any{"nocfg", []any{map[string]any{"parent_id": top, "priority": 0, "maxdepth": nil,
+	call(t, a, "createTag", []any{"nocfg"}, nil, nil)
+	call(t, a, "setInheritanceData", []any{"nocfg", []any{map[string]any{"parent_id": top, "priority": 0, "maxdepth": nil,
 		"intransitive": false, "noconfig": true, "pkg_filter": ""}}}, nil, nil)
 	cfg = bus.BuildConfig{}
-	tcall(t, a, "getBuildConfig", []any{"nocfg"}, nil, &cfg)
+	call(t, a, "getBuildConfig", []any{"nocfg"}, nil, &cfg)
 	if len(cfg.Extra) != 0 || (cfg.Arches != nil && *cfg.Arches != "") {
 		t.Fatalf("noconfig link passed config: arches %v extra %v", cfg.Arches, cfg.Extra)
 	}
 
 	// maxdepth 0: the parent only, not the grandparent.
-	tcall(t, a, "createTag", []any{"shallow"}, nil, nil)
-	tcall(t, a, "setInheritanceData", []any{"shallow", []any{map[string]any{"parent_id": leaf, "priority": 0, "maxdepth": 0,
+	call(t, a, "createTag", []any{"shallow"}, nil, nil)
+	call(t, a, "setInheritanceData", []any{"shallow", []any{map[string]any{"parent_id": leaf, "priority": 0, "maxdepth": 0,
 		"intransitive": false, "noconfig": false, "pkg_filter": ""}}}, nil, nil)
 	cfg = bus.BuildConfig{}
-	tcall(t, a, "getBuildConfig", []any{"shallow"}, nil, &cfg)
+	call(t, a, "getBuildConfig", []any{"shallow"}, nil, &cfg)
 	if !reflect.DeepEqual(cfg.Extra, map[string]any{"c": "leaf"}) || (cfg.Arches != nil && *cfg.Arches != "") {
 		t.Fatalf("maxdepth 0: arches %v extra %v", cfg.Arches, cfg.Extra)
 	}
 	var full []bus.FullInheritanceLink
-	tcall(t, a, "getFullInheritance", []any{"shallow"}, nil, &full)
+	call(t, a, "getFullInheritance", []any{"shallow"}, nil, &full)
 	if len(full) != 1 || full[0].ParentID != leaf || full[0].NextDepth == nil || *full[0].NextDepth != 0 || full[0].CurrDepth != 1 {
 		t.Fatalf("getFullInheritance(shallow) = %+v", full)
 	}
-	tcall(t, a, "getFullInheritance", []any{"leaf"}, nil, &full)
+	call(t, a, "getFullInheritance", []any{"leaf"}, nil, &full)
 	if len(full) != 2 || full[0].Name != "mid" || full[1].Name != "top" || full[1].CurrDepth != 2 || *full[1].ChildID != mid {
 		t.Fatalf("getFullInheritance(leaf) = %+v", full)
 	}
-	tcall(t, a, "getFullInheritance", []any{"top"}, map[string]any{"reverse": true}, &full)
+	call(t, a, "getFullInheritance", []any{"top"}, map[string]any{"reverse": true}, &full)
 	names := []string{}
 	for _, l := range full {
 		names = append(names, l.Name)
@@ -144,7 +97,7 @@ func TestTagBuildConfigInheritance(t *testing.T) {
 		t.Fatalf("reverse inheritance of top: %v", names)
 	}
 	var last int64
-	tcall(t, a, "tagLastChangeEvent", []any{"leaf"}, nil, &last)
+	call(t, a, "tagLastChangeEvent", []any{"leaf"}, nil, &last)
 	if last == 0 {
 		t.Fatal("tagLastChangeEvent = 0")
 	}
@@ -154,9 +107,9 @@ func TestTagInheritanceValidation(t *testing.T) {
 	h := StartTestHub(t, nil)
 	a := h.Admin
 	var p1, p2, child int64
-	tcall(t, a, "createTag", []any{"p1"}, nil, &p1)
-	tcall(t, a, "createTag", []any{"p2"}, nil, &p2)
-	tcall(t, a, "createTag", []any{"child"}, map[string]any{"parent": "p1"}, &child)
+	call(t, a, "createTag", []any{"p1"}, nil, &p1)
+	call(t, a, "createTag", []any{"p2"}, nil, &p2)
+	call(t, a, "createTag", []any{"child"}, map[string]any{"parent": "p1"}, &child)
 	link := func(parent int64, pri int) map[string]any {
 		return map[string]any{"parent_id": parent, "priority": pri, "maxdepth": nil, "intransitive": false, "noconfig": false, "pkg_filter": ""}
 	}
@@ -186,19 +139,19 @@ func TestTagInheritanceValidation(t *testing.T) {
 		})
 	}
 	// clear + delete link.
-	tcall(t, a, "setInheritanceData", []any{"child", []any{link(p2, 10)}}, nil, nil)
+	call(t, a, "setInheritanceData", []any{"child", []any{link(p2, 10)}}, nil, nil)
 	var data []bus.InheritanceLink
-	tcall(t, a, "getInheritanceData", []any{"child"}, nil, &data)
+	call(t, a, "getInheritanceData", []any{"child"}, nil, &data)
 	if len(data) != 2 || data[0].Name != "p1" || data[1].Name != "p2" || data[1].ChildID != child {
 		t.Fatalf("inheritance %+v", data)
 	}
-	tcall(t, a, "setInheritanceData", []any{"child", []any{map[string]any{"parent_id": p1, "delete link": true}}}, nil, nil)
-	tcall(t, a, "getInheritanceData", []any{"child"}, nil, &data)
+	call(t, a, "setInheritanceData", []any{"child", []any{map[string]any{"parent_id": p1, "delete link": true}}}, nil, nil)
+	call(t, a, "getInheritanceData", []any{"child"}, nil, &data)
 	if len(data) != 1 || data[0].ParentID != p2 {
 		t.Fatalf("after delete link: %+v", data)
 	}
-	tcall(t, a, "setInheritanceData", []any{"child", []any{link(p1, 1)}}, map[string]any{"clear": true}, nil)
-	tcall(t, a, "getInheritanceData", []any{"child"}, nil, &data)
+	call(t, a, "setInheritanceData", []any{"child", []any{link(p1, 1)}}, map[string]any{"clear": true}, nil)
+	call(t, a, "getInheritanceData", []any{"child"}, nil, &data)
 	if len(data) != 1 || data[0].ParentID != p1 || data[0].Priority != 1 {
 		t.Fatalf("after clear: %+v", data)
 	}
@@ -207,15 +160,15 @@ func TestTagInheritanceValidation(t *testing.T) {
 func TestTagGroupsInheritedAndBlocked(t *testing.T) {
 	h := StartTestHub(t, nil)
 	a := h.Admin
-	tcall(t, a, "createTag", []any{"base"}, nil, nil)
-	tcall(t, a, "createTag", []any{"derived"}, map[string]any{"parent": "base"}, nil)
-	tcall(t, a, "groupListAdd", []any{"base", "build"}, nil, nil)
+	call(t, a, "createTag", []any{"base"}, nil, nil)
+	call(t, a, "createTag", []any{"derived"}, map[string]any{"parent": "base"}, nil)
+	call(t, a, "groupListAdd", []any{"base", "build"}, nil, nil)
 	for _, p := range []string{"bash", "coreutils"} {
-		tcall(t, a, "groupPackageListAdd", []any{"base", "build", p}, nil, nil)
+		call(t, a, "groupPackageListAdd", []any{"base", "build", p}, nil, nil)
 	}
 	pkgs := func(tag string, kw map[string]any) ([]bus.TagGroup, []string) {
 		var gs []bus.TagGroup
-		tcall(t, a, "getTagGroups", []any{tag}, kw, &gs)
+		call(t, a, "getTagGroups", []any{tag}, kw, &gs)
 		var names []string
 		for _, g := range gs {
 			for _, p := range g.PackageList {
@@ -229,7 +182,7 @@ func TestTagGroupsInheritedAndBlocked(t *testing.T) {
 		!reflect.DeepEqual(names, []string{"bash", "coreutils"}) || gs[0].PackageList[0].Type != "mandatory" {
 		t.Fatalf("inherited groups %+v", gs)
 	}
-	tcall(t, a, "groupPackageListBlock", []any{"derived", "build", "bash"}, nil, nil)
+	call(t, a, "groupPackageListBlock", []any{"derived", "build", "bash"}, nil, nil)
 	if _, names = pkgs("derived", nil); !reflect.DeepEqual(names, []string{"coreutils"}) {
 		t.Fatalf("after block: %v", names)
 	}
@@ -245,24 +198,24 @@ func TestTagGroupsInheritedAndBlocked(t *testing.T) {
 	// Adding a blocked package back needs force.
 	wantFault(t, a.Call(ctxT(t), "groupPackageListAdd", []any{"derived", "build", "bash"}, nil, nil),
 		bus.CodeGenericError, "package bash blocked in group build, tag derived")
-	tcall(t, a, "groupPackageListUnblock", []any{"derived", "build", "bash"}, nil, nil)
+	call(t, a, "groupPackageListUnblock", []any{"derived", "build", "bash"}, nil, nil)
 	if _, names = pkgs("derived", nil); !reflect.DeepEqual(names, []string{"bash", "coreutils"}) {
 		t.Fatalf("after unblock: %v", names)
 	}
-	tcall(t, a, "groupListBlock", []any{"derived", "build"}, nil, nil)
+	call(t, a, "groupListBlock", []any{"derived", "build"}, nil, nil)
 	if gs, _ = pkgs("derived", nil); len(gs) != 0 {
 		t.Fatalf("blocked group listed: %+v", gs)
 	}
 	wantFault(t, a.Call(ctxT(t), "groupPackageListAdd", []any{"derived", "build", "gcc"}, nil, nil),
 		bus.CodeGenericError, "group build is blocked in tag derived")
-	tcall(t, a, "groupListUnblock", []any{"derived", "build"}, nil, nil)
+	call(t, a, "groupListUnblock", []any{"derived", "build"}, nil, nil)
 	if gs, _ = pkgs("derived", nil); len(gs) != 1 {
 		t.Fatalf("after unblocking the group: %+v", gs)
 	}
 	wantFault(t, a.Call(ctxT(t), "groupPackageListAdd", []any{"derived", "srpm-build", "rpm"}, nil, nil),
 		bus.CodeGenericError, "No such entry in table groups: srpm-build")
-	tcall(t, a, "groupListAdd", []any{"base", "srpm-build"}, map[string]any{"description": "srpm", "is_default": true}, nil)
-	tcall(t, a, "groupReqListAdd", []any{"derived", "srpm-build", "build"}, nil, nil)
+	call(t, a, "groupListAdd", []any{"base", "srpm-build"}, map[string]any{"description": "srpm", "is_default": true}, nil)
+	call(t, a, "groupReqListAdd", []any{"derived", "srpm-build", "build"}, nil, nil)
 	gs, _ = pkgs("derived", nil)
 	if len(gs) != 2 || gs[1].Name != "srpm-build" || len(gs[1].GroupList) != 1 || gs[1].GroupList[0].Name != "build" ||
 		gs[1].Description == nil || *gs[1].Description != "srpm" {
@@ -282,10 +235,10 @@ func TestTagGroupsInheritedAndBlocked(t *testing.T) {
 func TestTagPackageLists(t *testing.T) {
 	h := StartTestHub(t, nil)
 	a := h.Admin
-	ev := watchTagEvents(t, h)
-	tcall(t, a, "createTag", []any{"dist"}, nil, nil)
-	tcall(t, a, "createTag", []any{"dist-updates"}, map[string]any{"parent": "dist"}, nil)
-	tcall(t, a, "packageListAdd", []any{"dist", "bash"}, map[string]any{"owner": "kojiadmin"}, nil)
+	ev := watchEvents(t, h)
+	call(t, a, "createTag", []any{"dist"}, nil, nil)
+	call(t, a, "createTag", []any{"dist-updates"}, map[string]any{"parent": "dist"}, nil)
+	call(t, a, "packageListAdd", []any{"dist", "bash"}, map[string]any{"owner": "kojiadmin"}, nil)
 	e := ev.next(t, "package.add")
 	if e.Props["type"] != "PackageListChange" || e.Props["tag"] != "dist" || e.Props["package"] != "bash" ||
 		e.Props["action"] != "add" || e.Props["user"] != "kojiadmin" {
@@ -296,48 +249,48 @@ func TestTagPackageLists(t *testing.T) {
 	if body["owner"] != 1.0 || body["block"] != false || body["tag"].(map[string]any)["name"] != "dist" {
 		t.Fatalf("package.add body %v", body)
 	}
-	tcall(t, a, "packageListAdd", []any{"dist", "zsh"}, map[string]any{"owner": "kojiadmin", "extra_arches": "s390x"}, nil)
+	call(t, a, "packageListAdd", []any{"dist", "zsh"}, map[string]any{"owner": "kojiadmin", "extra_arches": "s390x"}, nil)
 	var list []bus.TagPackage
-	tcall(t, a, "listPackages", nil, map[string]any{"tagID": "dist-updates", "inherited": true}, &list)
+	call(t, a, "listPackages", nil, map[string]any{"tagID": "dist-updates", "inherited": true}, &list)
 	if len(list) != 2 || list[0].PackageName != "bash" || list[0].TagName != "dist" || *list[0].OwnerName != "kojiadmin" {
 		t.Fatalf("inherited list %+v", list)
 	}
-	tcall(t, a, "packageListBlock", []any{"dist-updates", "zsh"}, nil, nil)
+	call(t, a, "packageListBlock", []any{"dist-updates", "zsh"}, nil, nil)
 	e = ev.next(t, "package.block")
 	if e.Props["tag"] != "dist-updates" {
 		t.Fatalf("package.block props %v", e.Props)
 	}
-	tcall(t, a, "listPackages", nil, map[string]any{"tagID": "dist-updates", "inherited": true, "with_blocked": false}, &list)
+	call(t, a, "listPackages", nil, map[string]any{"tagID": "dist-updates", "inherited": true, "with_blocked": false}, &list)
 	if len(list) != 1 || list[0].PackageName != "bash" {
 		t.Fatalf("with_blocked=False %+v", list)
 	}
 	wantFault(t, a.Call(ctxT(t), "packageListAdd", []any{"dist-updates", "zsh"}, map[string]any{"block": false}, nil), bus.CodeGenericError,
 		"package zsh is blocked in tag dist-updates")
-	tcall(t, a, "packageListUnblock", []any{"dist-updates", "zsh"}, nil, nil)
+	call(t, a, "packageListUnblock", []any{"dist-updates", "zsh"}, nil, nil)
 	ev.next(t, "package.unblock")
-	tcall(t, a, "listPackages", nil, map[string]any{"tagID": "dist-updates", "inherited": true, "with_blocked": false}, &list)
+	call(t, a, "listPackages", nil, map[string]any{"tagID": "dist-updates", "inherited": true, "with_blocked": false}, &list)
 	if len(list) != 2 {
 		t.Fatalf("after unblock %+v", list)
 	}
-	tcall(t, a, "packageListSetArches", []any{"dist", "bash", "ppc64le"}, nil, nil)
+	call(t, a, "packageListSetArches", []any{"dist", "bash", "ppc64le"}, nil, nil)
 	ev.next(t, "package.update")
-	tcall(t, a, "listPackages", nil, map[string]any{"tagID": "dist", "pkgID": "bash"}, &list)
+	call(t, a, "listPackages", nil, map[string]any{"tagID": "dist", "pkgID": "bash"}, &list)
 	if len(list) != 1 || list[0].ExtraArches == nil || *list[0].ExtraArches != "ppc64le" {
 		t.Fatalf("set arches %+v", list)
 	}
-	tcall(t, a, "packageListRemove", []any{"dist", "bash"}, nil, nil)
+	call(t, a, "packageListRemove", []any{"dist", "bash"}, nil, nil)
 	ev.next(t, "package.remove")
 	var pkg bus.Package
-	tcall(t, a, "getPackage", []any{"bash"}, nil, &pkg)
+	call(t, a, "getPackage", []any{"bash"}, nil, &pkg)
 	if pkg.Name != "bash" || pkg.ID == 0 {
 		t.Fatalf("getPackage %+v", pkg)
 	}
 	var tags []map[string]any
-	tcall(t, a, "listTags", nil, map[string]any{"package": "zsh"}, &tags)
+	call(t, a, "listTags", nil, map[string]any{"package": "zsh"}, &tags)
 	if len(tags) != 1 || tags[0]["name"] != "dist" || tags[0]["owner_name"] != "kojiadmin" {
 		t.Fatalf("listTags(package) %v", tags)
 	}
-	tcall(t, a, "listTags", nil, map[string]any{"pattern": "dist-*"}, &tags)
+	call(t, a, "listTags", nil, map[string]any{"pattern": "dist-*"}, &tags)
 	if len(tags) != 1 || tags[0]["name"] != "dist-updates" {
 		t.Fatalf("listTags(pattern) %v", tags)
 	}
@@ -347,40 +300,40 @@ func TestTagPackageLists(t *testing.T) {
 func TestTagTargets(t *testing.T) {
 	h := StartTestHub(t, nil)
 	a := h.Admin
-	ev := watchTagEvents(t, h)
-	tcall(t, a, "createTag", []any{"f30-build"}, map[string]any{"arches": "x86_64"}, nil)
-	tcall(t, a, "createTag", []any{"f30"}, nil, nil)
-	tcall(t, a, "createBuildTarget", []any{"f30-candidate", "f30-build", "f30"}, nil, nil)
+	ev := watchEvents(t, h)
+	call(t, a, "createTag", []any{"f30-build"}, map[string]any{"arches": "x86_64"}, nil)
+	call(t, a, "createTag", []any{"f30"}, nil, nil)
+	call(t, a, "createBuildTarget", []any{"f30-candidate", "f30-build", "f30"}, nil, nil)
 	e := ev.next(t, "target.create")
 	if e.Props["target"] != "f30-candidate" || e.Props["type"] != "TargetCreate" {
 		t.Fatalf("target.create props %v", e.Props)
 	}
 	var tgt map[string]any
-	tcall(t, a, "getBuildTarget", []any{"f30-candidate"}, nil, &tgt)
+	call(t, a, "getBuildTarget", []any{"f30-candidate"}, nil, &tgt)
 	want := map[string]any{"build_tag": 1.0, "build_tag_name": "f30-build", "dest_tag": 2.0, "dest_tag_name": "f30", "id": 1.0, "name": "f30-candidate"}
 	if !reflect.DeepEqual(tgt, want) {
 		t.Fatalf("getBuildTarget = %v", tgt)
 	}
 	var tgts []bus.BuildTarget
-	tcall(t, a, "getBuildTargets", nil, map[string]any{"buildTagID": "f30-build"}, &tgts)
+	call(t, a, "getBuildTargets", nil, map[string]any{"buildTagID": "f30-build"}, &tgts)
 	if len(tgts) != 1 || tgts[0].Name != "f30-candidate" {
 		t.Fatalf("getBuildTargets %+v", tgts)
 	}
-	tcall(t, a, "getBuildTargets", nil, map[string]any{"destTagID": "f30-build"}, &tgts)
+	call(t, a, "getBuildTargets", nil, map[string]any{"destTagID": "f30-build"}, &tgts)
 	if len(tgts) != 0 {
 		t.Fatalf("getBuildTargets(destTagID) %+v", tgts)
 	}
-	tcall(t, a, "editBuildTarget", []any{"f30-candidate", "f30-cand", "f30-build", "f30-build"}, nil, nil)
+	call(t, a, "editBuildTarget", []any{"f30-candidate", "f30-cand", "f30-build", "f30-build"}, nil, nil)
 	ev.next(t, "target.edit")
 	var bt bus.BuildTarget
-	tcall(t, a, "getBuildTarget", []any{1}, nil, &bt)
+	call(t, a, "getBuildTarget", []any{1}, nil, &bt)
 	if bt.Name != "f30-cand" || bt.DestTagName != "f30-build" {
 		t.Fatalf("after edit %+v", bt)
 	}
-	tcall(t, a, "deleteBuildTarget", []any{"f30-cand"}, nil, nil)
+	call(t, a, "deleteBuildTarget", []any{"f30-cand"}, nil, nil)
 	ev.next(t, "target.delete")
 	var none *bus.BuildTarget
-	tcall(t, a, "getBuildTarget", []any{"f30-cand"}, nil, &none)
+	call(t, a, "getBuildTarget", []any{"f30-cand"}, nil, &none)
 	if none != nil {
 		t.Fatalf("deleted target still there: %+v", none)
 	}
@@ -391,10 +344,10 @@ func TestTagTargets(t *testing.T) {
 func TestTagBadInputChangesNothing(t *testing.T) {
 	h := StartTestHub(t, nil)
 	a := h.Admin
-	tcall(t, a, "createTag", []any{"t1"}, map[string]any{"extra": map[string]any{"k": 1}}, nil)
-	tcall(t, a, "createTag", []any{"t2"}, nil, nil)
-	tcall(t, a, "createBuildTarget", []any{"tgt", "t1", "t2"}, nil, nil)
-	tcall(t, a, "groupListAdd", []any{"t1", "build"}, nil, nil)
+	call(t, a, "createTag", []any{"t1"}, map[string]any{"extra": map[string]any{"k": 1}}, nil)
+	call(t, a, "createTag", []any{"t2"}, nil, nil)
+	call(t, a, "createBuildTarget", []any{"tgt", "t1", "t2"}, nil, nil)
+	call(t, a, "groupListAdd", []any{"t1", "build"}, nil, nil)
 	cases := []struct {
 		method string
 		args   []any
@@ -456,7 +409,7 @@ func TestTagPermissionsAndLocks(t *testing.T) {
 	h := StartTestHub(t, nil)
 	alice := h.UserClient(t, "alice")
 	bob := h.UserClient(t, "bob", "tag")
-	tcall(t, h.Admin, "createTag", []any{"locked-tag"}, map[string]any{"locked": true}, nil)
+	call(t, h.Admin, "createTag", []any{"locked-tag"}, map[string]any{"locked": true}, nil)
 	cases := []struct {
 		who    *bus.Client
 		method string
@@ -484,72 +437,72 @@ func TestTagPermissionsAndLocks(t *testing.T) {
 		})
 	}
 	// bob holds tag: he may create tags, unlock, and then change content.
-	tcall(t, bob, "createTag", []any{"bobs"}, nil, nil)
-	tcall(t, bob, "editTag2", []any{"locked-tag"}, map[string]any{"locked": false}, nil)
-	tcall(t, bob, "packageListAdd", []any{"locked-tag", "bash"}, map[string]any{"owner": "bob"}, nil)
+	call(t, bob, "createTag", []any{"bobs"}, nil, nil)
+	call(t, bob, "editTag2", []any{"locked-tag"}, map[string]any{"locked": false}, nil)
+	call(t, bob, "packageListAdd", []any{"locked-tag", "bash"}, map[string]any{"owner": "bob"}, nil)
 	// admin may change a locked tag.
-	tcall(t, h.Admin, "editTag2", []any{"bobs"}, map[string]any{"locked": true}, nil)
-	tcall(t, h.Admin, "packageListAdd", []any{"bobs", "bash"}, map[string]any{"owner": "bob"}, nil)
+	call(t, h.Admin, "editTag2", []any{"bobs"}, map[string]any{"locked": true}, nil)
+	call(t, h.Admin, "packageListAdd", []any{"bobs", "bash"}, map[string]any{"owner": "bob"}, nil)
 }
 
 func TestTagEvents(t *testing.T) {
 	h := StartTestHub(t, nil)
 	a := h.Admin
-	ev := watchTagEvents(t, h)
+	ev := watchEvents(t, h)
 	var id int64
-	tcall(t, a, "createTag", []any{"evt"}, map[string]any{"arches": "x86_64"}, &id)
+	call(t, a, "createTag", []any{"evt"}, map[string]any{"arches": "x86_64"}, &id)
 	e := ev.next(t, "tag.create")
 	if e.Props["type"] != "TagCreate" || e.Props["tag"] != "evt" || e.Props["user"] != "kojiadmin" {
 		t.Fatalf("tag.create props %v", e.Props)
 	}
 	var last1, last2 int64
-	tcall(t, a, "tagLastChangeEvent", []any{"evt"}, nil, &last1)
-	tcall(t, a, "editTag2", []any{"evt"}, map[string]any{"extra": map[string]any{"mock.new_chroot": 1}}, nil)
+	call(t, a, "tagLastChangeEvent", []any{"evt"}, nil, &last1)
+	call(t, a, "editTag2", []any{"evt"}, map[string]any{"extra": map[string]any{"mock.new_chroot": 1}}, nil)
 	e = ev.next(t, "tag.edit")
 	if e.Props["tag"] != "evt" {
 		t.Fatalf("tag.edit props %v", e.Props)
 	}
-	tcall(t, a, "tagLastChangeEvent", []any{"evt"}, nil, &last2)
+	call(t, a, "tagLastChangeEvent", []any{"evt"}, nil, &last2)
 	if last2 <= last1 {
 		t.Fatalf("tagLastChangeEvent did not advance: %d -> %d", last1, last2)
 	}
-	tcall(t, a, "createTag", []any{"evt-child"}, nil, nil)
-	tcall(t, a, "setInheritanceData", []any{"evt-child", []any{map[string]any{"parent_id": id, "priority": 0, "maxdepth": nil,
+	call(t, a, "createTag", []any{"evt-child"}, nil, nil)
+	call(t, a, "setInheritanceData", []any{"evt-child", []any{map[string]any{"parent_id": id, "priority": 0, "maxdepth": nil,
 		"intransitive": false, "noconfig": false, "pkg_filter": ""}}}, nil, nil)
 	e = ev.next(t, "tag.inheritance")
 	if e.Props["tag"] != "evt-child" || e.Props["type"] != "TagInheritance" {
 		t.Fatalf("tag.inheritance props %v", e.Props)
 	}
-	tcall(t, a, "groupListAdd", []any{"evt", "build"}, nil, nil)
+	call(t, a, "groupListAdd", []any{"evt", "build"}, nil, nil)
 	e = ev.next(t, "group.add")
 	if e.Props["group"] != "build" || e.Props["tag"] != "evt" || e.Props["user"] != "kojiadmin" {
 		t.Fatalf("group.add props %v", e.Props)
 	}
-	tcall(t, a, "groupPackageListAdd", []any{"evt", "build", "bash"}, nil, nil)
+	call(t, a, "groupPackageListAdd", []any{"evt", "build", "bash"}, nil, nil)
 	e = ev.next(t, "group.package.add")
 	if e.Props["package"] != "bash" {
 		t.Fatalf("group.package.add props %v", e.Props)
 	}
 	// Parent content changes move the child's last change too.
 	var child1, child2 int64
-	tcall(t, a, "tagLastChangeEvent", []any{"evt-child"}, nil, &child1)
-	tcall(t, a, "groupPackageListAdd", []any{"evt", "build", "coreutils"}, nil, nil)
-	tcall(t, a, "tagLastChangeEvent", []any{"evt-child"}, nil, &child2)
+	call(t, a, "tagLastChangeEvent", []any{"evt-child"}, nil, &child1)
+	call(t, a, "groupPackageListAdd", []any{"evt", "build", "coreutils"}, nil, nil)
+	call(t, a, "tagLastChangeEvent", []any{"evt-child"}, nil, &child2)
 	if child2 <= child1 {
 		t.Fatalf("child's tagLastChangeEvent did not follow its parent: %d -> %d", child1, child2)
 	}
-	tcall(t, a, "deleteTag", []any{"evt"}, nil, nil)
+	call(t, a, "deleteTag", []any{"evt"}, nil, nil)
 	e = ev.next(t, "tag.delete")
 	if e.Props["tag"] != "evt" {
 		t.Fatalf("tag.delete props %v", e.Props)
 	}
 	var data []bus.InheritanceLink
-	tcall(t, a, "getInheritanceData", []any{"evt-child"}, nil, &data)
+	call(t, a, "getInheritanceData", []any{"evt-child"}, nil, &data)
 	if len(data) != 0 {
 		t.Fatalf("link to a deleted tag remains: %+v", data)
 	}
 	var gone *bus.Tag
-	tcall(t, a, "getTag", []any{"evt"}, nil, &gone)
+	call(t, a, "getTag", []any{"evt"}, nil, &gone)
 	if gone != nil {
 		t.Fatalf("deleted tag still there: %+v", gone)
 	}
