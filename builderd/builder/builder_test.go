@@ -216,6 +216,9 @@ func TestSleepTaskCloses(t *testing.T) {
 	}
 }
 
+// waitUntil polls cond with a deadline. It is for state that sends no
+// notification: a process that exits (/proc, kill -0), a directory that is
+// removed; hub state is awaited through events instead.
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)

@@ -19,6 +19,7 @@ import (
 // the defaults (1000) through 4 builders: every one must close. It caught
 // the hub leaving a consumer per assembled output file behind.
 func TestManyTasksAllClose(t *testing.T) {
+	const N = 1500
 	h := hub.StartTestHub(t, nil)
 	for i := 0; i < 4; i++ {
 		creds := addHost(t, h, fmt.Sprintf("tp%d", i), "x86_64")
@@ -26,12 +27,16 @@ func TestManyTasksAllClose(t *testing.T) {
 		startBuilder(t, creds, func(c *Config) { c.MaxJobs = 25 })
 	}
 	var closed atomic.Int64
-	sub, err := h.Admin.Conn().Subscribe(bus.EventPrefix+"task.closed", func(m *nats.Msg) { closed.Add(1) })
+	allClosed := make(chan struct{})
+	sub, err := h.Admin.Conn().Subscribe(bus.EventPrefix+"task.closed", func(m *nats.Msg) {
+		if closed.Add(1) == N {
+			close(allClosed)
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	const N = 1500
 	var wg sync.WaitGroup
 	jobs := make(chan int, N)
 	for i := 0; i < N; i++ {
@@ -51,12 +56,10 @@ func TestManyTasksAllClose(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	deadline := time.Now().Add(2 * time.Minute)
-	for closed.Load() < N && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond) // counting events; the deadline only bounds a hang
-	}
-	if closed.Load() == N {
+	select {
+	case <-allClosed:
 		return
+	case <-time.After(2 * time.Minute):
 	}
 	ctx := context.Background()
 	for st := 0; st <= 5; st++ {

@@ -28,38 +28,7 @@ func heartbeat(t *testing.T, h *TestHost) {
 	}
 }
 
-// pull takes the next queued task message for host h the way builderd
-// does: its queues in priority order, one message, no prefetch.
-func pull(t *testing.T, h *TestHost) jetstream.Msg {
-	t.Helper()
-	ctx := ctxT(t)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		var qs []queue
-		if err := h.Client.Call(ctx, "host.getTaskQueues", nil, nil, &qs); err != nil {
-			t.Fatal(err)
-		}
-		for _, q := range qs {
-			cons, err := h.JS.Consumer(ctx, bus.TasksStream, q.Consumer)
-			if errors.Is(err, jetstream.ErrConsumerNotFound) {
-				continue
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			batch, err := cons.FetchNoWait(1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for m := range batch.Messages() {
-				return m
-			}
-		}
-		time.Sleep(20 * time.Millisecond) // test helper only; builderd waits on the notify subject
-	}
-	t.Fatal("no task message for host " + h.Name)
-	return nil
-}
+func pull(t *testing.T, h *TestHost) jetstream.Msg { return h.Pull(t) }
 
 func msgTask(t *testing.T, m jetstream.Msg) (int64, int64) {
 	t.Helper()
@@ -190,8 +159,23 @@ func TestStaleAckIsHarmless(t *testing.T) {
 	if _, err := hubJS.UpdateConsumer(ctx, bus.TasksStream, cfg); err != nil {
 		t.Fatal(err)
 	}
-	// b1 stalls without InProgress; the message goes to b2.
-	m2 := pull(t, b2)
+	// b1 stalls without InProgress; the server redelivers the message (no
+	// wake-up is sent for a redelivery), and b2's blocking pull gets it.
+	b2cons, err := b2.JS.Consumer(ctx, bus.TasksStream, cname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := b2cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m2 jetstream.Msg
+	for m := range batch.Messages() {
+		m2 = m
+	}
+	if m2 == nil {
+		t.Fatal("no redelivery to b2")
+	}
 	if md, _ := m2.Metadata(); md.NumDelivered < 2 {
 		t.Fatalf("expected a redelivery, got delivery %d", md.NumDelivered)
 	}

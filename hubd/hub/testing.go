@@ -1,7 +1,10 @@
 package hub
 
 import (
+	"errors"
+
 	"context"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"log/slog"
 	"testing"
@@ -85,6 +88,58 @@ type TestHost struct {
 	Client *bus.Client
 	JS     jetstream.JetStream
 	Creds  *bus.HostCredentials
+	// wake receives the queue wake-ups (koji.notify.tasks.>) a builder waits on.
+	wake chan *nats.Msg
+}
+
+// Pull takes the next queued task message for the host the way builderd
+// does: its queues in priority order, one message, no prefetch, and when
+// they are empty it waits for a wake-up rather than polling.
+func (h *TestHost) Pull(t testing.TB) jetstream.Msg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	deadline := time.After(10 * time.Second)
+	for {
+		// Wake-ups already here belong to messages this pass will see.
+		for len(h.wake) > 0 {
+			<-h.wake
+		}
+		var qs []bus.TaskQueue
+		if err := h.Client.Call(ctx, "host.getTaskQueues", nil, nil, &qs); err != nil {
+			t.Fatal(err)
+		}
+		// A no-wait pass, then a short blocking one: the server counts a
+		// stored message as pending a moment after acking its publish.
+		for _, wait := range []time.Duration{0, 100 * time.Millisecond} {
+			for _, q := range qs {
+				cons, err := h.JS.Consumer(ctx, bus.TasksStream, q.Consumer)
+				if errors.Is(err, jetstream.ErrConsumerNotFound) {
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				var batch jetstream.MessageBatch
+				if wait == 0 {
+					batch, err = cons.FetchNoWait(1)
+				} else {
+					batch, err = cons.Fetch(1, jetstream.FetchMaxWait(wait))
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				for m := range batch.Messages() {
+					return m
+				}
+			}
+		}
+		select {
+		case <-h.wake:
+		case <-deadline:
+			t.Fatal("no task message for host " + h.Name)
+		}
+	}
 }
 
 // AddHost adds a host (addHost + createHostCredentials as kojictl add-host
@@ -115,5 +170,14 @@ func (h *TestHub) AddHost(t testing.TB, name string, arches ...string) *TestHost
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &TestHost{Name: name, ID: id, Client: c, JS: js, Creds: &creds}
+	th := &TestHost{Name: name, ID: id, Client: c, JS: js, Creds: &creds, wake: make(chan *nats.Msg, 4096)}
+	sub, err := c.Conn().ChanSubscribe(bus.NotifyPrefix+"tasks.>", th.wake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := c.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return th
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/hub"
@@ -81,47 +80,23 @@ func claim(t *testing.T, h *hub.TestHost) (int64, int64) {
 	if err := h.Client.Call(ctx, "host.updateHost", []any{0.0, true}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		var qs []struct {
-			Consumer string `json:"consumer"`
+	for {
+		m := h.Pull(t)
+		id, _ := strconv.ParseInt(m.Headers().Get(bus.HeaderTaskID), 10, 64)
+		attempt, _ := strconv.ParseInt(m.Headers().Get(bus.HeaderTaskAttempt), 10, 64)
+		err := h.Client.Call(ctx, "host.openTask", []any{id, attempt}, nil, nil)
+		if errors.Is(err, bus.ErrTaskAttemptStale) {
+			_ = m.Term() // a canceled or superseded run, as builderd drops it
+			continue
 		}
-		if err := h.Client.Call(ctx, "host.getTaskQueues", nil, nil, &qs); err != nil {
+		if err != nil {
 			t.Fatal(err)
 		}
-		for _, q := range qs {
-			cons, err := h.JS.Consumer(ctx, bus.TasksStream, q.Consumer)
-			if errors.Is(err, jetstream.ErrConsumerNotFound) {
-				continue
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			batch, err := cons.FetchNoWait(1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for m := range batch.Messages() {
-				id, _ := strconv.ParseInt(m.Headers().Get(bus.HeaderTaskID), 10, 64)
-				attempt, _ := strconv.ParseInt(m.Headers().Get(bus.HeaderTaskAttempt), 10, 64)
-				err := h.Client.Call(ctx, "host.openTask", []any{id, attempt}, nil, nil)
-				if errors.Is(err, bus.ErrTaskAttemptStale) {
-					_ = m.Term() // a canceled or superseded run, as builderd drops it
-					continue
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := m.Ack(); err != nil {
-					t.Fatal(err)
-				}
-				return id, attempt
-			}
+		if err := m.Ack(); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond) // test builder only; builderd waits on its notify subject
+		return id, attempt
 	}
-	t.Fatalf("no task for host %s", h.Name)
-	return 0, 0
 }
 
 // upload publishes a chunk of a task's output file as builderd does.

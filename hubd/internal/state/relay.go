@@ -45,6 +45,15 @@ type Relay struct {
 	consumers map[string]bool // consumers known to exist
 	deletes   chan uint64     // finished entries to delete
 	stream    jetstream.Stream
+	// deleted, when set (tests), is told every entry deleted, so a test
+	// waits on the relay instead of polling the stream.
+	deleted chan<- uint64
+}
+
+func (r *Relay) told(seq uint64) {
+	if r.deleted != nil {
+		r.deleted <- seq
+	}
 }
 
 // NewRelay returns a relay publishing through js.
@@ -248,6 +257,7 @@ func (r *Relay) deleteMsg(ctx context.Context, seq uint64) {
 	if err := r.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		r.log.Warn("relay: delete finished entry", "seq", seq, "err", err)
 	}
+	r.told(seq)
 }
 
 func (r *Relay) deleter(ctx context.Context) {
@@ -267,6 +277,7 @@ func (r *Relay) deleter(ctx context.Context) {
 			if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && ctx.Err() == nil {
 				r.log.Warn("relay: delete finished entry", "seq", seq, "err", err)
 			}
+			r.told(seq)
 		}
 	}
 }

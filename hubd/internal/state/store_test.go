@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -167,7 +165,13 @@ func TestIdempotentRequestActsOnce(t *testing.T) {
 func TestRelayPublishesEventsOnceInOrder(t *testing.T) {
 	b := setup(t)
 	ctx := ctxT(t)
-	relay := NewRelay(b.nc, b.js, b.store, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	relay, deleted := testRelay(b)
+	events := make(chan *nats.Msg, 256)
+	esub, err := b.nc.ChanSubscribe(bus.EventPrefix+">", events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = esub.Unsubscribe() }()
 	if err := relay.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -187,23 +191,19 @@ func TestRelayPublishesEventsOnceInOrder(t *testing.T) {
 		}
 	}
 	want := n + (n+2)/3
+	for i := 0; i < want; i++ {
+		select {
+		case <-events:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d events, want %d", i, want)
+		}
+	}
 	stream, err := b.js.Stream(ctx, bus.EventsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		info, err := stream.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if int(info.State.Msgs) >= want || time.Now().After(deadline) {
-			if int(info.State.Msgs) != want {
-				t.Fatalf("%d events, want %d", info.State.Msgs, want)
-			}
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	if info, err := stream.Info(ctx); err != nil || int(info.State.Msgs) != want {
+		t.Fatalf("stream holds %v events, want %d (%v)", info.State.Msgs, want, err)
 	}
 	var lastID uint64
 	next := 0
@@ -228,21 +228,7 @@ func TestRelayPublishesEventsOnceInOrder(t *testing.T) {
 		}
 	}
 	// The outbox is empty once everything is relayed.
-	kvs, _ := b.js.Stream(ctx, kvStream)
-	deadline = time.Now().Add(5 * time.Second)
-	for {
-		_, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+outboxPrefix+">")
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if time.Now().After(deadline) {
-			m, _ := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+outboxPrefix+">")
-			_, gerr := kvs.GetMsg(ctx, m.Sequence)
-			info, _ := kvs.Info(ctx)
-			t.Fatalf("outbox not drained: %v %v %v getmsg=%v state=%+v", err, m.Subject, m.Sequence, gerr, info.State)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitDrained(t, b, deleted, b.store.Applied())
 }
 
 func TestMain(m *testing.M) {
@@ -282,7 +268,7 @@ func TestRestartedViewAgreesWithLiveView(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	relay := NewRelay(b.nc, b.js, b.store, nil)
+	relay, deleted := testRelay(b)
 	if err := relay.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +276,7 @@ func TestRestartedViewAgreesWithLiveView(t *testing.T) {
 		write(i)
 	}
 	// Let the relay finish those, then stop it and leave 15 more unfinished.
-	waitDrained(t, b)
+	waitDrained(t, b, deleted, b.store.Applied())
 	relay.Stop()
 	for i := 20; i < 35; i++ {
 		write(i)
@@ -305,36 +291,45 @@ func TestRestartedViewAgreesWithLiveView(t *testing.T) {
 	if err != nil || !r.Replayed {
 		t.Fatalf("retry after restart: %+v %v", r, err)
 	}
-	relay2 := NewRelay(fresh.nc, fresh.js, fresh.store, nil)
+	relay2, deleted2 := testRelay(fresh)
 	if err := relay2.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	defer relay2.Stop()
-	waitDrained(t, b)
+	waitDrained(t, b, deleted2, fresh.store.Applied())
 	again := setupOn(t, b.srv)
 	if got := snapshot(again.store); fmt.Sprint(got) != fmt.Sprint(live) {
 		t.Fatalf("view after relay differs:\n got %v\nwant %v", got, live)
 	}
 }
 
-// waitDrained waits until no transaction message is left for the relay.
-func waitDrained(t *testing.T, b *bundle) {
+// testRelay starts a relay that reports each entry it deletes.
+func testRelay(b *bundle) (*Relay, chan uint64) {
+	deleted := make(chan uint64, 4096)
+	r := NewRelay(b.nc, b.js, b.store, nil)
+	r.deleted = deleted
+	return r, deleted
+}
+
+// waitDrained waits on the relay until it has deleted the entry at through
+// (and so every one before it), then checks no transaction message is left.
+func waitDrained(t *testing.T, b *bundle, deleted <-chan uint64, through uint64) {
 	t.Helper()
+	for done := uint64(0); done < through; {
+		select {
+		case seq := <-deleted:
+			done = max(done, seq)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("relay deleted up to %d, want %d", done, through)
+		}
+	}
 	ctx := ctxT(t)
 	kvs, err := b.js.Stream(ctx, kvStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+outboxPrefix+">")
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("relay did not drain: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if m, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+outboxPrefix+">"); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("outbox not drained: %v %v", m, err)
 	}
 }
 
