@@ -65,6 +65,7 @@ func TestKill9DuringWrites(t *testing.T) {
 		wg     sync.WaitGroup
 		perWr  = make([][]*writeCall, writers)
 		killed atomic.Bool
+		moved  = newProgress()
 	)
 	for w := range writers {
 		wg.Add(1)
@@ -94,6 +95,7 @@ func TestKill9DuringWrites(t *testing.T) {
 				calls = append(calls, wc)
 				perWr[w] = append(perWr[w], wc)
 				mu.Unlock()
+				moved.tick()
 				if !wc.acked {
 					// The hub is down: do not spin.
 					time.Sleep(50 * time.Millisecond)
@@ -103,15 +105,7 @@ func TestKill9DuringWrites(t *testing.T) {
 	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				close(stop)
-				wg.Wait()
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		waitOn(t, 60*time.Second, what, cond, func() { close(stop); wg.Wait() }, moved, nil)
 	}
 	waitFor("40 acknowledged writes", func() bool { return acked.Load() >= 40 })
 	killed.Store(true)

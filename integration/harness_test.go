@@ -418,3 +418,36 @@ func callWithID(ctx context.Context, c *bus.Client, method, requestID string, ar
 	}
 	return nil
 }
+
+// progress wakes a test waiting on its background workers: each worker
+// ticks after a step, and waitOn re-checks its condition on every tick
+// instead of polling.
+type progress chan struct{}
+
+func newProgress() progress { return make(chan struct{}, 1) }
+
+func (p progress) tick() {
+	select {
+	case p <- struct{}{}:
+	default:
+	}
+}
+
+// waitOn waits until cond holds, re-checking it when p (or also, if not
+// nil) signals; after d it runs onFail and fails the test.
+func waitOn(t testing.TB, d time.Duration, what string, cond func() bool, onFail func(), p progress, also <-chan struct{}) {
+	t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for !cond() {
+		select {
+		case <-p:
+		case <-also:
+		case <-deadline.C:
+			if onFail != nil {
+				onFail()
+			}
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}

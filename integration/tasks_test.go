@@ -520,6 +520,7 @@ func TestTaskHubKilled(t *testing.T) {
 		stop   = make(chan struct{})
 		wg     sync.WaitGroup
 		killed atomic.Bool
+		moved  = newProgress()
 	)
 	for range submitters {
 		wg.Add(1)
@@ -547,20 +548,14 @@ func TestTaskHubKilled(t *testing.T) {
 				mu.Lock()
 				subs = append(subs, s)
 				mu.Unlock()
+				moved.tick()
 			}
 		}()
 	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				close(stop)
-				wg.Wait()
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		// Woken by the submitters and by task events (openNow counts them).
+		waitOn(t, 30*time.Second, what, cond, func() { close(stop); wg.Wait() }, moved, before.ch)
 	}
 	// Kill when tasks are running: their results are reported across the restart.
 	openNow := func() int {
