@@ -24,8 +24,6 @@ func Provision(ctx context.Context, js jetstream.JetStream, replicas int) error 
 		Replicas:    replicas,
 		MaxAge:      90 * 24 * time.Hour,
 		Duplicates:  10 * time.Minute,
-		// unused: the relay publishes a change's events in order, each with its Nats-Msg-Id
-		AllowAtomicPublish: true,
 	}); err != nil {
 		return fmt.Errorf("provision stream %s: %w", EventsStream, err)
 	}
@@ -67,8 +65,6 @@ func Provision(ctx context.Context, js jetstream.JetStream, replicas int) error 
 		AllowRollup:       true,
 		AllowDirect:       true,
 		DenyDelete:        false,
-		// unused since commits became one message; kept so older data dirs match
-		AllowAtomicPublish: true,
 		// idempotency records expire
 		AllowMsgTTL: true,
 		Duplicates:  2 * time.Minute,
@@ -89,4 +85,25 @@ func Provision(ctx context.Context, js jetstream.JetStream, replicas int) error 
 		return fmt.Errorf("provision object store %s: %w", RepoStore, err)
 	}
 	return nil
+}
+
+// TaskAckWait is how long a builder may hold a task message without an ack
+// or InProgress; builders send InProgress every third of it.
+const TaskAckWait = time.Minute
+
+// TaskQueueConsumer is the durable pull consumer of one task queue subject,
+// shared by every builder that may take its tasks. Whoever creates it (the
+// relay before it queues the first task, the hub when a builder lists its
+// queues) creates it with this one configuration.
+func TaskQueueConsumer(name, subject string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:         name,
+		FilterSubject:   subject,
+		AckPolicy:       jetstream.AckExplicitPolicy,
+		AckWait:         TaskAckWait,
+		MaxDeliver:      -1, // fencing, not delivery counts, decides who runs a task
+		MaxAckPending:   10000,
+		MaxRequestBatch: 1, // a builder takes one task per free slot, never a batch
+		DeliverPolicy:   jetstream.DeliverAllPolicy,
+	}
 }

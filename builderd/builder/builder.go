@@ -51,7 +51,7 @@ type Config struct {
 	// SafetyWake bounds an idle builder's wait for a wake-up (default 30s).
 	SafetyWake time.Duration
 	// ProgressEvery is the InProgress interval of a running task's queue
-	// message: a third of the consumers' AckWait (60s), default 20s.
+	// message: by default a third of the queue consumers' AckWait (bus.TaskAckWait).
 	ProgressEvery time.Duration
 	// KillGrace is the time between SIGTERM and SIGKILL of a canceled task's
 	// process group (default 500ms, so a cancel kills within a second).
@@ -131,7 +131,7 @@ func New(cfg Config) (*Builder, error) {
 		cfg.SafetyWake = 30 * time.Second
 	}
 	if cfg.ProgressEvery <= 0 {
-		cfg.ProgressEvery = 20 * time.Second
+		cfg.ProgressEvery = bus.TaskAckWait / 3
 	}
 	if cfg.KillGrace <= 0 {
 		cfg.KillGrace = 500 * time.Millisecond

@@ -32,9 +32,6 @@ import (
 // refused there, which is what makes JetStream's acceptance of late acks
 // (nats-server#6937) harmless.
 
-// taskAckWait is the queue consumers' AckWait; builders send InProgress every third of it.
-const taskAckWait = "60s"
-
 const priorityOffset = 1000
 
 var archTokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,16}$`)
@@ -105,7 +102,7 @@ func dispatchTaskTx(tx *state.Txn, t *taskRecord) error {
 			"channel_id": t.ChannelID, "priority": t.Priority, "weight": t.Weight, "consumer": q.Consumer,
 		},
 		Notify:   q.Notify,
-		Consumer: &state.ConsumerSpec{Stream: bus.TasksStream, Name: q.Consumer, Filter: q.Subject, AckWait: taskAckWait},
+		Consumer: &state.ConsumerSpec{Stream: bus.TasksStream, Name: q.Consumer, Filter: q.Subject},
 	})
 	return nil
 }

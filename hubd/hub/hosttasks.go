@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/internal/registry"
@@ -485,10 +482,7 @@ func (s *Server) ensureQueueConsumer(ctx context.Context, q queueRecord) error {
 	if _, ok := s.knownConsumers.Load(q.Consumer); ok {
 		return nil
 	}
-	if _, err := s.js.CreateOrUpdateConsumer(ctx, bus.TasksStream, jetstream.ConsumerConfig{
-		Durable: q.Consumer, FilterSubject: q.Subject, AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: 60 * time.Second, MaxDeliver: -1, MaxAckPending: 10000, MaxRequestBatch: 1,
-	}); err != nil {
+	if _, err := s.js.CreateOrUpdateConsumer(ctx, bus.TasksStream, bus.TaskQueueConsumer(q.Consumer, q.Subject)); err != nil {
 		return fmt.Errorf("queue %s: %w", q.Consumer, err)
 	}
 	s.knownConsumers.Store(q.Consumer, true)

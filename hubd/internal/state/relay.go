@@ -44,7 +44,6 @@ type Relay struct {
 	mu        sync.Mutex
 	consumers map[string]bool // consumers known to exist
 	deletes   chan uint64     // finished entries to delete
-	stream    jetstream.Stream
 	// deleted, when set (tests), is told every entry deleted, so a test
 	// waits on the relay instead of polling the stream.
 	deleted chan<- uint64
@@ -229,35 +228,21 @@ func (r *Relay) materialize(ctx context.Context, seq uint64, t *txnMsg) error {
 	return nil
 }
 
-// finish acks an entry, then deletes its message in the background. The
+// finish acks an entry, then has its message deleted in the background. The
 // order is safe: an acked entry is never redelivered, and a view that loads
 // an undeleted one recognises it as finished (its keys are materialized) or
-// finds nothing to change (an entry without keys).
+// finds nothing to change (an entry without keys). A full queue of deletions
+// holds the relay back rather than dropping one.
 func (r *Relay) finish(ctx context.Context, m jetstream.Msg, seq uint64) error {
 	if err := m.Ack(); err != nil {
 		return err
 	}
 	select {
 	case r.deletes <- seq:
-	default:
-		r.deleteMsg(ctx, seq) // the deleter is behind: do it here
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return nil
-}
-
-func (r *Relay) deleteMsg(ctx context.Context, seq uint64) {
-	if r.stream == nil {
-		st, err := r.js.Stream(ctx, kvStream)
-		if err != nil {
-			r.log.Warn("relay: delete finished entry", "seq", seq, "err", err)
-			return
-		}
-		r.stream = st
-	}
-	if err := r.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		r.log.Warn("relay: delete finished entry", "seq", seq, "err", err)
-	}
-	r.told(seq)
 }
 
 func (r *Relay) deleter(ctx context.Context) {
@@ -409,20 +394,7 @@ func (r *Relay) ensureConsumer(ctx context.Context, spec *ConsumerSpec) error {
 	if known {
 		return nil
 	}
-	ackWait, err := time.ParseDuration(spec.AckWait)
-	if err != nil || ackWait <= 0 {
-		ackWait = time.Minute
-	}
-	_, err = r.js.CreateOrUpdateConsumer(ctx, spec.Stream, jetstream.ConsumerConfig{
-		Durable:         spec.Name,
-		FilterSubject:   spec.Filter,
-		AckPolicy:       jetstream.AckExplicitPolicy,
-		AckWait:         ackWait,
-		MaxDeliver:      -1, // fencing, not delivery counts, decides who runs a task
-		MaxAckPending:   10000,
-		MaxRequestBatch: 1, // a builder takes one task per free slot, never a batch
-		DeliverPolicy:   jetstream.DeliverAllPolicy,
-	})
+	_, err := r.js.CreateOrUpdateConsumer(ctx, spec.Stream, bus.TaskQueueConsumer(spec.Name, spec.Filter))
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", spec.Name, err)
 	}

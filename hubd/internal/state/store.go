@@ -509,7 +509,6 @@ type write struct {
 	val    []byte
 	del    bool
 	expect uint64
-	ttl    time.Duration
 }
 
 // OutEvent is an event staged in a transaction, or (with Subject set) a
@@ -529,12 +528,12 @@ type OutEvent struct {
 	Consumer *ConsumerSpec `json:"consumer,omitempty"`
 }
 
-// ConsumerSpec names a durable pull consumer of the task work queue.
+// ConsumerSpec names a task queue's durable pull consumer
+// (bus.TaskQueueConsumer gives its configuration).
 type ConsumerSpec struct {
-	Stream  string `json:"stream"`
-	Name    string `json:"name"`
-	Filter  string `json:"filter"`
-	AckWait string `json:"ack_wait"`
+	Stream string `json:"stream"`
+	Name   string `json:"name"`
+	Filter string `json:"filter"`
 }
 
 // Dispatch stages a message for a work-queue stream: published by the relay,
