@@ -15,6 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/hub"
 )
@@ -550,12 +552,27 @@ func TestWaitRepoWaitsForEvent(t *testing.T) {
 func TestWatchEvents(t *testing.T) {
 	h := startHub(t)
 	p := h.ProfilePath()
+	// Events reach the stream just after their commit: wait for the last one.
+	tagged := make(chan *nats.Msg, 1)
+	sub, err := h.Admin.Conn().ChanSubscribe(bus.EventPrefix+"build.tag", tagged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := h.Admin.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
 	runSteps(t, p, []step{
 		{name: "add-tag", args: []string{"add-tag", "--arches", "x86_64", "t"}},
 		{name: "add-pkg", args: []string{"add-pkg", "--owner", "kojiadmin", "t", "foo"}},
 		{name: "import-build", args: []string{"import-build", "foo-1-1"}},
 		{name: "tag-build", args: []string{"tag-build", "t", "foo-1-1"}},
 	})
+	select {
+	case <-tagged:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no build.tag event")
+	}
 	r := kojictl(t, p, "", "watch-events", "--last", "1", "--filter", "build.tag")
 	if r.code != 0 || !regexp.MustCompile(`^\d+ build\.tag .*name=foo .*release=1 tag=t type=Tag user=kojiadmin version=1\n$`).MatchString(r.out) {
 		t.Fatalf("watch-events --last 1 --filter build.tag: %d\n%s%s", r.code, r.out, r.err)
