@@ -42,9 +42,37 @@ func uploadFilter(taskID, attempt int64) string {
 	return bus.UploadPrefix + strconv.FormatInt(taskID, 10) + "." + strconv.FormatInt(attempt, 10) + ".>"
 }
 
+// uploadsStream and outputStore return handles looked up once (each lookup
+// is a round trip to the server).
+func (s *Server) uploadsStream(ctx context.Context) (jetstream.Stream, error) {
+	s.handlesMu.Lock()
+	defer s.handlesMu.Unlock()
+	if s.uploads == nil {
+		st, err := s.js.Stream(ctx, bus.UploadsStream)
+		if err != nil {
+			return nil, err
+		}
+		s.uploads = st
+	}
+	return s.uploads, nil
+}
+
+func (s *Server) outputStore(ctx context.Context) (jetstream.ObjectStore, error) {
+	s.handlesMu.Lock()
+	defer s.handlesMu.Unlock()
+	if s.outputs == nil {
+		st, err := s.js.ObjectStore(ctx, bus.TaskOutputStore)
+		if err != nil {
+			return nil, err
+		}
+		s.outputs = st
+	}
+	return s.outputs, nil
+}
+
 // liveUploads returns the file names uploaded so far by an attempt.
 func (s *Server) liveUploads(ctx context.Context, taskID, attempt int64) (map[string]string, error) {
-	stream, err := s.js.Stream(ctx, bus.UploadsStream)
+	stream, err := s.uploadsStream(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +98,7 @@ func validOutputName(name string) bool {
 // them by sequence ("next message for this subject") rather than through a
 // consumer, so assembling outputs leaves no consumers behind on the stream.
 func (s *Server) readUpload(ctx context.Context, subject string, w io.Writer) (int64, error) {
-	stream, err := s.js.Stream(ctx, bus.UploadsStream)
+	stream, err := s.uploadsStream(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -104,7 +132,7 @@ func (s *Server) assembleOutputs(ctx context.Context, taskID, attempt int64) ([]
 	if len(files) == 0 {
 		return nil, nil
 	}
-	store, err := s.js.ObjectStore(ctx, bus.TaskOutputStore)
+	store, err := s.outputStore(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +296,7 @@ func (s *Server) downloadTaskOutput(ctx context.Context, c *registry.Call) (any,
 			return nil, err
 		}
 	} else {
-		store, err := s.js.ObjectStore(ctx, bus.TaskOutputStore)
+		store, err := s.outputStore(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -66,10 +66,15 @@ type Server struct {
 	janitor  *janitor
 	// knownConsumers caches task queue consumers this hub knows to exist.
 	knownConsumers sync.Map
-	monitor        *hostMonitor
-	reg            *registry.Registry
-	sub            *nats.Subscription
-	repoSvc        *repoService
+	extraConns     []*nats.Conn // the store's and the relay's connections
+
+	handlesMu sync.Mutex
+	uploads   jetstream.Stream      // KOJI_UPLOADS, see uploadsStream
+	outputs   jetstream.ObjectStore // task outputs, see outputStore
+	monitor   *hostMonitor
+	reg       *registry.Registry
+	sub       *nats.Subscription
+	repoSvc   *repoService
 	// profileURL is the NATS URL written into kojictl.conf.
 	profileURL string
 
@@ -166,11 +171,22 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 	if err := bus.Provision(ctx, s.js, s.cfg.Replicas); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	s.store = state.New(nc, s.js, s.log)
+	// The store (commits and the view) and the relay each get their own
+	// connection: the server reads each connection in one goroutine, and one
+	// shared socket would serialize the API, commits and relay behind each other.
+	stateJS, err := s.extraConn(ctx, cc, "hubd-state")
+	if err != nil {
+		return err
+	}
+	s.store = state.New(stateJS.Conn(), stateJS, s.log)
 	if err := s.store.Start(ctx); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	s.relay = state.NewRelay(nc, s.js, s.store, s.log)
+	relayJS, err := s.extraConn(ctx, cc, "hubd-relay")
+	if err != nil {
+		return err
+	}
+	s.relay = state.NewRelay(relayJS.Conn(), relayJS, s.store, s.log)
 	if err := s.relay.Start(ctx); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
@@ -193,6 +209,21 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 		return err
 	}
 	return s.serveAPI()
+}
+
+// extraConn opens another connection of the hub, closed by Stop.
+func (s *Server) extraConn(ctx context.Context, cc bus.ConnectConfig, name string) (jetstream.JetStream, error) {
+	cc.Name = name
+	nc, err := bus.Connect(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	s.extraConns = append(s.extraConns, nc)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	return js, nil
 }
 
 // Stop stops serving and releases everything Start acquired. It is safe to
@@ -224,6 +255,9 @@ func (s *Server) Stop() {
 		s.archive.Stop()
 		if s.store != nil {
 			s.store.Stop()
+		}
+		for _, nc := range s.extraConns {
+			nc.Close()
 		}
 		if s.nc != nil {
 			s.nc.Close()

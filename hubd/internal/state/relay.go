@@ -3,7 +3,6 @@ package state
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -128,6 +127,27 @@ func (r *Relay) run(ctx context.Context, cons jetstream.Consumer) {
 	}
 }
 
+// sent is a transaction whose messages are on their way.
+type sent struct {
+	seq     uint64
+	futures []jetstream.PubAckFuture
+	notes   []*nats.Msg // wake-ups to send once the dispatches are stored
+}
+
+// await waits until every message sent for a transaction is stored.
+func (r *Relay) await(ctx context.Context, e *sent) error {
+	for _, f := range e.futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("transaction %d: %w", e.seq, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -154,17 +174,27 @@ func (r *Relay) relay(ctx context.Context, m jetstream.Msg) error {
 	if err != nil {
 		return err
 	}
-	switch r.store.verdictOf(seq) {
+	v, t := r.store.verdictAndTxn(seq)
+	switch v {
 	case verdictValid:
-	case verdictConflict, verdictDuplicate, verdictDone:
-		return r.finish(ctx, m, seq) // void, or finished before a crash: nothing to publish
+	case verdictDone:
+		// Its keys were written out, perhaps not all of them, before a
+		// crash: write them again (no later entry can have been written
+		// out, as this one was never acked), then finish it.
+		if t != nil {
+			keys := &sent{seq: seq}
+			if err := r.materialize(keys, t); err != nil {
+				return err
+			}
+			if err := r.await(ctx, keys); err != nil {
+				return err
+			}
+		}
+		return r.finish(ctx, m, seq)
+	case verdictConflict, verdictDuplicate:
+		return r.finish(ctx, m, seq) // void: nothing to publish
 	default:
 		return fmt.Errorf("no verdict for transaction %d", seq)
-	}
-	t, err := decodeTxn(m.Data())
-	if err != nil {
-		r.log.Error("relay: undecodable transaction dropped", "seq", seq, "err", err)
-		return r.finish(ctx, m, seq)
 	}
 	from := 0
 	if md.NumDelivered > 1 {
@@ -173,10 +203,26 @@ func (r *Relay) relay(ctx context.Context, m jetstream.Msg) error {
 			return err
 		}
 	}
-	if err := r.publish(ctx, seq, t.Events, from); err != nil {
+	// Events first, stored, then keys: the streams store independently, so
+	// only waiting in between guarantees that written-out keys mean
+	// published events (what a restarted view relies on).
+	out := &sent{seq: seq}
+	if err := r.publish(ctx, out, t.Events, from); err != nil {
 		return err
 	}
-	if err := r.materialize(ctx, seq, t); err != nil {
+	if err := r.await(ctx, out); err != nil {
+		return err
+	}
+	// Wake idle builders only now that their tasks are stored; a lost
+	// wake-up is caught by the builder's safety timer.
+	for _, note := range out.notes {
+		_ = r.nc.PublishMsg(note)
+	}
+	keys := &sent{seq: seq}
+	if err := r.materialize(keys, t); err != nil {
+		return err
+	}
+	if err := r.await(ctx, keys); err != nil {
 		return err
 	}
 	return r.finish(ctx, m, seq)
@@ -184,17 +230,15 @@ func (r *Relay) relay(ctx context.Context, m jetstream.Msg) error {
 
 // materialize writes a transaction's keys as ordinary KV entries stamped
 // with its sequence, so a restarted view can load them instead of the log.
-func (r *Relay) materialize(ctx context.Context, seq uint64, t *txnMsg) error {
-	rev := strconv.FormatUint(seq, 10)
-	// Published together and awaited together: one round trip, not one per key.
-	var futures []jetstream.PubAckFuture
+func (r *Relay) materialize(e *sent, t *txnMsg) error {
+	rev := strconv.FormatUint(e.seq, 10)
 	add := func(m *nats.Msg) error {
 		m.Header.Set(hdrRev, rev)
 		f, err := r.js.PublishMsgAsync(m)
 		if err != nil {
-			return err
+			return fmt.Errorf("materialize transaction %d: %w", e.seq, err)
 		}
-		futures = append(futures, f)
+		e.futures = append(e.futures, f)
 		return nil
 	}
 	for _, w := range t.Writes {
@@ -214,15 +258,6 @@ func (r *Relay) materialize(ctx context.Context, seq uint64, t *txnMsg) error {
 		m.Header.Set(jetstream.MsgTTLHeader, requestTTL.String())
 		if err := add(m); err != nil {
 			return err
-		}
-	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("materialize transaction %d: %w", seq, err)
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
 	return nil
@@ -245,24 +280,52 @@ func (r *Relay) finish(ctx context.Context, m jetstream.Msg, seq uint64) error {
 	}
 }
 
+// deleteWindow bounds the deletions in flight.
+const deleteWindow = 256
+
+// deleter deletes finished entries without waiting for each answer (one
+// round trip per entry would bound the relay's rate): up to deleteWindow
+// requests are in flight, their answers come to one inbox subscription.
 func (r *Relay) deleter(ctx context.Context) {
-	var stream jetstream.Stream
+	slots := make(chan struct{}, deleteWindow)
+	inbox := nats.NewInbox()
+	sub, err := r.nc.Subscribe(inbox+".*", func(m *nats.Msg) {
+		<-slots
+		seq, _ := strconv.ParseUint(m.Subject[len(inbox)+1:], 10, 64)
+		var resp struct {
+			Error *struct {
+				ErrCode     int    `json:"err_code"`
+				Description string `json:"description"`
+			} `json:"error"`
+		}
+		// 10037: no message found (deleted already, e.g. by a relay that died after deleting it).
+		if json.Unmarshal(m.Data, &resp) != nil || resp.Error != nil && resp.Error.ErrCode != 10037 {
+			r.log.Warn("relay: delete finished entry", "seq", seq, "answer", string(m.Data))
+		}
+		r.told(seq)
+	})
+	if err != nil {
+		r.log.Error("relay: deleter", "err", err)
+		return
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	subject := "$JS.API.STREAM.MSG.DELETE." + kvStream
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case seq := <-r.deletes:
-			if stream == nil {
-				st, err := r.js.Stream(ctx, kvStream)
-				if err != nil {
-					continue
-				}
-				stream = st
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
 			}
-			if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && ctx.Err() == nil {
+			req := fmt.Appendf(nil, `{"seq":%d,"no_erase":true}`, seq)
+			reply := inbox + "." + strconv.FormatUint(seq, 10)
+			if err := r.nc.PublishRequest(subject, reply, req); err != nil {
+				<-slots
 				r.log.Warn("relay: delete finished entry", "seq", seq, "err", err)
 			}
-			r.told(seq)
 		}
 	}
 }
@@ -296,11 +359,10 @@ func (r *Relay) publishedUpTo(ctx context.Context, seq uint64) (int, error) {
 }
 
 // publish sends a transaction's dispatch messages and its events from index
-// from on, in order, all at once, and waits for all of them to be stored.
-func (r *Relay) publish(ctx context.Context, seq uint64, all []OutEvent, from int) error {
+// from on, in order, without waiting; the wake-ups for the dispatches go out
+// once they are stored (see relay).
+func (r *Relay) publish(ctx context.Context, e *sent, all []OutEvent, from int) error {
 	var events []OutEvent
-	var futures []jetstream.PubAckFuture
-	var notes []*nats.Msg
 	for _, oe := range all {
 		if oe.Subject == "" {
 			events = append(events, oe)
@@ -310,9 +372,9 @@ func (r *Relay) publish(ctx context.Context, seq uint64, all []OutEvent, from in
 		if err != nil {
 			return err
 		}
-		futures = append(futures, f)
+		e.futures = append(e.futures, f)
 		if note != nil {
-			notes = append(notes, note)
+			e.notes = append(e.notes, note)
 		}
 	}
 	for i := from; i < len(events); i++ {
@@ -321,31 +383,17 @@ func (r *Relay) publish(ctx context.Context, seq uint64, all []OutEvent, from in
 		if err != nil {
 			return err
 		}
-		msg, err := bus.EventToMsg(&bus.Event{ID: seq, Address: oe.Address, Props: oe.Props, Body: body})
+		msg, err := bus.EventToMsg(&bus.Event{ID: e.seq, Address: oe.Address, Props: oe.Props, Body: body})
 		if err != nil {
 			return err
 		}
-		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("ev-%d-%d", seq, i))
+		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("ev-%d-%d", e.seq, i))
 		// Async publishes on one connection are stored in the order sent.
 		f, err := r.js.PublishMsgAsync(msg)
 		if err != nil {
-			return err
+			return fmt.Errorf("publish events of %d: %w", e.seq, err)
 		}
-		futures = append(futures, f)
-	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("publish events of %d: %w", seq, err)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	// Wake idle builders only now that their tasks are stored; a lost
-	// wake-up is caught by the builder's safety timer.
-	for _, note := range notes {
-		_ = r.nc.PublishMsg(note)
+		e.futures = append(e.futures, f)
 	}
 	return nil
 }

@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -77,7 +78,14 @@ type txnWrite struct {
 	Val    json.RawMessage `json:"v,omitempty"`
 	Del    bool            `json:"d,omitempty"`
 	Expect uint64          `json:"x"` // revision read; 0 = the key was absent
+	// Seq marks an id sequence bump: valid when the value grows, whatever
+	// the revision read, so concurrent creations in one hub do not void
+	// each other (ids may have gaps, as Koji's database sequences do).
+	Seq bool `json:"s,omitempty"`
 }
+
+// maxMissed bounds the transactions a view remembers as missed.
+const maxMissed = 100000
 
 // Verdicts of a transaction.
 type verdict uint8
@@ -94,6 +102,7 @@ type status struct {
 	seq     uint64
 	verdict verdict
 	at      time.Time
+	txn     *txnMsg // a valid transaction, decoded once for the relay
 }
 
 type requestEntry struct {
@@ -109,11 +118,21 @@ type Store struct {
 	log *slog.Logger
 
 	mu      sync.RWMutex
-	writeMu sync.RWMutex                 // see Update
+	writeMu sync.RWMutex     // see Update
+	voided  atomic.Uint64    // transactions voided by a concurrent write
+	seqMu   sync.Mutex       // guards issued
+	issued  map[string]int64 // highest id this hub handed out per sequence
+	// seqSend is held by a transaction from taking an id until it is sent
+	// (one lock for all sequences: no lock order to get wrong).
+	seqSend sync.Mutex
 	kinds   map[string]map[string]*entry // first key segment -> key -> entry
 	reqs    map[string]*requestEntry     // committed request ids (idempotency)
 	kindRev map[string]uint64            // newest revision written per kind
-	applied uint64                       // stream sequence of the last applied message
+	missed  map[uint64]bool              // transactions deleted before this view read them (see applyMsg)
+	// tombstones, while loading, holds the revision of each deleted key
+	// (see completeDone).
+	tombstones map[string]uint64
+	applied    uint64 // stream sequence of the last applied message
 	// stateRev is the revision of the state: the sequence of the last
 	// transaction that changed it (relay bookkeeping and void transactions
 	// advance applied, not stateRev).
@@ -145,6 +164,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *Store {
 		kinds:   map[string]map[string]*entry{},
 		reqs:    map[string]*requestEntry{},
 		kindRev: map[string]uint64{},
+		missed:  map[uint64]bool{},
 		changed: make(chan struct{}),
 		loaded:  make(chan struct{}),
 		done:    make(chan struct{}),
@@ -166,6 +186,7 @@ func (s *Store) Start(ctx context.Context) error {
 	s.loadAt = info.State.LastSeq
 	if s.loadAt == 0 || info.State.Msgs == 0 {
 		s.loading = false
+		s.applied = s.loadAt // nothing before it to read
 		close(s.loaded)
 	}
 	cons, err := s.js.OrderedConsumer(ctx, kvStream, jetstream.OrderedConsumerConfig{
@@ -219,6 +240,14 @@ func (s *Store) applyMsg(m jetstream.Msg) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	isTxn := strings.HasPrefix(key, outboxPrefix)
+	if !s.loading && seq > s.applied+1 {
+		// Sequences skipped live were deleted before this view read them:
+		// transactions another hub's relay finished first. Their keys,
+		// materialized later, stand in for them (applyKey).
+		for q := s.applied + 1; q < seq && len(s.missed) < maxMissed; q++ {
+			s.missed[q] = true
+		}
+	}
 	switch {
 	case s.loading && isTxn:
 		// Applied after every materialized key is in: see finishLoad.
@@ -241,17 +270,42 @@ func (s *Store) applyMsg(m jetstream.Msg) {
 func (s *Store) finishLoad() {
 	for _, m := range s.loadTxns {
 		md, _ := m.Metadata()
-		if md.Sequence.Stream <= s.materialized {
-			// The relay wrote this one out (and published its events) but
-			// died before deleting it.
-			s.setStatus(md.Sequence.Stream, verdictDone, md.Timestamp)
+		seq := md.Sequence.Stream
+		if seq <= s.materialized {
+			// The relay published its events and wrote out its keys, but
+			// died before deleting it, perhaps before every key was
+			// stored: fill in what is missing from the transaction.
+			s.completeDone(seq, m.Data(), md.Timestamp)
 			continue
 		}
-		s.applyTxn(md.Sequence.Stream, m.Data(), md.Timestamp)
+		s.applyTxn(seq, m.Data(), md.Timestamp)
 	}
 	s.loadTxns = nil
+	s.tombstones = nil
 	s.loading = false
 	close(s.loaded)
+}
+
+// completeDone applies the writes of a written-out transaction whose keys
+// did not all reach the bucket: each key the bucket holds at an older
+// revision (or not at all) takes the transaction's value.
+func (s *Store) completeDone(seq uint64, data []byte, ts time.Time) {
+	var t txnMsg
+	if err := json.Unmarshal(data, &t); err != nil {
+		s.setStatus(seq, verdictDone, ts)
+		return
+	}
+	for _, w := range t.Writes {
+		if max(s.rev(w.Key), s.tombstones[w.Key]) < seq {
+			kind, _, _ := strings.Cut(w.Key, ".")
+			s.put(kind, w.Key, w.Val, seq, w.Del)
+		}
+	}
+	if _, ok := s.reqs[t.Request]; t.Request != "" && !ok {
+		s.reqs[t.Request] = &requestEntry{rev: seq, result: t.Result, at: ts}
+	}
+	s.setStatus(seq, verdictDone, ts)
+	s.statuses[len(s.statuses)-1].txn = &t // the relay writes its keys out again
 }
 
 // applyKey applies a materialized key (or a plain KV write).
@@ -268,8 +322,12 @@ func (s *Store) applyKey(key string, m jetstream.Msg, seq uint64, ts time.Time) 
 		s.stateRev = rev
 	}
 	deleted := m.Headers().Get(hdrKVOp) == "DEL" || m.Headers().Get(hdrKVOp) == "PURGE"
+	missed := !s.loading && s.missed[rev]
+	if missed && rev > s.stateRev {
+		s.stateRev = rev
+	}
 	if strings.HasPrefix(key, requestPrefix) {
-		if !s.loading || deleted {
+		if !s.loading && !missed || deleted {
 			return // live, the view has it from the transaction already
 		}
 		var sr storedRequest
@@ -286,7 +344,7 @@ func (s *Store) applyKey(key string, m jetstream.Msg, seq uint64, ts time.Time) 
 	if !s.loading && !exists && deleted {
 		return
 	}
-	if !s.loading {
+	if !s.loading && !missed {
 		// Live, keys arrive after their transaction: only an older
 		// materialization of a key deleted since can get here; ignore it.
 		return
@@ -297,6 +355,12 @@ func (s *Store) applyKey(key string, m jetstream.Msg, seq uint64, ts time.Time) 
 func (s *Store) put(kind, key string, val []byte, rev uint64, deleted bool) {
 	if rev > s.kindRev[kind] {
 		s.kindRev[kind] = rev
+	}
+	if deleted && s.loading {
+		if s.tombstones == nil {
+			s.tombstones = map[string]uint64{}
+		}
+		s.tombstones[key] = rev
 	}
 	if deleted {
 		if km := s.kinds[kind]; km != nil {
@@ -335,6 +399,13 @@ func (s *Store) applyTxn(seq uint64, data []byte, ts time.Time) {
 		}
 	}
 	for _, w := range t.Writes {
+		if w.Seq {
+			if !s.seqGrows(w.Key, w.Val) {
+				s.setStatus(seq, verdictConflict, ts)
+				return
+			}
+			continue
+		}
 		if s.rev(w.Key) != w.Expect {
 			s.setStatus(seq, verdictConflict, ts)
 			return
@@ -350,15 +421,42 @@ func (s *Store) applyTxn(seq uint64, data []byte, ts time.Time) {
 		s.pruneRequests(ts)
 	}
 	s.setStatus(seq, verdictValid, ts)
+	s.statuses[len(s.statuses)-1].txn = &t
+}
+
+// seqGrows reports whether a sequence bump to val is above the sequence's
+// current value.
+func (s *Store) seqGrows(key string, val []byte) bool {
+	var next, cur int64
+	if json.Unmarshal(val, &next) != nil {
+		return false
+	}
+	kind, _, _ := strings.Cut(key, ".")
+	if e, ok := s.kinds[kind][key]; ok {
+		if json.Unmarshal(e.val, &cur) != nil {
+			return false
+		}
+	}
+	return next > cur
 }
 
 func (s *Store) setStatus(seq uint64, v verdict, ts time.Time) {
+	if v == verdictConflict {
+		s.voided.Add(1)
+	}
 	s.statuses = append(s.statuses, status{seq: seq, verdict: v, at: ts})
 }
 
 // pruneStatuses drops verdicts of transactions the relay has finished, once
 // they are old enough that no writer is still waiting to read them.
 func (s *Store) pruneStatuses(now time.Time) {
+	// Keys come out in commit order: once a later transaction's keys are
+	// in, a missed one has all of its keys applied.
+	for q := range s.missed {
+		if q < s.materialized {
+			delete(s.missed, q)
+		}
+	}
 	i := 0
 	for i < len(s.statuses) && s.statuses[i].seq <= s.materialized && now.Sub(s.statuses[i].at) > statusKeep {
 		i++
@@ -382,22 +480,20 @@ func (s *Store) pruneRequests(now time.Time) {
 
 // verdictOf returns the verdict of the transaction at seq.
 func (s *Store) verdictOf(seq uint64) verdict {
+	v, _ := s.verdictAndTxn(seq)
+	return v
+}
+
+// verdictAndTxn returns the verdict of the transaction at seq and, when it
+// is valid, the transaction as the view decoded it.
+func (s *Store) verdictAndTxn(seq uint64) (verdict, *txnMsg) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	i := sort.Search(len(s.statuses), func(i int) bool { return s.statuses[i].seq >= seq })
 	if i < len(s.statuses) && s.statuses[i].seq == seq {
-		return s.statuses[i].verdict
+		return s.statuses[i].verdict, s.statuses[i].txn
 	}
-	return verdictUnknown
-}
-
-// txnWrites decodes a transaction message (for the relay).
-func decodeTxn(data []byte) (*txnMsg, error) {
-	var t txnMsg
-	if err := json.Unmarshal(data, &t); err != nil {
-		return nil, err
-	}
-	return &t, nil
+	return verdictUnknown, nil
 }
 
 // Applied is the revision of the state the view reflects: the sequence of
@@ -421,6 +517,33 @@ func (s *Store) WaitApplied(ctx context.Context, rev uint64) error {
 		case <-ch:
 		case <-ctx.Done():
 			return fmt.Errorf("state: waiting for revision %d (at %d): %w", rev, applied, ctx.Err())
+		}
+	}
+}
+
+// Voided counts the transactions this view found void because a concurrent
+// write changed what they had read (each one cost its writer a retry).
+func (s *Store) Voided() uint64 { return s.voided.Load() }
+
+// waitMaterialized waits until the keys of transaction rev are in the view
+// (a later transaction's keys arrived), or a while has passed.
+func (s *Store) waitMaterialized(ctx context.Context, rev uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		s.mu.RLock()
+		done, ch := s.materialized >= rev, s.changed
+		s.mu.RUnlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded {
+				return nil // a void transaction leaves no keys: build again
+			}
+			return ctx.Err()
 		}
 	}
 }
@@ -502,12 +625,14 @@ type Txn struct {
 	index     map[string]int
 	events    []OutEvent
 	requestID string
+	holdsSeq  bool // took an id: holds seqSend until it is sent
 }
 
 type write struct {
 	key    string
 	val    []byte
 	del    bool
+	seq    bool
 	expect uint64
 }
 
@@ -589,9 +714,36 @@ func (tx *Txn) NextID(sequence string) int64 {
 	}
 	if i, ok := tx.index[key]; ok {
 		_ = json.Unmarshal(tx.writes[i].val, &n)
+	} else if !tx.holdsSeq {
+		tx.s.seqSend.Lock()
+		tx.holdsSeq = true
 	}
-	n++
-	_ = tx.Put(key, n)
+	n = tx.s.issue(key, n)
+	b, _ := json.Marshal(n)
+	tx.stage(write{key: key, val: b, seq: true})
+	return n
+}
+
+// release lets the next transaction take ids. It is called once the transaction is sent, so one hub's commits
+// reach the log in the order their ids were issued, and each grows the
+// sequence (the rule of a Seq write).
+func (tx *Txn) release() {
+	if tx.holdsSeq {
+		tx.holdsSeq = false
+		tx.s.seqSend.Unlock()
+	}
+}
+
+// issue hands out the next id of a sequence above floor, never the same one
+// twice in this hub, even when the view has not applied the last one yet.
+func (s *Store) issue(key string, floor int64) int64 {
+	s.seqMu.Lock()
+	defer s.seqMu.Unlock()
+	if s.issued == nil {
+		s.issued = map[string]int64{}
+	}
+	n := max(floor, s.issued[key]) + 1
+	s.issued[key] = n
 	return n
 }
 
@@ -653,12 +805,15 @@ func (s *Store) Update(ctx context.Context, requestID string, fn UpdateFunc) (*R
 		val, err := fn(tx)
 		s.mu.RUnlock()
 		if err != nil {
+			tx.release()
 			return nil, err
 		}
 		if len(tx.writes) == 0 && len(tx.events) == 0 {
+			tx.release()
 			return &Result{Value: val, Rev: s.Applied()}, nil
 		}
 		seq, err := s.commit(ctx, tx, val)
+		tx.release()
 		if err != nil {
 			return nil, err
 		}
@@ -671,7 +826,17 @@ func (s *Store) Update(ctx context.Context, requestID string, fn UpdateFunc) (*R
 		case verdictConflict, verdictDuplicate:
 			continue // the view has the winner now; build again
 		default:
-			return nil, fmt.Errorf("state: no verdict for transaction %d", seq)
+			// Another hub's relay finished and deleted the transaction
+			// before this view read it. With a request id its outcome is
+			// known once its keys are in: build again, and a transaction
+			// that did commit is found by its request record.
+			if requestID == "" {
+				return nil, fmt.Errorf("state: transaction %d finished before this hub saw it; outcome unknown", seq)
+			}
+			if err := s.waitMaterialized(ctx, seq); err != nil {
+				return nil, err
+			}
+			continue
 		}
 	}
 	return nil, bus.NewFault(bus.CodeConflict, "too many concurrent writes, giving up")
@@ -684,7 +849,7 @@ type storedRequest struct {
 func (s *Store) commit(ctx context.Context, tx *Txn, val any) (uint64, error) {
 	t := txnMsg{Events: tx.events, Request: tx.requestID}
 	for _, w := range tx.writes {
-		t.Writes = append(t.Writes, txnWrite{Key: w.key, Val: w.val, Del: w.del, Expect: w.expect})
+		t.Writes = append(t.Writes, txnWrite{Key: w.key, Val: w.val, Del: w.del, Seq: w.seq, Expect: w.expect})
 	}
 	if tx.requestID != "" {
 		res, err := json.Marshal(val)

@@ -138,6 +138,58 @@ func TestConcurrentUpdatesFromTwoHubsSerialize(t *testing.T) {
 	}
 }
 
+// Transactions of one hub that each take an id from the same sequence at
+// the same time all commit at the first attempt, with distinct ids.
+func TestConcurrentIDsInOneHubDoNotVoidEachOther(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	const workers, each = 16, 10
+	var wg sync.WaitGroup
+	ids := make(chan int64, workers*each)
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				res, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) {
+					id := tx.NextID("widget")
+					return id, tx.Put(fmt.Sprintf("widget.%d", id), w)
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+				ids <- res.Value.(int64)
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(ids)
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	seen := map[int64]bool{}
+	for id := range ids {
+		if seen[id] {
+			t.Fatalf("id %d handed out twice", id)
+		}
+		seen[id] = true
+	}
+	if len(seen) != workers*each {
+		t.Fatalf("%d ids, want %d", len(seen), workers*each)
+	}
+	if v := b.store.Voided(); v != 0 {
+		t.Fatalf("%d transactions voided, want none", v)
+	}
+	var last int64
+	_ = b.store.Read(func(v View) error { _, err := v.GetJSON("seq.widget", &last); return err })
+	if last != workers*each {
+		t.Fatalf("sequence at %d, want %d", last, workers*each)
+	}
+}
+
 func TestIdempotentRequestActsOnce(t *testing.T) {
 	b := setup(t)
 	ctx := ctxT(t)
@@ -343,9 +395,17 @@ func TestRelayResumesAfterPublishedEvents(t *testing.T) {
 		t.Fatalf("empty stream: %d %v", n, err)
 	}
 	events := []OutEvent{{Address: "a.one", Body: 1}, {Address: "a.two", Body: 2}, {Address: "a.three", Body: 3}}
-	if err := r.publish(ctx, 7, events[:2], 0); err != nil {
-		t.Fatal(err)
+	publish := func(events []OutEvent, from int) {
+		t.Helper()
+		e := &sent{seq: 7}
+		if err := r.publish(ctx, e, events, from); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.await(ctx, e); err != nil {
+			t.Fatal(err)
+		}
 	}
+	publish(events[:2], 0)
 	n, err := r.publishedUpTo(ctx, 7)
 	if err != nil || n != 2 {
 		t.Fatalf("after two events: %d %v", n, err)
@@ -353,9 +413,7 @@ func TestRelayResumesAfterPublishedEvents(t *testing.T) {
 	if n, _ := r.publishedUpTo(ctx, 8); n != 0 {
 		t.Fatalf("another entry: %d", n)
 	}
-	if err := r.publish(ctx, 7, events, n); err != nil {
-		t.Fatal(err)
-	}
+	publish(events, n)
 	stream, _ := b.js.Stream(ctx, bus.EventsStream)
 	info, _ := stream.Info(ctx)
 	if info.State.Msgs != 3 {
@@ -365,4 +423,232 @@ func TestRelayResumesAfterPublishedEvents(t *testing.T) {
 	if last.Subject != bus.EventSubject("a.three") {
 		t.Fatalf("last event %s", last.Subject)
 	}
+}
+
+// Two hubs commit at once while the active relay stops half-way: the other
+// hub's relay takes over once the pin lapses, and every event is in the
+// stream exactly once, in commit order.
+func TestRelayFailoverKeepsEventsOnceInOrder(t *testing.T) {
+	b1 := setup(t)
+	b2 := setupOn(t, b1.srv)
+	ctx := ctxT(t)
+	r1, _ := testRelay(b1)
+	r2, _ := testRelay(b2)
+	events := make(chan *nats.Msg, 1024)
+	esub, err := b1.nc.ChanSubscribe(bus.EventPrefix+">", events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = esub.Unsubscribe() }()
+	commit := func(st *Store, hub string, i int) {
+		t.Helper()
+		if _, err := st.Update(ctx, "", func(tx *Txn) (any, error) {
+			id := tx.NextID("thing")
+			tx.Emit("thing.add", map[string]any{"hub": hub, "n": i, "id": id}, nil)
+			return nil, tx.Put(fmt.Sprintf("thing.%d", id), i)
+		}); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := r1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	commit(b1.store, "one", -1)
+	<-events // r1 holds the pin
+	if err := r2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r2.Stop)
+	const perHub = 60
+	var wg sync.WaitGroup
+	for _, h := range []struct {
+		st   *Store
+		name string
+	}{{b1.store, "one"}, {b2.store, "two"}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < perHub; i++ {
+				commit(h.st, h.name, i)
+			}
+		}()
+	}
+	want := 1 + 2*perHub
+	for got := 1; got < want; got++ {
+		if got == want/2 {
+			r1.Stop() // entries in flight are left for r2
+		}
+		select {
+		case <-events:
+		case <-time.After(15 * time.Second):
+			c, _ := b1.js.Consumer(ctx, kvStream, RelayConsumer)
+			ci, _ := c.Info(ctx)
+			st, _ := b1.js.Stream(ctx, kvStream)
+			m, merr := st.GetMsg(ctx, ci.AckFloor.Stream+1, jetstream.WithGetMsgSubject(kvSubjectPrefix+outboxPrefix+">"))
+			var ms uint64
+			if m != nil {
+				ms = m.Sequence
+			}
+			t.Logf("consumer: floor %+v delivered %+v ackpending %d pending %d redelivered %d waiting %d; next outbox %d %v", ci.AckFloor, ci.Delivered, ci.NumAckPending, ci.NumPending, ci.NumRedelivered, ci.NumWaiting, ms, merr)
+			t.Fatalf("%d events, want %d", got, want)
+		}
+	}
+	wg.Wait()
+	stream, err := b1.js.Stream(ctx, bus.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil || int(info.State.Msgs) != want {
+		t.Fatalf("stream holds %v events, want %d (%v)", info.State.Msgs, want, err)
+	}
+	var lastID uint64
+	seen := map[string]bool{}
+	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := bus.EventFromMsg(&nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.ID <= lastID {
+			t.Fatalf("event %d has id %d after %d: out of commit order or twice", seq, ev.ID, lastID)
+		}
+		lastID = ev.ID
+		key := fmt.Sprint(ev.Props["hub"], "/", ev.Props["n"])
+		if seen[key] {
+			t.Fatalf("event %s twice", key)
+		}
+		seen[key] = true
+	}
+}
+
+// A view that falls behind can miss a transaction altogether: another hub's
+// relay finishes and deletes it before the view reads it (a reconnecting
+// view restarts after the last message it saw). The view then takes the
+// transaction's materialized keys instead, and its writer, waiting for the
+// verdict, finds its request record and returns the committed result.
+func TestViewThatMissedATransactionTakesItsKeys(t *testing.T) {
+	b1 := setup(t)
+	b2 := setupOn(t, b1.srv)
+	ctx := ctxT(t)
+	r2, deleted := testRelay(b2)
+	if err := r2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r2.Stop)
+
+	// b1's view stops following, as during a reconnect.
+	b1.store.cc.Stop()
+	<-b1.store.cc.Closed()
+	type outcome struct {
+		res *Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := b1.store.Update(ctx, "req-missed", func(tx *Txn) (any, error) {
+			tx.Emit("thing.add", nil, nil)
+			return "made", tx.Put("thing.missed", "from b1")
+		})
+		done <- outcome{res, err}
+	}()
+	// b2's view sees the transaction; its relay finishes and deletes it.
+	var seq uint64
+	select {
+	case seq = <-deleted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("transaction not relayed")
+	}
+	// Another write by b2, so the missed one is not the last in the stream.
+	if _, err := b2.store.Update(ctx, "", func(tx *Txn) (any, error) { return nil, tx.Put("thing.later", 1) }); err != nil {
+		t.Fatal(err)
+	}
+
+	// b1's view resumes after the last message it saw.
+	cons, err := b1.js.OrderedConsumer(ctx, kvStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{kvSubjectPrefix + ">"},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    b1.store.applied + 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cons.Consume(b1.store.applyMsg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1.store.cc = cc
+
+	var got outcome
+	select {
+	case got = <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("writer still waiting")
+	}
+	if got.err != nil {
+		t.Fatalf("writer: %v", got.err)
+	}
+	if got.res.Rev != seq || !got.res.Replayed || string(got.res.Raw) != `"made"` {
+		t.Fatalf("writer got %+v, want the stored result of transaction %d", got.res, seq)
+	}
+	if err := b1.store.WaitApplied(ctx, seq); err != nil {
+		t.Fatal(err)
+	}
+	var val string
+	if err := b1.store.Read(func(v View) error { _, err := v.GetJSON("thing.missed", &val); return err }); err != nil || val != "from b1" {
+		t.Fatalf("b1's view has thing.missed = %q (%v)", val, err)
+	}
+	if a := b1.store.Applied(); a < seq {
+		t.Fatalf("b1's view at %d, before the missed transaction %d", a, seq)
+	}
+}
+
+// A relay killed while writing out a transaction's keys leaves some of them
+// stored: a restarted view takes the rest from the transaction, the relay
+// writes them out again, and nothing is lost once the entry is deleted.
+func TestPartlyWrittenOutTransactionIsCompleted(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	res, err := b.store.Update(ctx, "req-partial", func(tx *Txn) (any, error) {
+		if err := tx.Put("thing.a", "A"); err != nil {
+			return nil, err
+		}
+		return "done", tx.Put("thing.b", "B")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only thing.a made it out before the crash.
+	m := nats.NewMsg(kvSubjectPrefix + "thing.a")
+	m.Data = []byte(`"A"`)
+	m.Header.Set(hdrRev, fmt.Sprint(res.Rev))
+	if _, err := b.js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	check := func(st *Store, when string) {
+		t.Helper()
+		for key, want := range map[string]string{"thing.a": "A", "thing.b": "B"} {
+			var got string
+			if err := st.Read(func(v View) error { _, err := v.GetJSON(key, &got); return err }); err != nil || got != want {
+				t.Fatalf("%s: %s = %q (%v), want %q", when, key, got, err, want)
+			}
+		}
+		replay, err := st.Update(ctx, "req-partial", func(tx *Txn) (any, error) { return nil, tx.Put("thing.a", "again") })
+		if err != nil || !replay.Replayed || string(replay.Raw) != `"done"` {
+			t.Fatalf("%s: replay %+v %v, want the stored result", when, replay, err)
+		}
+	}
+	restarted := setupOn(t, b.srv)
+	check(restarted.store, "restarted view")
+
+	r, deleted := testRelay(restarted)
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	waitDrained(t, restarted, deleted, res.Rev)
+	check(setupOn(t, b.srv).store, "view loaded after the relay finished")
 }
