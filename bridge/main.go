@@ -2,12 +2,9 @@
 package main
 
 import (
-	"fmt"
 	"os"
+
+	"github.com/kojibus/kojibus/bridge/bridge"
 )
 
-// Placeholder until the protonmsg bridge issue lands.
-func main() {
-	fmt.Fprintln(os.Stderr, "kojibridge: not built yet (protonmsg bridge issue)")
-	os.Exit(1)
-}
+func main() { os.Exit(bridge.Run(os.Args[1:], os.Stderr)) }

@@ -162,7 +162,7 @@ func RoleUsers(secrets RoleSecrets) []*server.User {
 		"$JS.API.CONSUMER.MSG.NEXT." + UploadsStream + ".>",
 	}
 	client := &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: append([]string{APIPrefix + ">"}, readEvents[1:]...)},
+		Publish:   &server.SubjectPermission{Allow: append([]string{APIPrefix + ">", BridgeStatusSubject}, readEvents[1:]...)},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", EventPrefix + ">"}},
 	}
 	host := &server.Permissions{
@@ -182,7 +182,7 @@ func RoleUsers(secrets RoleSecrets) []*server.User {
 			"$JS.ACK." + EventsStream + ".>",
 			"$JS.API.CONSUMER.DURABLE.CREATE." + EventsStream + ".>",
 		}, readEvents[1:]...)},
-		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", EventPrefix + ">"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", EventPrefix + ">", BridgeStatusSubject}},
 	}
 	return []*server.User{
 		{Username: RoleHub, Password: secrets[RoleHub]},

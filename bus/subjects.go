@@ -128,3 +128,7 @@ func EventSubject(address string) string { return EventPrefix + address }
 
 // EventAddress returns the protonmsg address of an event subject.
 func EventAddress(subject string) string { return strings.TrimPrefix(subject, EventPrefix) }
+
+// BridgeStatusSubject is where every protonmsg bridge answers status
+// requests (kojictl bridge-status gathers the answers).
+const BridgeStatusSubject = "koji.bridge.status"

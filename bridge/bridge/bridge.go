@@ -1,0 +1,460 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/storage"
+)
+
+// Options configure a bridge.
+type Options struct {
+	Config *Config
+	// Name names the bridge: its durable consumer is bridge-<Name>, its
+	// status answers on koji.bridge.status.
+	Name string
+	// QueueDir holds the fallback queue (Pebble).
+	QueueDir string
+	Logger   *slog.Logger
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+}
+
+// Status is what `kojictl bridge-status` shows and /metrics exports.
+type Status struct {
+	Name         string  `json:"name"`
+	Broker       string  `json:"broker"` // connected broker URL, "" when none
+	QueueEnabled bool    `json:"queue_enabled"`
+	QueueDepth   int     `json:"queue_depth"`
+	OldestQueued float64 `json:"oldest_queued_age"` // seconds; 0 when empty
+	Sent         int64   `json:"sent"`
+	Failed       int64   `json:"failed"`  // send attempts that failed (messages then queued or retried)
+	Expired      int64   `json:"expired"` // queued messages dropped after max_age
+	Skipped      int64   `json:"skipped"` // kojibus events protonmsg has no message for
+	LastError    string  `json:"last_error"`
+	LastSeq      uint64  `json:"last_seq"` // last event sequence handled
+}
+
+// Bridge sends events to the brokers.
+type Bridge struct {
+	opts    Options
+	cfg     *Config
+	log     *slog.Logger
+	js      jetstream.JetStream
+	nc      *nats.Conn
+	queue   *storage.Queue
+	brokers *brokers
+
+	mu     sync.Mutex
+	status Status
+	// retryAt: while no broker accepts, new events go straight to the queue
+	// until then (backing off), instead of waiting on dead brokers each time.
+	retryAt time.Time
+	backoff time.Duration
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	sub    *nats.Subscription
+}
+
+// ConsumerPrefix prefixes the bridges' durable consumers on KOJI_EVENTS.
+const ConsumerPrefix = "bridge-"
+
+// New returns a bridge reading events through js.
+func New(nc *nats.Conn, js jetstream.JetStream, opts Options) (*Bridge, error) {
+	if opts.Config == nil {
+		return nil, errors.New("bridge: no configuration")
+	}
+	if opts.Name == "" {
+		opts.Name = "kojibridge"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	b := &Bridge{opts: opts, cfg: opts.Config, log: opts.Logger, js: js, nc: nc}
+	b.status = Status{Name: opts.Name, QueueEnabled: opts.Config.QueueEnabled}
+	br, err := newBrokers(opts.Config, opts.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: %w", err)
+	}
+	b.brokers = br
+	return b, nil
+}
+
+// Start opens the queue, creates the consumer and starts sending.
+func (b *Bridge) Start(ctx context.Context) error {
+	if b.opts.QueueDir == "" {
+		return errors.New("bridge: no queue directory")
+	}
+	q, err := storage.OpenQueue(b.opts.QueueDir, b.log)
+	if err != nil {
+		return fmt.Errorf("bridge: %w", err)
+	}
+	b.queue = q
+	cons, err := b.consumer(ctx)
+	if err != nil {
+		_ = q.Close()
+		return fmt.Errorf("bridge: consumer: %w", err)
+	}
+	b.refreshQueueStats()
+	sub, err := b.nc.Subscribe(StatusSubject, func(m *nats.Msg) {
+		data, _ := json.Marshal(b.Status())
+		_ = m.Respond(data)
+	})
+	if err != nil {
+		_ = q.Close()
+		return fmt.Errorf("bridge: status: %w", err)
+	}
+	b.sub = sub
+	runCtx, cancel := context.WithCancel(context.Background())
+	b.cancel = cancel
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.run(runCtx, cons)
+	}()
+	return nil
+}
+
+// consumer creates the bridge's durable consumer. A new bridge sends what
+// happens from now on, as protonmsg does. An existing one resumes after the
+// last event it acked: its consumer is recreated from there, because events
+// a stopped or killed bridge had taken but not acked would otherwise come
+// back only after AckWait, behind newer ones. Events acked past that point
+// (acks are sent in order, so few) are sent again; their message-id tells.
+func (b *Bridge) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	cfg := jetstream.ConsumerConfig{
+		Durable:       ConsumerPrefix + b.opts.Name,
+		Description:   "protonmsg bridge " + b.opts.Name,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Minute, // extended with InProgress while retrying
+		MaxAckPending: 1024,
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+	}
+	old, err := b.js.Consumer(ctx, bus.EventsStream, cfg.Durable)
+	switch {
+	case err == nil:
+		info, err := old.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if info.NumAckPending > 0 || info.NumRedelivered > 0 {
+			if err := b.js.DeleteConsumer(ctx, bus.EventsStream, cfg.Durable); err != nil {
+				return nil, err
+			}
+			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+			cfg.OptStartSeq = info.AckFloor.Stream + 1
+			b.log.Info("bridge: resuming after the last acked event", "seq", info.AckFloor.Stream)
+			return b.js.CreateConsumer(ctx, bus.EventsStream, cfg)
+		}
+		return old, nil
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		return b.js.CreateConsumer(ctx, bus.EventsStream, cfg)
+	default:
+		return nil, err
+	}
+}
+
+// StatusSubject is where bridges answer status requests.
+const StatusSubject = bus.BridgeStatusSubject
+
+// Stop stops sending; messages in flight are sent again by the next start.
+func (b *Bridge) Stop() {
+	if b.sub != nil {
+		_ = b.sub.Unsubscribe()
+	}
+	if b.cancel != nil {
+		b.cancel()
+		b.wg.Wait()
+	}
+	b.brokers.close()
+	if b.queue != nil {
+		_ = b.queue.Close()
+	}
+}
+
+// Status returns the bridge's current status.
+func (b *Bridge) Status() Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.status
+	s.Broker = b.brokers.connected()
+	return s
+}
+
+func (b *Bridge) setErr(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err == nil {
+		b.status.LastError = ""
+		b.backoff = 0
+		b.retryAt = time.Time{}
+		return
+	}
+	b.status.LastError = err.Error()
+	b.status.Failed++
+	b.backoff = min(max(2*b.backoff, 250*time.Millisecond), 30*time.Second)
+	b.retryAt = b.opts.Now().Add(b.backoff)
+}
+
+func (b *Bridge) refreshQueueStats() {
+	n, oldest, err := b.queue.Stats()
+	if err != nil {
+		b.log.Error("bridge: queue", "err", err)
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.status.QueueDepth = n
+	b.status.OldestQueued = 0
+	if n > 0 {
+		b.status.OldestQueued = b.opts.Now().Sub(oldest).Seconds()
+	}
+}
+
+// pending is an event taken from the stream, not yet acked.
+type pending struct {
+	msg jetstream.Msg
+	out *Outgoing // nil: nothing to send
+}
+
+func (b *Bridge) run(ctx context.Context, cons jetstream.Consumer) {
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if ctx.Err() == nil {
+				b.log.Warn("bridge: fetch", "err", err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		var items []pending
+		for m := range batch.Messages() {
+			items = append(items, b.decode(m))
+		}
+		if len(items) > 0 {
+			b.handle(ctx, items)
+		} else if b.queueDepth() > 0 {
+			// Idle with a backlog: drain it without waiting for new events
+			// (protonmsg only drains when a new message comes).
+			b.drainQueue(ctx)
+		}
+	}
+}
+
+func (b *Bridge) queueDepth() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.status.QueueDepth
+}
+
+func (b *Bridge) decode(m jetstream.Msg) pending {
+	md, err := m.Metadata()
+	if err != nil {
+		b.log.Error("bridge: event without metadata", "subject", m.Subject())
+		return pending{msg: m}
+	}
+	ev, err := bus.EventFromMsg(&nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
+	if err != nil {
+		b.log.Error("bridge: undecodable event, not sent", "seq", md.Sequence.Stream, "err", err)
+		return pending{msg: m}
+	}
+	ev.Seq = md.Sequence.Stream
+	if !Sendable(ev) {
+		return pending{msg: m}
+	}
+	out, err := b.cfg.Convert(ev, md.Timestamp)
+	if err != nil {
+		b.log.Error("bridge: event not sent", "seq", ev.Seq, "err", err)
+		return pending{msg: m}
+	}
+	return pending{msg: m, out: out}
+}
+
+// handle sends a batch of events in order, after any queued ones. Events
+// no broker takes go to the queue when it is enabled, or are handed back to
+// the stream to be tried again (in order) when it is not.
+func (b *Bridge) handle(ctx context.Context, items []pending) {
+	var outs []*Outgoing
+	for _, it := range items {
+		if it.out != nil {
+			outs = append(outs, it.out)
+		}
+	}
+	sent := 0
+	if b.queueDepth() == 0 || b.drainQueue(ctx) {
+		sent = b.sendNow(ctx, outs)
+	}
+	rest := outs[sent:]
+	// Without a queue, keep trying in order, holding the events (the
+	// stream would hand newer ones out before redelivering these).
+	for len(rest) > 0 && !b.cfg.QueueEnabled && ctx.Err() == nil {
+		sleep(ctx, b.retryDelay())
+		for _, it := range items {
+			_ = it.msg.InProgress()
+		}
+		if b.queueDepth() > 0 && !b.drainQueue(ctx) {
+			continue // entries queued before the queue was turned off go first
+		}
+		rest = rest[b.sendNow(ctx, rest):]
+	}
+	if len(rest) > 0 && b.cfg.QueueEnabled {
+		// Age counts from queueing, as proton_queue's created_ts does.
+		queued := b.opts.Now()
+		entries := make([]storage.QueueEntry, len(rest))
+		for i, o := range rest {
+			entries[i] = storage.QueueEntry{Seq: o.Seq, Address: o.Address, Props: o.Props, Body: o.Body, ID: o.ID, Created: queued}
+		}
+		if err := b.queue.Append(entries); err != nil {
+			b.log.Error("bridge: queue", "err", err)
+		} else {
+			b.log.Warn("bridge: no broker accepted; queued", "messages", len(rest), "first", rest[0].Seq)
+			b.refreshQueueStats()
+			rest = nil
+		}
+	}
+	// Ack what was sent or queued; hand the rest back in order.
+	unsent := map[uint64]bool{}
+	for _, o := range rest {
+		unsent[o.Seq] = true
+	}
+	retry := false
+	for _, it := range items {
+		md, _ := it.msg.Metadata()
+		if retry || (it.out != nil && unsent[it.out.Seq]) {
+			retry = true
+			_ = it.msg.NakWithDelay(b.retryDelay())
+			continue
+		}
+		if it.out == nil {
+			b.count(func(s *Status) { s.Skipped++ })
+		}
+		if md != nil {
+			b.count(func(s *Status) { s.LastSeq = md.Sequence.Stream })
+		}
+		_ = it.msg.Ack()
+	}
+}
+
+func (b *Bridge) retryDelay() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return max(b.backoff, 250*time.Millisecond)
+}
+
+func (b *Bridge) count(f func(*Status)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f(&b.status)
+}
+
+// sendNow sends messages unless the brokers failed a moment ago; it returns
+// how many, from the first, were accepted.
+func (b *Bridge) sendNow(ctx context.Context, outs []*Outgoing) int {
+	if len(outs) == 0 {
+		return 0
+	}
+	b.mu.Lock()
+	wait := b.retryAt.After(b.opts.Now())
+	b.mu.Unlock()
+	if wait {
+		return 0
+	}
+	var n int
+	var err error
+	if b.cfg.TestMode {
+		n, err = b.testSend(outs)
+	} else {
+		n, err = b.brokers.send(ctx, outs)
+	}
+	b.count(func(s *Status) { s.Sent += int64(n) })
+	if err != nil {
+		b.log.Warn("bridge: send", "sent", n, "of", len(outs), "err", err)
+	}
+	b.setErr(err)
+	return n
+}
+
+// testSend is protonmsg's test_mode: nothing is sent; test_mode_fail
+// percent of the messages fail (and, to keep the order, the ones after).
+func (b *Bridge) testSend(outs []*Outgoing) (int, error) {
+	for i := range outs {
+		if b.cfg.TestModeFail > 0 && rand.IntN(100) < b.cfg.TestModeFail {
+			return i, fmt.Errorf("test mode: simulated failure of %s", outs[i].ID)
+		}
+	}
+	return len(outs), nil
+}
+
+// drainQueue drops entries past max_age, then sends the queue in order,
+// batch_size at a time. It reports whether the queue is empty.
+func (b *Bridge) drainQueue(ctx context.Context) bool {
+	cutoff := b.opts.Now().Add(-b.cfg.QueueMaxAge)
+	old, err := b.queue.DropOlderThan(cutoff)
+	if err != nil {
+		b.log.Error("bridge: queue", "err", err)
+		return false
+	}
+	if len(old) > 0 {
+		b.count(func(s *Status) { s.Expired += int64(len(old)) })
+		b.log.Warn("bridge: queued messages older than max_age dropped", "count", len(old),
+			"first", old[0].Seq, "last", old[len(old)-1].Seq, "max_age", b.cfg.QueueMaxAge)
+	}
+	defer b.refreshQueueStats()
+	for ctx.Err() == nil {
+		entries, err := b.queue.Peek(b.cfg.QueueBatchSize)
+		if err != nil {
+			b.log.Error("bridge: queue", "err", err)
+			return false
+		}
+		if len(entries) == 0 {
+			return true
+		}
+		outs := make([]*Outgoing, len(entries))
+		for i, e := range entries {
+			props := make(map[string]any, len(e.Props))
+			for k, v := range e.Props {
+				props[k] = amqpValue(v) // JSON numbers came back as float64
+			}
+			outs[i] = &Outgoing{Seq: e.Seq, Address: e.Address, Props: props, Body: e.Body, ID: e.ID, Created: e.Created}
+		}
+		n := b.sendNow(ctx, outs)
+		if n > 0 {
+			seqs := make([]uint64, n)
+			for i := range seqs {
+				seqs[i] = entries[i].Seq
+			}
+			if err := b.queue.Delete(seqs); err != nil {
+				b.log.Error("bridge: queue", "err", err)
+				return false
+			}
+			b.refreshQueueStats()
+		}
+		if n < len(entries) {
+			return false
+		}
+	}
+	return false
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
