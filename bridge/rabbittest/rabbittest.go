@@ -90,7 +90,7 @@ func Start(t testing.TB) *Broker {
 		// A durable queue bound to every koji.# message: unlike a
 		// /topic/ subscription it collects messages sent before a
 		// receiver attaches (after a restart, say).
-		"queues": []any{map[string]any{"name": AllQueue, "vhost": "/", "durable": true, "auto_delete": false, "arguments": map[string]any{}}},
+		"queues":   []any{map[string]any{"name": AllQueue, "vhost": "/", "durable": true, "auto_delete": false, "arguments": map[string]any{}}},
 		"bindings": []any{map[string]any{"source": "amq.topic", "vhost": "/", "destination": AllQueue, "destination_type": "queue", "routing_key": "koji.#", "arguments": map[string]any{}}},
 		"permissions": []any{
 			map[string]any{"user": "kojihub", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
