@@ -1,0 +1,107 @@
+package bridge
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kojibus/kojibus/bus"
+)
+
+func TestConvertWritesProtonmsgsMessage(t *testing.T) {
+	c := &Config{TopicPrefix: "/topic/koji", ExtraLimit: 20}
+	ev := &bus.Event{Seq: 42, Address: "build.complete",
+		Props: map[string]any{"type": "BuildStateChange", "name": "bash", "old": nil, "new": "COMPLETE", "build_id": float64(7), "f": 1.5},
+		Body:  json.RawMessage(`{"attribute":"state","old":null,"new":1,"info":{"id":7,"nvr":"bash-1-1","extra":{"k":"` + strings.Repeat("v", 30) + `"},"name":"bäsh"}}`)}
+	if !Sendable(ev) {
+		t.Fatal("a BuildStateChange is sent")
+	}
+	out, err := c.Convert(ev, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Python's json.dumps: ", " and ": ", ASCII only, key order kept; extra over the limit dropped.
+	want := `{"attribute": "state", "old": null, "new": 1, "info": {"id": 7, "nvr": "bash-1-1", "name": "b\u00e4sh"}}`
+	if out.Body != want {
+		t.Fatalf("body\n%s\nwant\n%s", out.Body, want)
+	}
+	if out.Address != "/topic/koji.build.complete" || out.ID != "kojibus-42" {
+		t.Fatalf("address %q id %q", out.Address, out.ID)
+	}
+	if v, ok := out.Props["build_id"].(int64); !ok || v != 7 {
+		t.Fatalf("build_id %#v, want int64 (proton sends a Python int)", out.Props["build_id"])
+	}
+	if v, ok := out.Props["f"].(float64); !ok || v != 1.5 {
+		t.Fatalf("f %#v, want float64", out.Props["f"])
+	}
+	m := out.AMQP(time.Minute)
+	if m.Header.TTL != time.Minute || m.Header.Priority != 4 || m.Value != want || m.Properties.MessageID != "kojibus-42" {
+		t.Fatalf("amqp message %+v", m)
+	}
+	if m := out.AMQP(0); m.Header != nil {
+		t.Fatalf("no ttl: header %+v, want none (as proton)", m.Header)
+	}
+}
+
+func TestExtraLimitPlaces(t *testing.T) {
+	c := &Config{TopicPrefix: "topic://koji", ExtraLimit: 5}
+	big := `{"extra":{"a":"long value"},"id":1}`
+	for _, tc := range []struct {
+		address, body, path string
+	}{
+		{"build.tag", `{"tag":{},"build":` + big + `}`, "build"},
+		{"import.build", `{"build":` + big + `}`, "build"},
+		{"build.failed", `{"info":` + big + `}`, "info"},
+		{"build.promote", `{"build":` + big + `}`, "build"},
+	} {
+		out, err := c.Convert(&bus.Event{Address: tc.address, Props: map[string]any{"type": "Tag"}, Body: json.RawMessage(tc.body)}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b map[string]map[string]any
+		if err := json.Unmarshal([]byte(out.Body), &b); err != nil {
+			t.Fatal(err)
+		}
+		if _, has := b[tc.path]["extra"]; has {
+			t.Errorf("%s: extra kept: %s", tc.address, out.Body)
+		}
+	}
+	// task bodies are not touched
+	out, _ := c.Convert(&bus.Event{Address: "task.open", Props: map[string]any{"type": "TaskStateChange"}, Body: json.RawMessage(`{"build":` + big + `}`)}, time.Now())
+	if !strings.Contains(out.Body, "extra") {
+		t.Errorf("task body changed: %s", out.Body)
+	}
+}
+
+func TestKojibusOnlyEventsAreNotSent(t *testing.T) {
+	for typ, want := range map[any]bool{"TaskStateChange": true, "TaskWeightChange": false, "TagCreate": false, nil: false} {
+		if got := Sendable(&bus.Event{Props: map[string]any{"type": typ}}); got != want {
+			t.Errorf("type %v: sendable %v, want %v", typ, got, want)
+		}
+	}
+}
+
+func FuzzConvert(f *testing.F) {
+	f.Add("build.tag", []byte(`{"build":{"extra":{"x":1}}}`))
+	f.Add("task.open", []byte(`{"a":[1,2,{"b":"\u00e9\ud83d\ude00"}]}`))
+	c := &Config{TopicPrefix: "/topic/koji", ExtraLimit: 3}
+	f.Fuzz(func(t *testing.T, address string, body []byte) {
+		out, err := c.Convert(&bus.Event{Address: address, Props: map[string]any{"type": "Tag"}, Body: body}, time.Now())
+		if err != nil {
+			return
+		}
+		var a, b any
+		if json.Unmarshal([]byte(out.Body), &b) != nil {
+			t.Fatalf("body is not JSON: %q from %q", out.Body, body)
+		}
+		if json.Unmarshal(body, &a) != nil {
+			t.Fatalf("converted a body that is not JSON: %q", body)
+		}
+		for _, r := range out.Body {
+			if r > 0x7e {
+				t.Fatalf("non-ASCII in body %q", out.Body)
+			}
+		}
+	})
+}
