@@ -183,6 +183,8 @@ func RoleUsers(secrets RoleSecrets) []*server.User {
 			"$JS.API.CONSUMER.DURABLE.CREATE." + EventsStream + ".>",
 		}, readEvents[1:]...)},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", EventPrefix + ">", BridgeStatusSubject}},
+		// one answer to each status request it receives, nothing else
+		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},
 	}
 	return []*server.User{
 		{Username: RoleHub, Password: secrets[RoleHub]},

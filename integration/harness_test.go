@@ -42,8 +42,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	for _, prog := range []string{"hubd", "kojictl", "builderd"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, prog), "./"+prog)
+	for prog, pkg := range map[string]string{"hubd": "./hubd", "kojictl": "./kojictl", "builderd": "./builderd", "kojibridge": "./bridge"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, prog), pkg)
 		cmd.Dir = ".."
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", prog, err, out)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kojibus/kojibus/bridge/bridge"
 	"github.com/kojibus/kojibus/bus"
 )
 
@@ -36,6 +37,7 @@ func Run(args []string, stderr io.Writer) int {
 	hostTimeout := fs.Duration("host-timeout", 60*time.Second, "a ready host silent this long loses its tasks to other builders")
 	maxRetries := fs.Int("max-task-retries", 3, "how often a task is dispatched again after losing its host before it fails")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	protonConf := fs.String("protonmsg-conf", "", "Koji's protonmsg.conf: run the protonmsg bridge inside hubd (as kojibridge does)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -66,6 +68,14 @@ func Run(args []string, stderr io.Writer) int {
 		ListenHost: host, ListenPort: port, Durability: dur, SyncInterval: interval,
 		Replicas: *replicas, SessionLifetime: *sessionLife, ClientCAFile: *clientCA, Logger: log,
 		HostTimeout: *hostTimeout, MaxTaskRetries: *maxRetries,
+	}
+	if *protonConf != "" {
+		pc, err := bridge.LoadConfig(*protonConf)
+		if err != nil {
+			fmt.Fprintf(stderr, "hubd: --protonmsg-conf: %v\n", err)
+			return 2
+		}
+		cfg.Protonmsg = pc
 	}
 	if *natsURLs != "" {
 		cfg.NATSURLs = strings.Split(*natsURLs, ",")

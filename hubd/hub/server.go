@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kojibus/kojibus/bridge/bridge"
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/internal/registry"
 	"github.com/kojibus/kojibus/hubd/internal/state"
@@ -50,7 +51,10 @@ type Config struct {
 	HostTimeout time.Duration
 	// MaxTaskRetries bounds how often a task is re-dispatched after losing its host (default 3).
 	MaxTaskRetries int
-	Logger         *slog.Logger
+	// Protonmsg, when set, runs the protonmsg bridge inside the hub
+	// (queue in <data>/protonmsg-queue, consumer bridge-hubd).
+	Protonmsg *bridge.Config
+	Logger    *slog.Logger
 }
 
 // Server is a running hub.
@@ -67,6 +71,7 @@ type Server struct {
 	// knownConsumers caches task queue consumers this hub knows to exist.
 	knownConsumers sync.Map
 	extraConns     []*nats.Conn // the store's and the relay's connections
+	bridge         *bridge.Bridge
 
 	handlesMu sync.Mutex
 	uploads   jetstream.Stream      // KOJI_UPLOADS, see uploadsStream
@@ -208,6 +213,17 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 	if err := s.monitor.Start(ctx); err != nil {
 		return err
 	}
+	if s.cfg.Protonmsg != nil {
+		b, err := bridge.New(s.nc, s.js, bridge.Options{Config: s.cfg.Protonmsg, Name: "hubd",
+			QueueDir: filepath.Join(s.cfg.DataDir, "protonmsg-queue"), Logger: s.log})
+		if err != nil {
+			return fmt.Errorf("hub: %w", err)
+		}
+		if err := b.Start(ctx); err != nil {
+			return fmt.Errorf("hub: %w", err)
+		}
+		s.bridge = b
+	}
 	return s.serveAPI()
 }
 
@@ -248,6 +264,9 @@ func (s *Server) Stop() {
 		}
 		if s.monitor != nil {
 			s.monitor.Stop()
+		}
+		if s.bridge != nil {
+			s.bridge.Stop()
 		}
 		if s.relay != nil {
 			s.relay.Stop()
