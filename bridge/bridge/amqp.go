@@ -18,7 +18,7 @@ import (
 // sendWindow bounds the messages sent but not yet settled: go-amqp keeps
 // wire order for sends from one goroutine, and the receipts are awaited in
 // the same order (measured here: about 11k ordered messages/s at 64).
-const sendWindow = 64
+const sendWindow = 128
 
 // errNotAccepted is a message the broker rejected, released or modified.
 var errNotAccepted = errors.New("not accepted")

@@ -141,7 +141,8 @@ func (b *Bridge) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		Description:   "protonmsg bridge " + b.opts.Name,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       time.Minute, // extended with InProgress while retrying
-		MaxAckPending: 1024,
+		// Room for the next batch to arrive while one is being sent.
+		MaxAckPending: 4 * maxBatch,
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 	}
 	old, err := b.js.Consumer(ctx, bus.EventsStream, cfg.Durable)
@@ -160,7 +161,9 @@ func (b *Bridge) consumer(ctx context.Context) (jetstream.Consumer, error) {
 			b.log.Info("bridge: resuming after the last acked event", "seq", info.AckFloor.Stream)
 			return b.js.CreateConsumer(ctx, bus.EventsStream, cfg)
 		}
-		return old, nil
+		cfg.DeliverPolicy = info.Config.DeliverPolicy // cannot change; the rest may
+		cfg.OptStartSeq = info.Config.OptStartSeq
+		return b.js.CreateOrUpdateConsumer(ctx, bus.EventsStream, cfg)
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		return b.js.CreateConsumer(ctx, bus.EventsStream, cfg)
 	default:
@@ -231,28 +234,108 @@ type pending struct {
 	out *Outgoing // nil: nothing to send
 }
 
+// maxBatch bounds the events handled at once.
+const maxBatch = 1024
+
+// run takes events from the stream in the background (so that fetching
+// and sending overlap) and handles whatever has arrived, in order.
 func (b *Bridge) run(ctx context.Context, cons jetstream.Consumer) {
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			if ctx.Err() == nil {
-				b.log.Warn("bridge: fetch", "err", err)
-				sleep(ctx, time.Second)
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * maxBatch))
+	if err != nil {
+		b.log.Error("bridge: consume", "err", err)
+		return
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	in := make(chan pending, maxBatch)
+	fetched := make(chan struct{})
+	go func() {
+		defer close(fetched)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				close(in)
+				return
 			}
-			continue
+			in <- b.decode(m)
 		}
-		var items []pending
-		for m := range batch.Messages() {
-			items = append(items, b.decode(m))
+	}()
+	defer func() {
+		it.Stop()
+		for range in { // let the fetcher finish
 		}
-		if len(items) > 0 {
-			b.handle(ctx, items)
-		} else if b.queueDepth() > 0 {
-			// Idle with a backlog: drain it without waiting for new events
-			// (protonmsg only drains when a new message comes).
-			b.drainQueue(ctx)
+		<-fetched
+	}()
+	idle := time.NewTicker(time.Second)
+	defer idle.Stop()
+	var held []pending
+	for ctx.Err() == nil {
+		items := held
+		held = nil
+		if len(items) == 0 {
+			select {
+			case p, ok := <-in:
+				if !ok {
+					return
+				}
+				items = append(items, p)
+			case <-idle.C:
+				// Idle with a backlog: drain it without waiting for new
+				// events (protonmsg only drains when a new message comes).
+				if b.queueDepth() > 0 {
+					b.drainQueue(ctx)
+				}
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		items = absorb(in, items)
+		if len(items) >= sendWindow {
+			// Under load, gather a bigger batch: each batch ends waiting for
+			// its last window to settle, which costs about one window's time.
+			items = linger(in, items, 5*time.Millisecond)
+		}
+		held = b.handle(ctx, items, in)
+	}
+}
+
+// linger appends events arriving within d of each other, up to maxBatch.
+func linger(in <-chan pending, items []pending, d time.Duration) []pending {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for len(items) < maxBatch {
+		select {
+		case p, ok := <-in:
+			if !ok {
+				return items
+			}
+			items = append(items, p)
+			if !t.Stop() {
+				<-t.C
+			}
+			t.Reset(d)
+		case <-t.C:
+			return items
 		}
 	}
+	return items
+}
+
+// absorb appends the events that have arrived, up to maxBatch.
+func absorb(in <-chan pending, items []pending) []pending {
+	for len(items) < maxBatch {
+		select {
+		case p, ok := <-in:
+			if !ok {
+				return items
+			}
+			items = append(items, p)
+		default:
+			return items
+		}
+	}
+	return items
 }
 
 func (b *Bridge) queueDepth() int {
@@ -287,7 +370,9 @@ func (b *Bridge) decode(m jetstream.Msg) pending {
 // handle sends a batch of events in order, after any queued ones. Events
 // no broker takes go to the queue when it is enabled, or are handed back to
 // the stream to be tried again (in order) when it is not.
-func (b *Bridge) handle(ctx context.Context, items []pending) {
+//
+// It returns events that arrived while it kept retrying, to be handled next.
+func (b *Bridge) handle(ctx context.Context, items []pending, in <-chan pending) (held []pending) {
 	var outs []*Outgoing
 	for _, it := range items {
 		if it.out != nil {
@@ -303,7 +388,13 @@ func (b *Bridge) handle(ctx context.Context, items []pending) {
 	// stream would hand newer ones out before redelivering these).
 	for len(rest) > 0 && !b.cfg.QueueEnabled && ctx.Err() == nil {
 		sleep(ctx, b.retryDelay())
+		// Newer events keep arriving (up to MaxAckPending): hold them,
+		// and keep every held event from being redelivered meanwhile.
+		held = absorb(in, held)
 		for _, it := range items {
+			_ = it.msg.InProgress()
+		}
+		for _, it := range held {
 			_ = it.msg.InProgress()
 		}
 		if b.queueDepth() > 0 && !b.drainQueue(ctx) {
@@ -318,35 +409,37 @@ func (b *Bridge) handle(ctx context.Context, items []pending) {
 		for i, o := range rest {
 			entries[i] = storage.QueueEntry{Seq: o.Seq, Address: o.Address, Props: o.Props, Body: o.Body, ID: o.ID, Created: queued}
 		}
-		if err := b.queue.Append(entries); err != nil {
+		for ctx.Err() == nil {
+			err := b.queue.Append(entries)
+			if err == nil {
+				b.log.Warn("bridge: no broker accepted; queued", "messages", len(rest), "first", rest[0].Seq)
+				b.refreshQueueStats()
+				rest = nil
+				break
+			}
 			b.log.Error("bridge: queue", "err", err)
-		} else {
-			b.log.Warn("bridge: no broker accepted; queued", "messages", len(rest), "first", rest[0].Seq)
-			b.refreshQueueStats()
-			rest = nil
+			sleep(ctx, time.Second)
 		}
 	}
-	// Ack what was sent or queued; hand the rest back in order.
+	// Ack, in order, what was sent or queued. Anything left (the bridge is
+	// stopping) stays unacked: the next start resumes from the first of it.
 	unsent := map[uint64]bool{}
 	for _, o := range rest {
 		unsent[o.Seq] = true
 	}
-	retry := false
 	for _, it := range items {
-		md, _ := it.msg.Metadata()
-		if retry || (it.out != nil && unsent[it.out.Seq]) {
-			retry = true
-			_ = it.msg.NakWithDelay(b.retryDelay())
-			continue
+		if it.out != nil && unsent[it.out.Seq] {
+			break
 		}
 		if it.out == nil {
 			b.count(func(s *Status) { s.Skipped++ })
 		}
-		if md != nil {
+		if md, err := it.msg.Metadata(); err == nil {
 			b.count(func(s *Status) { s.LastSeq = md.Sequence.Stream })
 		}
 		_ = it.msg.Ack()
 	}
+	return held
 }
 
 func (b *Bridge) retryDelay() time.Duration {

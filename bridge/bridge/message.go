@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -42,14 +43,20 @@ func Sendable(ev *bus.Event) bool {
 
 // Convert maps an event to the message protonmsg would send for it.
 func (c *Config) Convert(ev *bus.Event, created time.Time) (*Outgoing, error) {
-	body, err := parseOrdered(ev.Body)
-	if err != nil {
-		return nil, fmt.Errorf("event %d body: %w", ev.Seq, err)
+	if !json.Valid(ev.Body) {
+		return nil, fmt.Errorf("event %d body: not JSON", ev.Seq)
 	}
-	if c.ExtraLimit > 0 {
+	text := pythonize(ev.Body)
+	if c.ExtraLimit > 0 && extraLimited(ev.Address) {
+		// Only these bodies are decoded: the rest is rewritten in one pass.
+		body, err := parseOrdered(ev.Body)
+		if err != nil {
+			return nil, fmt.Errorf("event %d body: %w", ev.Seq, err)
+		}
 		if build := buildInfo(body, ev.Address); build != nil {
 			if extra, ok := build.get("extra"); ok && len(pythonJSON(extra)) > c.ExtraLimit {
 				build.del("extra")
+				text = pythonJSON(body)
 			}
 		}
 	}
@@ -61,10 +68,20 @@ func (c *Config) Convert(ev *bus.Event, created time.Time) (*Outgoing, error) {
 		Seq:     ev.Seq,
 		Address: c.TopicPrefix + "." + ev.Address,
 		Props:   props,
-		Body:    string(pythonJSON(body)),
+		Body:    string(text),
 		ID:      "kojibus-" + strconv.FormatUint(ev.Seq, 10),
 		Created: created,
 	}, nil
+}
+
+// extraLimited reports whether extra_limit applies to an address's bodies.
+func extraLimited(address string) bool {
+	switch address {
+	case "build.building", "build.complete", "build.deleted", "build.failed", "build.canceled",
+		"build.tag", "build.untag", "build.promote", "sign.rpm":
+		return true
+	}
+	return strings.HasPrefix(address, "import.")
 }
 
 // buildInfo finds the build whose extra extra_limit applies to: info in
@@ -298,4 +315,122 @@ func writePythonString(b *bytes.Buffer, s string) {
 		}
 	}
 	b.WriteByte('"')
+}
+
+// pythonize rewrites compact or spaced JSON as Python's json.dumps writes
+// it, in one pass without decoding: ", " and ": " separators, strings
+// re-escaped by Python's rules (ASCII only; \b and \f; "<", "/" and other
+// printable ASCII unescaped). The input must be valid JSON.
+func pythonize(raw []byte) []byte {
+	out := make([]byte, 0, len(raw)+len(raw)/8)
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch c {
+		case ' ', '\t', '\n', '\r':
+		case ',':
+			out = append(out, ',', ' ')
+		case ':':
+			out = append(out, ':', ' ')
+		case '"':
+			var n int
+			out, n = pythonString(out, raw[i:])
+			i += n - 1
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// pythonString re-escapes the JSON string at the start of s and returns
+// the output and the input length it used.
+func pythonString(out, s []byte) ([]byte, int) {
+	out = append(out, '"')
+	i := 1
+	for i < len(s) {
+		c := s[i]
+		switch {
+		case c == '"':
+			return append(out, '"'), i + 1
+		case c == '\\':
+			if i+1 >= len(s) {
+				return out, len(s)
+			}
+			e := s[i+1]
+			if e != 'u' {
+				r := map[byte]rune{'"': '"', '\\': '\\', '/': '/', 'b': '\b', 'f': '\f', 'n': '\n', 'r': '\r', 't': '\t'}[e]
+				out = pythonRune(out, r)
+				i += 2
+				continue
+			}
+			r, n := unicodeEscape(s[i:])
+			out = pythonRune(out, r)
+			i += n
+		case c < utf8.RuneSelf:
+			out = pythonRune(out, rune(c))
+			i++
+		default:
+			r, n := utf8.DecodeRune(s[i:])
+			out = pythonRune(out, r)
+			i += n
+		}
+	}
+	return out, i
+}
+
+// unicodeEscape decodes \uXXXX (and a following low surrogate).
+func unicodeEscape(s []byte) (rune, int) {
+	hex4 := func(b []byte) (rune, bool) {
+		if len(b) < 4 {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(string(b[:4]), 16, 32)
+		return rune(v), err == nil
+	}
+	r, ok := hex4(s[2:])
+	if !ok {
+		return utf8.RuneError, len(s)
+	}
+	if utf16.IsSurrogate(r) && len(s) >= 12 && s[6] == '\\' && s[7] == 'u' {
+		if r2, ok := hex4(s[8:]); ok {
+			if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
+				return d, 12
+			}
+		}
+	}
+	return r, 6
+}
+
+// pythonRune appends one character of a string as Python's json.dumps
+// (ensure_ascii) writes it.
+func pythonRune(out []byte, r rune) []byte {
+	const hex = "0123456789abcdef"
+	switch r {
+	case '"':
+		return append(out, '\\', '"')
+	case '\\':
+		return append(out, '\\', '\\')
+	case '\n':
+		return append(out, '\\', 'n')
+	case '\r':
+		return append(out, '\\', 'r')
+	case '\t':
+		return append(out, '\\', 't')
+	case '\b':
+		return append(out, '\\', 'b')
+	case '\f':
+		return append(out, '\\', 'f')
+	}
+	if r >= 0x20 && r < 0x7f {
+		return append(out, byte(r))
+	}
+	units := []rune{r}
+	if r > 0xffff {
+		r1, r2 := utf16.EncodeRune(r)
+		units = []rune{r1, r2}
+	}
+	for _, u := range units {
+		out = append(out, '\\', 'u', hex[u>>12&0xf], hex[u>>8&0xf], hex[u>>4&0xf], hex[u&0xf])
+	}
+	return out
 }

@@ -105,3 +105,30 @@ func FuzzConvert(f *testing.F) {
 		}
 	})
 }
+
+// pythonize (one pass) and pythonJSON (decode, then write) agree.
+func FuzzPythonize(f *testing.F) {
+	for _, s := range []string{`{"a":1,"b":[true,null,"x\u003cy\/z"],"c":{"d":"\u00e9\ud83d\ude00\b\f\u0001"}}`, `"\u2028"`, `[1.5e3, -0, {}]`, `{"k": "v"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if !json.Valid(raw) {
+			return
+		}
+		// A lone surrogate escape: Go's decoder makes it U+FFFD, Python
+		// (and pythonize) keep it; Go-encoded bodies never hold one.
+		lower := strings.ToLower(string(raw))
+		for _, p := range []string{`\ud8`, `\ud9`, `\uda`, `\udb`, `\udc`, `\udd`, `\ude`, `\udf`} {
+			if strings.Contains(lower, p[1:]) {
+				return
+			}
+		}
+		v, err := parseOrdered(raw)
+		if err != nil {
+			t.Fatalf("valid JSON refused: %v", err)
+		}
+		if a, b := string(pythonize(raw)), string(pythonJSON(v)); a != b {
+			t.Fatalf("pythonize %q\npythonJSON %q\nfrom %q", a, b, raw)
+		}
+	})
+}

@@ -1,0 +1,250 @@
+package bridge_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp "github.com/Azure/go-amqp"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kojibus/kojibus/bridge/bridge"
+	"github.com/kojibus/kojibus/bridge/rabbittest"
+	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/hubd/hub"
+)
+
+// Benchmarks of the bridge against a real RabbitMQ over amqps, each beside
+// its raw counterpart in the same run. Run with: go tool task bench.
+
+// orderedReceiver counts messages on /topic/koji.# and checks that their
+// sequence property grows; it returns a wait function.
+func orderedReceiver(b *testing.B, r *rabbittest.Broker, n int, seqOf func(*amqp.Message) uint64) func() {
+	got := r.Receive(b, "/topic/koji.#")
+	done := make(chan error, 1)
+	go func() {
+		var last uint64
+		for i := 0; i < n; i++ {
+			m := <-got
+			s := seqOf(m)
+			if s <= last {
+				done <- fmt.Errorf("message %d after %d: out of order", s, last)
+				return
+			}
+			last = s
+		}
+		done <- nil
+	}()
+	return func() {
+		select {
+		case err := <-done:
+			if err != nil {
+				b.Fatal(err)
+			}
+		case <-time.After(5 * time.Minute):
+			b.Fatal("receiver timed out")
+		}
+	}
+}
+
+func benchConf(b *testing.B, r *rabbittest.Broker) *bridge.Config {
+	conf := fmt.Sprintf("[broker]\nurls = %s\ncert = %s\ncacert = %s\ntopic_prefix = /topic/koji\nconnect_timeout = 5\nsend_timeout = 60\n[queue]\nenabled = true\n",
+		r.URL(), r.HubPEM, r.CA)
+	cfg, err := bridge.ParseConfig("protonmsg.conf", []byte(conf))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cfg
+}
+
+// BenchmarkDelivery: task events published to KOJI_EVENTS and delivered by
+// the bridge in order, beside a bare go-amqp sender keeping order with a
+// window of 64 in-flight sends.
+func BenchmarkDelivery(b *testing.B) {
+	r := rabbittest.Start(b)
+	h := hub.StartTestHub(b, nil)
+	body := `{"attribute": "state", "old": "FREE", "new": "OPEN", "info": {"id": 1, "method": "runroot", "arch": "noarch", "request": "` + strings.Repeat("x", 700) + `"}}`
+	var bareRate float64
+	b.Run("bare-go-amqp", func(b *testing.B) {
+		ctx := context.Background()
+		wait := orderedReceiver(b, r, b.N, func(m *amqp.Message) uint64 { v, _ := m.ApplicationProperties["seq"].(int64); return uint64(v) })
+		conn, err := r.Dial(ctx, r.HubPEM)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		sess, _ := conn.NewSession(ctx, nil)
+		snd, err := sess.NewSender(ctx, "/topic/koji.task.open", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ResetTimer()
+		start := time.Now()
+		var receipts []amqp.SendReceipt
+		for i := 1; i <= b.N; i++ {
+			// the same message the bridge sends
+			rc, err := snd.SendWithReceipt(ctx, &amqp.Message{Properties: &amqp.MessageProperties{MessageID: fmt.Sprintf("kojibus-%d", i)},
+				ApplicationProperties: map[string]any{"type": "TaskStateChange", "id": int64(i), "parent": nil, "method": "runroot",
+					"attribute": "state", "old": "FREE", "new": "OPEN", "seq": int64(i)}, Value: body}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			receipts = append(receipts, rc)
+			if len(receipts) >= 64 {
+				if _, err := receipts[0].Wait(ctx); err != nil {
+					b.Fatal(err)
+				}
+				receipts = receipts[1:]
+			}
+		}
+		for _, rc := range receipts {
+			if _, err := rc.Wait(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		wait()
+		b.StopTimer()
+		bareRate = float64(b.N) / time.Since(start).Seconds()
+		b.ReportMetric(bareRate, "msgs/s")
+	})
+	b.Run("bridge", func(b *testing.B) {
+		nc, err := bus.Connect(context.Background(), bus.ConnectConfig{URLs: []string{h.URL()}, User: bus.RoleBridge, Password: h.Embedded().Secrets[bus.RoleBridge]})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer nc.Close()
+		bjs, _ := jetstream.New(nc)
+		opts := bridge.Options{Config: benchConf(b, r), QueueDir: b.TempDir(), Name: fmt.Sprintf("bench%d", b.N)}
+		// The first start creates the bridge's consumer; the events are
+		// then published while it is stopped, and the hub has archived
+		// them, so that the timed part is the bridge delivering a backlog
+		// (as after an outage) and nothing else competes for the CPU.
+		br, err := bridge.New(nc, bjs, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := br.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		br.Stop()
+		js, _ := jetstream.New(h.Conn())
+		var last jetstream.PubAckFuture
+		for i := 1; i <= b.N; i++ {
+			m, _ := bus.EventToMsg(&bus.Event{ID: uint64(i), Address: "task.open",
+				Props: map[string]any{"type": "TaskStateChange", "id": i, "parent": nil, "method": "runroot", "attribute": "state", "old": "FREE", "new": "OPEN"},
+				Body:  []byte(body)})
+			if last, err = js.PublishMsgAsync(m); err != nil {
+				b.Fatal(err)
+			}
+		}
+		select {
+		case <-last.Ok():
+		case err := <-last.Err():
+			b.Fatal(err)
+		}
+		waitArchived(b, js)
+		wait := orderedReceiver(b, r, b.N, func(m *amqp.Message) uint64 {
+			var seq uint64
+			fmt.Sscanf(fmt.Sprint(m.Properties.MessageID), "kojibus-%d", &seq)
+			return seq
+		})
+		br, err = bridge.New(nc, bjs, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ResetTimer()
+		start := time.Now()
+		if err := br.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		defer br.Stop()
+		wait()
+		b.StopTimer()
+		rate := float64(b.N) / time.Since(start).Seconds()
+		b.ReportMetric(rate, "msgs/s")
+		if bareRate > 0 {
+			b.ReportMetric(bareRate/rate, "x-slower-than-bare")
+		}
+	})
+}
+
+// waitArchived waits until the hub's archive has taken every event.
+func waitArchived(b *testing.B, js jetstream.JetStream) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		stream, err := js.Stream(context.Background(), bus.EventsStream)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lister := stream.ListConsumers(context.Background())
+		busy := false
+		for ci := range lister.Info() {
+			if strings.HasPrefix(ci.Name, "archive-") && (ci.NumPending > 0 || ci.NumAckPending > 0) {
+				busy = true
+			}
+		}
+		if !busy {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("archive did not catch up")
+		}
+		time.Sleep(50 * time.Millisecond) // consumer state has no change feed
+	}
+}
+
+// BenchmarkHubWithBridge: tasks created per second (8 clients) with the
+// bridge off, then on, in the same run.
+func BenchmarkHubWithBridge(b *testing.B) {
+	r := rabbittest.Start(b)
+	h := hub.StartTestHub(b, nil)
+	create := func(b *testing.B) float64 {
+		var wg sync.WaitGroup
+		var next atomic.Int64
+		b.ResetTimer()
+		start := time.Now()
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= int64(b.N) {
+					if err := h.Admin.Call(context.Background(), "makeTask", []any{"sleep", []any{0}}, nil, nil); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		b.StopTimer()
+		rate := float64(b.N) / time.Since(start).Seconds()
+		b.ReportMetric(rate, "tasks/s")
+		return rate
+	}
+	var off float64
+	b.Run("bridge-off", func(b *testing.B) { off = create(b) })
+	b.Run("bridge-on", func(b *testing.B) {
+		nc, err := bus.Connect(context.Background(), bus.ConnectConfig{URLs: []string{h.URL()}, User: bus.RoleBridge, Password: h.Embedded().Secrets[bus.RoleBridge]})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer nc.Close()
+		bjs, _ := jetstream.New(nc)
+		br, err := bridge.New(nc, bjs, bridge.Options{Config: benchConf(b, r), QueueDir: b.TempDir(), Name: fmt.Sprintf("hubbench%d", b.N)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := br.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		defer br.Stop()
+		on := create(b)
+		if off > 0 {
+			b.ReportMetric(on/off, "x-of-bridge-off")
+		}
+	})
+}

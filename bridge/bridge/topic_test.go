@@ -1,0 +1,102 @@
+package bridge_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kojibus/kojibus/bridge/bridge"
+	"github.com/kojibus/kojibus/bridge/rabbittest"
+	"github.com/kojibus/kojibus/hubd/hub"
+)
+
+// endpointMsg is what testdata/amqp_endpoint.py prints per message.
+type endpointMsg struct {
+	Address    string            `json:"address"`
+	Properties map[string]any    `json:"properties"`
+	PropTypes  map[string]string `json:"property_types"`
+	Body       any               `json:"body"`
+	BodyType   string            `json:"body_type"`
+	ID         any               `json:"id"`
+	TTL        float64           `json:"ttl"`
+}
+
+// startEndpoint runs the proton test endpoint on a free port.
+func startEndpoint(t *testing.T) (string, <-chan endpointMsg) {
+	t.Helper()
+	url := fmt.Sprintf("amqp://127.0.0.1:%d", rabbittest.FreePort(t))
+	cmd := exec.Command("/usr/bin/python3", filepath.Join("testdata", "amqp_endpoint.py"), url)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("python3-qpid-proton endpoint (go tool task deps installs it): %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	msgs := make(chan endpointMsg, 100)
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var m endpointMsg
+			if json.Unmarshal(sc.Bytes(), &m) != nil {
+				continue
+			}
+			if m.Address == "" {
+				close(ready) // {"listening": ...}
+				continue
+			}
+			msgs <- m
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("endpoint did not start")
+	}
+	return url, msgs
+}
+
+// protonmsg's default prefix form, topic://koji, against an AMQP 1.0 peer
+// that accepts it (RabbitMQ refuses topic:// addresses; Debian's ActiveMQ
+// has no AMQP transport): a proton endpoint receives the bridge's message.
+func TestTopicPrefixForm(t *testing.T) {
+	url, msgs := startEndpoint(t)
+	h := hub.StartTestHub(t, nil)
+	dir := t.TempDir()
+	conf := fmt.Sprintf("[broker]\nurls = %s\ntopic_prefix = koji\nconnect_timeout = 5\nsend_timeout = 10\n[message]\nttl = 60\n", url)
+	cfg, err := bridge.ParseConfig("protonmsg.conf", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{hub: h, dir: dir}
+	s.start(t, cfg, nil)
+	var id int64
+	call(t, "makeTask", h.Admin, []any{"sleep", []any{0}}, nil, &id)
+	select {
+	case m := <-msgs:
+		if m.Address != "topic://koji.task.free" {
+			t.Errorf("address %q, want topic://koji.task.free", m.Address)
+		}
+		if m.Properties["type"] != "TaskStateChange" || m.Properties["id"] != float64(id) || m.Properties["new"] != "FREE" {
+			t.Errorf("properties %v", m.Properties)
+		}
+		if m.PropTypes["id"] != "int" || m.PropTypes["parent"] != "NoneType" {
+			t.Errorf("property types %v: id must arrive as a Python int, parent as None", m.PropTypes)
+		}
+		if m.BodyType != "str" || m.TTL != 60 || fmt.Sprint(m.ID) == "" {
+			t.Errorf("body type %s ttl %v id %v, want str, 60, kojibus-<seq>", m.BodyType, m.TTL, m.ID)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the endpoint got nothing")
+	}
+}
