@@ -137,10 +137,10 @@ func (b *Bridge) Start(ctx context.Context) error {
 // (acks are sent in order, so few) are sent again; their message-id tells.
 func (b *Bridge) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	cfg := jetstream.ConsumerConfig{
-		Durable:       ConsumerPrefix + b.opts.Name,
-		Description:   "protonmsg bridge " + b.opts.Name,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       time.Minute, // extended with InProgress while retrying
+		Durable:     ConsumerPrefix + b.opts.Name,
+		Description: "protonmsg bridge " + b.opts.Name,
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     time.Minute, // extended with InProgress while retrying
 		// Room for the next batch to arrive while one is being sent.
 		MaxAckPending: 4 * maxBatch,
 		DeliverPolicy: jetstream.DeliverNewPolicy,
