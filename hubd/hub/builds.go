@@ -694,21 +694,6 @@ func (s *Server) cancelBuild(ctx context.Context, c *registry.Call) (any, error)
 	})
 }
 
-// checkTagPolicy is the 'tag' policy hook (Koji's assert_policy('tag', data)).
-// data carries tag, build, fromtag (ids, 0 = None), operation ("tag", "move",
-// "untag"), user_id and force. Until policies are configurable the default
-// allows holders of admin or tag; an admin using force passes any policy.
-var checkTagPolicy = func(v state.View, data map[string]any) error {
-	uid, _ := data["user_id"].(int64)
-	if viewHasPerm(v, uid, "tag", true) {
-		return nil
-	}
-	if force, _ := data["force"].(bool); force && viewHasPerm(v, uid, "admin", false) {
-		return nil
-	}
-	return bus.ActionNotAllowed("policy violation (tag)")
-}
-
 // assertTagAccess is Koji's assert_tag_access: a locked tag, or a tag that
 // requires a permission the user lacks, refuses changes unless an admin forces.
 func assertTagAccess(v state.View, userID int64, t *tagRecord, force bool) error {
@@ -790,7 +775,7 @@ func (s *Server) tagBuild(ctx context.Context, c *registry.Call) (any, error) {
 		if from != nil {
 			policy["fromtag"], policy["operation"] = from.ID, "move"
 		}
-		if err := checkTagPolicy(tx.View, policy); err != nil {
+		if err := s.assertPolicy(tx.View, "tag", policy, c, force); err != nil {
 			return nil, err
 		}
 		if _, _, tagged := tx.Get(taggedKey(t.ID, b.ID)); tagged && !force {
@@ -853,7 +838,7 @@ func (s *Server) untagBuild(ctx context.Context, c *registry.Call) (any, error) 
 		}
 		uid := c.Caller.UserID
 		policy := map[string]any{"tag": int64(0), "build": b.ID, "fromtag": t.ID, "operation": "untag", "user_id": uid, "force": force}
-		if err := checkTagPolicy(tx.View, policy); err != nil {
+		if err := s.assertPolicy(tx.View, "tag", policy, c, force); err != nil {
 			return nil, err
 		}
 		if err := assertTagAccess(tx.View, uid, t, force); err != nil {

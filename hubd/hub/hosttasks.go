@@ -288,7 +288,7 @@ func (s *Server) hostSubtask(ctx context.Context, c *registry.Call) (any, error)
 		}
 		o := opts
 		o.Parent = &parent
-		t, err := createTaskTx(tx, c.Caller, method, request, o)
+		t, err := s.createTaskTx(tx, c.Caller, method, request, o)
 		if err != nil {
 			return nil, err
 		}

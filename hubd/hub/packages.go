@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/hubd/internal/policy"
 	"github.com/kojibus/kojibus/hubd/internal/registry"
 	"github.com/kojibus/kojibus/hubd/internal/state"
 )
@@ -189,23 +190,18 @@ func inheritedPackage(v state.View, tagID, pkgID int64) *tagPackageRecord {
 	return nil
 }
 
-// checkPackageListPolicy is the package_list policy. Until the policy
-// engine exists it is Koji's default rule set:
-//
-//	has_perm admin :: allow
-//	has_perm tag :: allow
-//	all :: deny Only admin/tag can do this via default policy
-//
-// force lets an admin through a denial, as assert_policy does.
-func checkPackageListPolicy(v state.View, c *registry.Call, t *tagRecord, action, pkg string, force bool) error {
+// checkPackageListPolicy is the package_list policy (Koji's default:
+// admin or tag), then the tag's lock. force lets an admin through a denial,
+// as assert_policy does.
+func (s *Server) checkPackageListPolicy(v state.View, c *registry.Call, t *tagRecord, action, pkg string, force bool) error {
 	if !c.LoggedIn() {
 		return bus.ActionNotAllowed("you must be logged in for this operation")
 	}
-	uid := c.Caller.UserID
-	if viewHasPerm(v, uid, "admin", false) || viewHasPerm(v, uid, "tag", false) {
-		return assertTagUnlocked(v, c, t)
+	data := policy.Data{"tag": t.ID, "action": action, "package": pkg, "force": force, "user_id": c.Caller.UserID}
+	if err := s.assertPolicy(v, "package_list", data, c, force); err != nil {
+		return err
 	}
-	return bus.ActionNotAllowed("policy violation (package_list): Only admin/tag can do this via default policy")
+	return assertTagUnlocked(v, c, t)
 }
 
 func (s *Server) emitPackageEvent(tx *state.Txn, c *registry.Call, action string, t *tagRecord, p *bus.Package, extra map[string]any) {
@@ -257,7 +253,7 @@ func (s *Server) pkglistAdd(tx *state.Txn, c *registry.Call, a pkgAddArgs) (any,
 	} else if a.block != nil && *a.block {
 		action = "block"
 	}
-	if err := checkPackageListPolicy(tx.View, c, t, action, refValue(a.pkg), a.force); err != nil {
+	if err := s.checkPackageListPolicy(tx.View, c, t, action, refValue(a.pkg), a.force); err != nil {
 		return nil, err
 	}
 	if !pkgOK {
@@ -449,7 +445,7 @@ func (s *Server) registerPackages() {
 					if !ok {
 						return nil, bus.GenericError("No such entry in table package: %s", refValue(pkg))
 					}
-					if err := checkPackageListPolicy(tx.View, c, t, "unblock", p.Name, force); err != nil {
+					if err := s.checkPackageListPolicy(tx.View, c, t, "unblock", p.Name, force); err != nil {
 						return nil, err
 					}
 					prev := inheritedPackage(tx.View, t.ID, p.ID)
@@ -507,7 +503,7 @@ func (s *Server) registerPackages() {
 					if !ok {
 						return nil, bus.GenericError("No such entry in table package: %s", refValue(pkg))
 					}
-					if err := checkPackageListPolicy(tx.View, c, t, "remove", p.Name, force); err != nil {
+					if err := s.checkPackageListPolicy(tx.View, c, t, "remove", p.Name, force); err != nil {
 						return nil, err
 					}
 					if _, _, present := tx.Get(tagPkgKey(t.ID, p.ID)); !present {

@@ -37,6 +37,7 @@ func Run(args []string, stderr io.Writer) int {
 	hostTimeout := fs.Duration("host-timeout", 60*time.Second, "a ready host silent this long loses its tasks to other builders")
 	maxRetries := fs.Int("max-task-retries", 3, "how often a task is dispatched again after losing its host before it fails")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	hubConf := fs.String("config", "", "Koji's hub.conf: [policy] policies, [hub] MissingPolicyOk (re-read on SIGHUP)")
 	protonConf := fs.String("protonmsg-conf", "", "Koji's protonmsg.conf: run the protonmsg bridge inside hubd (as kojibridge does)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -67,7 +68,7 @@ func Run(args []string, stderr io.Writer) int {
 		NATSCA: *natsCA, NATSCert: *natsCert, NATSKey: *natsKey,
 		ListenHost: host, ListenPort: port, Durability: dur, SyncInterval: interval,
 		Replicas: *replicas, SessionLifetime: *sessionLife, ClientCAFile: *clientCA, Logger: log,
-		HostTimeout: *hostTimeout, MaxTaskRetries: *maxRetries,
+		HostTimeout: *hostTimeout, MaxTaskRetries: *maxRetries, HubConf: *hubConf,
 	}
 	if *protonConf != "" {
 		pc, err := bridge.LoadConfig(*protonConf)
@@ -95,7 +96,17 @@ func Run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log.Info("hubd ready", "nats", srv.URL(), "data", *dataDir, "durability", string(dur), "profile", srv.ProfilePath())
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for done := false; !done; {
+		select {
+		case <-hup:
+			_ = srv.ReloadConfig(ctx) // logged; a bad file leaves the running policies
+		case <-ctx.Done():
+			done = true
+		}
+	}
 	log.Info("hubd stopping")
 	srv.Stop()
 	return 0

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kojibus/kojibus/bridge/bridge"
 	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/hubd/internal/policy"
 	"github.com/kojibus/kojibus/hubd/internal/registry"
 	"github.com/kojibus/kojibus/hubd/internal/state"
 )
@@ -51,6 +52,9 @@ type Config struct {
 	HostTimeout time.Duration
 	// MaxTaskRetries bounds how often a task is re-dispatched after losing its host (default 3).
 	MaxTaskRetries int
+	// HubConf is Koji's hub.conf: [policy] and [hub] MissingPolicyOk,
+	// Plugins. Empty: Koji's default policies.
+	HubConf string
 	// Protonmsg, when set, runs the protonmsg bridge inside the hub
 	// (queue in <data>/protonmsg-queue, consumer bridge-hubd).
 	Protonmsg *bridge.Config
@@ -72,6 +76,11 @@ type Server struct {
 	knownConsumers sync.Map
 	extraConns     []*nats.Conn // the store's and the relay's connections
 	bridge         *bridge.Bridge
+
+	policyMu  sync.RWMutex
+	policies  *policy.Set
+	hubConf   *HubConf
+	policyReg *policy.Registry
 
 	handlesMu sync.Mutex
 	uploads   jetstream.Stream      // KOJI_UPLOADS, see uploadsStream
@@ -164,6 +173,10 @@ func (s *Server) Start(ctx context.Context) error {
 }
 
 func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error {
+	s.policyReg = newPolicyRegistry()
+	if err := s.loadPolicies(); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
 	nc, err := bus.Connect(ctx, cc)
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/hubd/internal/policy"
 	"github.com/kojibus/kojibus/hubd/internal/registry"
 	"github.com/kojibus/kojibus/hubd/internal/state"
 )
@@ -87,7 +88,7 @@ type taskOpts struct {
 // chooseChannel/choosePriority), stores the task and emits task.free (or
 // task.assigned when pinned to a host). A child with an existing label is
 // returned instead of created (idempotent failover, as Koji).
-func createTaskTx(tx *state.Txn, caller *registry.Caller, method string, request json.RawMessage, o taskOpts) (*taskRecord, error) {
+func (s *Server) createTaskTx(tx *state.Txn, caller *registry.Caller, method string, request json.RawMessage, o taskOpts) (*taskRecord, error) {
 	if method == "" {
 		return nil, bus.ParameterError("task method must not be empty")
 	}
@@ -148,7 +149,7 @@ func createTaskTx(tx *state.Txn, caller *registry.Caller, method string, request
 		}
 		t.Weight = *o.Weight
 	}
-	ch, err := chooseChannel(tx.View, o.Channel, parent)
+	ch, err := s.taskPolicies(tx.View, t, o, parent)
 	if err != nil {
 		return nil, err
 	}
@@ -183,6 +184,83 @@ func createTaskTx(tx *state.Txn, caller *registry.Caller, method string, request
 	// says FREE even for a task created ASSIGNED.
 	emitTaskState(tx, t, nil)
 	return t, nil
+}
+
+// taskPolicies applies the channel and priority policies as Koji's
+// make_task does; it returns the channel and adjusts t.Priority.
+func (s *Server) taskPolicies(v state.View, t *taskRecord, o taskOpts, parent *taskRecord) (*bus.Channel, error) {
+	data := policy.Data{"method": t.Method, "arch": t.Arch, "label": nil, "owner": t.Owner, "user_id": t.Owner, "parent": nil}
+	if t.Label != nil {
+		data["label"] = *t.Label
+	}
+	if parent != nil {
+		data["parent"] = parent.ID
+	}
+	var requested *bus.Channel
+	if o.Channel != nil {
+		data["req_channel"] = *o.Channel
+		ch, err := chooseChannel(v, o.Channel, nil)
+		if err != nil {
+			return nil, err
+		}
+		requested = ch
+	}
+	res, err := s.applyPolicy(v, "channel", data)
+	if err != nil {
+		return nil, err
+	}
+	var ch *bus.Channel
+	words := strings.Fields(res)
+	switch {
+	case len(words) == 0:
+		// no rule matched: Koji logs and uses the default channel
+		if ch, err = chooseChannel(v, nil, nil); err != nil {
+			return nil, err
+		}
+	case words[0] == "use" && len(words) > 1:
+		if ch, err = chooseChannel(v, &words[1], nil); err != nil {
+			return nil, err
+		}
+	case words[0] == "parent":
+		if parent == nil {
+			return nil, bus.GenericError("Invalid channel policy result (no parent task): %s", res)
+		}
+		if ch, err = chooseChannel(v, nil, parent); err != nil {
+			return nil, err
+		}
+	case words[0] == "req":
+		if requested == nil {
+			return nil, bus.GenericError("Invalid channel policy result (no channel requested): %s", res)
+		}
+		ch = requested
+	case words[0] == "use":
+		return nil, bus.GenericError("Invalid result from channel policy")
+	default:
+		return nil, bus.GenericError("Invalid channel policy result: %s", res)
+	}
+	res, err = s.applyPolicy(v, "priority", data)
+	if err != nil {
+		return nil, err
+	}
+	words = strings.Fields(res)
+	switch {
+	case len(words) == 0 || words[0] == "stay":
+	case (words[0] == "set" || words[0] == "adjust") && len(words) > 1:
+		n, err := strconv.Atoi(words[1])
+		if err != nil {
+			return nil, bus.GenericError("Invalid result from priority policy")
+		}
+		if words[0] == "set" {
+			t.Priority = n
+		} else {
+			t.Priority += n
+		}
+	case words[0] == "set" || words[0] == "adjust":
+		return nil, bus.GenericError("Invalid result from priority policy")
+	default:
+		return nil, bus.GenericError("Invalid priority policy result: %s", res)
+	}
+	return ch, nil
 }
 
 // chooseChannel applies Koji's default channel policy: the requested

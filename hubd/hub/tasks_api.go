@@ -131,7 +131,7 @@ func (s *Server) makeTask(ctx context.Context, c *registry.Call) (any, error) {
 		return nil, err
 	}
 	return s.update(ctx, c, func(tx *state.Txn) (any, error) {
-		t, err := createTaskTx(tx, c.Caller, method, request, opts)
+		t, err := s.createTaskTx(tx, c.Caller, method, request, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -408,7 +408,7 @@ func (s *Server) resubmitTask(ctx context.Context, c *registry.Call) (any, error
 		var channel bus.Channel
 		_, _ = tx.GetJSON(channelKey(t.ChannelID), &channel)
 		owner, arch, prio, weight := t.Owner, t.Arch, t.Priority, t.Weight
-		nt, err := createTaskTx(tx, c.Caller, t.Method, t.Request, taskOpts{
+		nt, err := s.createTaskTx(tx, c.Caller, t.Method, t.Request, taskOpts{
 			Owner: &owner, Arch: &arch, Priority: &prio, Channel: &channel.Name, Weight: &weight,
 		})
 		if err != nil {
