@@ -152,6 +152,31 @@ func (h *Hub) start() {
 	}
 }
 
+// Hup sends SIGHUP (re-read hub.conf) and waits for the hub to log the
+// outcome; it returns that log line.
+func (h *Hub) Hup() string {
+	h.t.Helper()
+	h.mu.Lock()
+	cmd := h.cmd
+	h.mu.Unlock()
+	before := strings.Count(h.log.String(), "configuration ")
+	_ = cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if log := h.log.String(); strings.Count(log, "configuration ") > before {
+			lines := strings.Split(strings.TrimSpace(log), "\n")
+			for i := len(lines) - 1; i >= 0; i-- {
+				if strings.Contains(lines[i], "configuration ") {
+					return lines[i]
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // the log is the only sign of a reload
+	}
+	h.t.Fatalf("no reload logged after SIGHUP:\n%s", h.log.String())
+	return ""
+}
+
 // Kill9 kills hubd with SIGKILL and waits for it to be gone.
 func (h *Hub) Kill9() {
 	h.t.Helper()

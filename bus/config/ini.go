@@ -203,6 +203,14 @@ func (s *Section) Get(key string) (string, bool) {
 	return "", false
 }
 
+// Line returns the line of an option in the file (0 when absent).
+func (s *Section) Line(key string) int {
+	if s == nil {
+		return 0
+	}
+	return s.lines[strings.ToLower(key)]
+}
+
 // String returns an option or def.
 func (s *Section) String(key, def string) string {
 	if v, ok := s.Get(key); ok {

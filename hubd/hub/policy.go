@@ -8,6 +8,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -24,13 +25,14 @@ func init() { domainRegistrars = append(domainRegistrars, (*Server).registerPoli
 // HubConf is what hubd reads from Koji's hub.conf.
 type HubConf struct {
 	Policies  map[string]string // [policy]: name -> rules
+	lines     map[string]int    // the line of each policy's option in the file
 	MissingOK bool              // [hub] MissingPolicyOk (default true)
 	Plugins   []string          // [hub] Plugins
 }
 
 // LoadHubConf reads hub.conf; "" gives the defaults.
 func LoadHubConf(path string) (*HubConf, error) {
-	hc := &HubConf{Policies: map[string]string{}, MissingOK: true}
+	hc := &HubConf{Policies: map[string]string{}, MissingOK: true, lines: map[string]int{}}
 	if path == "" {
 		return hc, nil
 	}
@@ -48,6 +50,7 @@ func LoadHubConf(path string) (*HubConf, error) {
 		for _, name := range p.Keys() {
 			text, _ := p.Get(name)
 			hc.Policies[name] = text
+			hc.lines[name] = p.Line(name)
 		}
 	}
 	return hc, nil
@@ -357,6 +360,12 @@ func (s *Server) loadPolicies() error {
 		policies[name] = text
 	}
 	set, err := policy.NewSet(policies, s.policyReg, hc.MissingOK)
+	var pe *policy.ParseError
+	if errors.As(err, &pe) && hc.lines[pe.Policy] > 0 {
+		// The policy's text starts on its option's line.
+		return &config.ParseError{File: s.cfg.HubConf, Line: hc.lines[pe.Policy] + max(pe.Line, 1) - 1,
+			Msg: fmt.Sprintf("[policy] %s: %s", pe.Policy, pe.Reason)}
+	}
 	if err != nil {
 		return fmt.Errorf("hub configuration %s: %w", s.cfg.HubConf, err)
 	}
