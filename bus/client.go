@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,11 +23,14 @@ type Client struct {
 	// same request id (default 2); the hub acts on it at most once.
 	Retries int
 	closeNC bool
+	// seenRev is the highest state revision a reply carried (HeaderRev),
+	// shared with the copies WithSession makes.
+	seenRev *atomic.Uint64
 }
 
 // NewClient wraps a connection.
 func NewClient(nc *nats.Conn) *Client {
-	return &Client{nc: nc, Timeout: 30 * time.Second, Retries: 2}
+	return &Client{nc: nc, Timeout: 30 * time.Second, Retries: 2, seenRev: new(atomic.Uint64)}
 }
 
 // Conn returns the underlying connection.
@@ -95,6 +100,9 @@ func (c *Client) CallBody(ctx context.Context, method string, body []byte) (json
 	if c.session != "" {
 		msg.Header.Set(HeaderSession, c.session)
 	}
+	if rev := c.seenRev.Load(); rev > 0 {
+		msg.Header.Set(HeaderMinRev, strconv.FormatUint(rev, 10))
+	}
 	var lastErr error
 	for attempt := 0; attempt <= c.Retries; attempt++ {
 		rctx, cancel := context.WithTimeout(ctx, c.Timeout)
@@ -114,6 +122,10 @@ func (c *Client) CallBody(ctx context.Context, method string, body []byte) (json
 				continue
 			}
 			return nil, fmt.Errorf("%s: %w", method, err)
+		}
+		if rev, err := strconv.ParseUint(resp.Header.Get(HeaderRev), 10, 64); err == nil {
+			for cur := c.seenRev.Load(); rev > cur && !c.seenRev.CompareAndSwap(cur, rev); cur = c.seenRev.Load() {
+			}
 		}
 		var r Response
 		if err := json.Unmarshal(resp.Data, &r); err != nil {

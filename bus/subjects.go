@@ -108,6 +108,12 @@ func unhex(c byte) int {
 const (
 	// HeaderSession carries "<session-id>-<session-key>" on API requests.
 	HeaderSession = "Koji-Session"
+	// HeaderRev, on an API reply, is the state revision the answering hub
+	// had reached; HeaderMinRev, on a request, is the highest one the client
+	// has seen: a hub waits until its view has reached it before answering,
+	// so a client reads its own writes whichever hub answers.
+	HeaderRev    = "Kojibus-State-Rev"
+	HeaderMinRev = "Kojibus-Min-Rev"
 	// HeaderRequestID makes a write idempotent: a retry with the same id returns the first result.
 	HeaderRequestID = "Koji-Request-Id"
 	// HeaderEventID is the monotonic Koji event id of the change that produced an event.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -58,6 +59,15 @@ func (s *Server) handle(m *nats.Msg) {
 		session = m.Header.Get(bus.HeaderSession)
 		requestID = m.Header.Get(bus.HeaderRequestID)
 	}
+	// Read your writes across hubs: wait until this hub's view has what the
+	// client has already seen from another.
+	if minRev, perr := strconv.ParseUint(m.Header.Get(bus.HeaderMinRev), 10, 64); perr == nil && minRev > 0 {
+		wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+		if werr := s.store.WaitApplied(wctx, minRev); werr != nil {
+			s.log.Warn("api: view behind the client", "method", method, "want", minRev, "err", werr)
+		}
+		wcancel()
+	}
 	result, err := s.Dispatch(ctx, method, session, requestID, m.Data)
 	resp := bus.Response{}
 	if err != nil {
@@ -74,7 +84,10 @@ func (s *Server) handle(m *nats.Msg) {
 		}
 	}
 	out, _ := json.Marshal(resp)
-	if err := m.Respond(out); err != nil {
+	reply := nats.NewMsg(m.Reply)
+	reply.Data = out
+	reply.Header.Set(bus.HeaderRev, strconv.FormatUint(s.store.Applied(), 10))
+	if err := m.RespondMsg(reply); err != nil {
 		s.log.Warn("api: respond", "method", method, "err", err)
 	}
 }

@@ -221,7 +221,7 @@ func validateBuildData(d *newBuildData) error {
 
 // newBuildTx is Koji's new_build inside a transaction: creates the package if
 // missing, recycles a FAILED or CANCELED build of the same NVR, emits build.<state>.
-func newBuildTx(tx *state.Txn, c *registry.Call, d *newBuildData) (*bus.Build, error) {
+func (s *Server) newBuildTx(tx *state.Txn, c *registry.Call, d *newBuildData) (*bus.Build, error) {
 	ownerID := c.Caller.UserID
 	if d.Owner != nil {
 		u, ok := lookupUser(tx.View, *d.Owner)
@@ -271,6 +271,9 @@ func newBuildTx(tx *state.Txn, c *registry.Call, d *newBuildData) (*bus.Build, e
 		PackageID: pkgID, PackageName: d.Name, Name: d.Name, Version: d.Version, Release: d.Release,
 		Epoch: d.Epoch, Draft: d.Draft, State: d.State, TaskID: d.TaskID, OwnerID: owner.ID, OwnerName: owner.Name,
 		VolumeName: "DEFAULT", CreationTime: kojiTime(now), CreationTS: now, Source: d.Source, Extra: d.Extra,
+	}
+	if err := s.applyVolumePolicy(tx.View, b); err != nil {
+		return nil, err
 	}
 	start := now
 	if d.StartTS != nil {
@@ -448,7 +451,7 @@ func (s *Server) importBuild(ctx context.Context, c *registry.Call) (any, error)
 	if err := validateBuildData(d); err != nil {
 		return nil, err
 	}
-	res, err := s.update(ctx, c, func(tx *state.Txn) (any, error) { return newBuildTx(tx, c, d) })
+	res, err := s.update(ctx, c, func(tx *state.Txn) (any, error) { return s.newBuildTx(tx, c, d) })
 	if err != nil {
 		return nil, err
 	}
@@ -497,7 +500,7 @@ func (s *Server) createEmptyBuild(ctx context.Context, c *registry.Call) (any, e
 		return nil, err
 	}
 	return s.update(ctx, c, func(tx *state.Txn) (any, error) {
-		b, err := newBuildTx(tx, c, d)
+		b, err := s.newBuildTx(tx, c, d)
 		if err != nil {
 			return nil, err
 		}

@@ -401,12 +401,75 @@ func (s *Server) applyPolicy(v state.View, name string, data policy.Data) (strin
 	return ev.Apply(name, data)
 }
 
+// applyVolumePolicy is Koji's check_volume_policy(strict=False) when a
+// build is created: the policy names the volume; no match, or a volume
+// that does not exist, gives DEFAULT (logged). kojibus has only DEFAULT.
+func (s *Server) applyVolumePolicy(v state.View, b *bus.Build) error {
+	data := policy.Data{"package": b.Name, "version": b.Version, "release": b.Release, "user_id": b.OwnerID, "draft": b.Draft}
+	if b.Source != nil {
+		data["source"] = *b.Source
+	}
+	res, err := s.applyPolicy(v, "volume", data)
+	if err != nil {
+		return err
+	}
+	name := strings.TrimSpace(res)
+	if name != "" && name != "DEFAULT" {
+		s.log.Error("volume policy returned an unknown volume; using DEFAULT", "volume", name, "build", b.Name+"-"+b.Version+"-"+b.Release)
+	}
+	b.VolumeID, b.VolumeName = 0, "DEFAULT"
+	return nil
+}
+
 func (s *Server) registerPolicy() {
 	s.reg.Register(registry.Method{
+		Name: "host.assertPolicy", Doc: "Assert a policy for a builder task (ActionNotAllowed when denied)",
+		Params: []registry.Param{registry.P("name"), registry.P("data"), registry.Opt("force", false)},
+		Access: registry.HostOnly, Handler: s.hostPolicy(true),
+	}, registry.Method{
+		Name: "host.evalPolicy", Doc: "Evaluate a policy for a builder task: the action, or None",
+		Params: []registry.Param{registry.P("name"), registry.P("data")},
+		Access: registry.HostOnly, Handler: s.hostPolicy(false),
+	}, registry.Method{
 		Name: "checkPolicy", Doc: "kojibus: evaluate a policy against data without acting: {result, reason, rule, trace}",
 		Params: []registry.Param{registry.P("name"), registry.P("data"), registry.Opt("force", false)},
 		Perm:   "admin", Handler: s.checkPolicyCall,
 	})
+}
+
+// hostPolicy serves host.assertPolicy and host.evalPolicy: builder tasks
+// consult build_rpm, build_from_srpm, build_from_repo_id and
+// build_from_scm through them, as kojid does.
+func (s *Server) hostPolicy(assert bool) registry.Handler {
+	return func(ctx context.Context, c *registry.Call) (any, error) {
+		name, err := c.String("name")
+		if err != nil {
+			return nil, err
+		}
+		var data map[string]any
+		if err := c.Decode("data", &data); err != nil {
+			return nil, err
+		}
+		if data == nil {
+			data = map[string]any{}
+		}
+		var out any
+		err = s.store.Read(func(v state.View) error {
+			if assert {
+				force, err := c.Bool("force")
+				if err != nil {
+					return err
+				}
+				return s.assertPolicy(v, name, data, c, force)
+			}
+			res, err := s.applyPolicy(v, name, data)
+			if res != "" {
+				out = res
+			}
+			return err
+		})
+		return out, err
+	}
 }
 
 func (s *Server) checkPolicyCall(ctx context.Context, c *registry.Call) (any, error) {

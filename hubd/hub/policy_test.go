@@ -242,3 +242,46 @@ func TestHubPolicyTests(t *testing.T) {
 		})
 	}
 }
+
+// Builder tasks consult the build policies through host.assertPolicy and
+// host.evalPolicy; users cannot call them.
+func TestHostPolicyCalls(t *testing.T) {
+	h := StartTestHub(t, func(c *Config) {
+		c.HubConf = writeHubConf(t, "[policy]\nbuild_from_srpm =\n    match source *.src.rpm :: deny no srpm builds\n    all :: allow\n")
+	})
+	host := h.AddHost(t, "b1", "x86_64")
+	ctx := context.Background()
+	err := host.Client.Call(ctx, "host.assertPolicy", []any{"build_from_srpm", map[string]any{"source": "bash.src.rpm"}}, nil, nil)
+	wantFault(t, err, bus.CodeActionNotAllowed, "policy violation (build_from_srpm): no srpm builds")
+	if err := host.Client.Call(ctx, "host.assertPolicy", []any{"build_from_srpm", map[string]any{"source": "git+https://src/bash"}}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var res any
+	if err := host.Client.Call(ctx, "host.evalPolicy", []any{"channel", map[string]any{"method": "x"}}, nil, &res); err != nil || res != "use default" {
+		t.Fatalf("evalPolicy: %v %v", res, err)
+	}
+	if err := h.Admin.Call(ctx, "host.evalPolicy", []any{"channel", map[string]any{}}, nil, nil); err == nil {
+		t.Fatal("a user called a host method")
+	}
+}
+
+// The volume policy is consulted when a build is created: an answer other
+// than DEFAULT falls back to it (kojibus has one volume; Koji's non-strict
+// check), and a policy that fails fails the call, changing nothing.
+func TestVolumePolicy(t *testing.T) {
+	h := StartTestHub(t, func(c *Config) {
+		c.HubConf = writeHubConf(t, "[policy]\nvolume =\n    package bash :: archive\n    package zsh && compare package > 1 :: DEFAULT\n    all :: DEFAULT\n")
+	})
+	id := newBuild(t, h, "bash", "5.2", "1")
+	var b bus.Build
+	call(t, h.Admin, "getBuild", []any{id}, nil, &b)
+	if b.VolumeName != "DEFAULT" || b.VolumeID != 0 {
+		t.Fatalf("volume %s/%d", b.VolumeName, b.VolumeID)
+	}
+	before := h.Store().Applied()
+	err := h.Admin.Call(context.Background(), "createEmptyBuild", []any{"zsh", "5.9", "1", nil}, nil, nil)
+	wantFault(t, err, bus.CodeGenericError, "policy test compare: field package is not a number (zsh)")
+	if h.Store().Applied() != before {
+		t.Fatal("a failed volume policy changed state")
+	}
+}
