@@ -283,7 +283,56 @@ func newPolicyRegistry() *policy.Registry {
 		}
 		return false, nil // kojibus builds list no rpms or archives without a buildroot
 	})
+	registerSidetagTests(r)
 	return r
+}
+
+// registerSidetagTests adds the sidetag plugin's tests: is_sidetag (the
+// data's tag is a sidetag) and is_sidetag_owner [tag|fromtag|both] (the
+// user owns it; both: the tag and the fromtag). A missing field gives
+// false, not an error.
+func registerSidetagTests(r *policy.Registry) {
+	sidetag := func(v state.View, x any) (*tagRecord, bool) {
+		if x == nil {
+			return nil, false
+		}
+		t, ok := lookupTag(v, refOf(x))
+		if !ok || !policy.Truthy(t.Extra["sidetag"]) {
+			return nil, false
+		}
+		return t, true
+	}
+	r.Register("is_sidetag", func(w []string) (policy.Test, error) {
+		return policy.TestFunc(func(ev *policy.Eval, d policy.Data) (bool, error) {
+			v, _ := envView(ev)
+			_, ok := sidetag(v, d["tag"])
+			return ok, nil
+		}), nil
+	})
+	r.Register("is_sidetag_owner", func(w []string) (policy.Test, error) {
+		fields := []string{"tag"}
+		if len(w) > 1 {
+			switch w[1] {
+			case "tag", "fromtag":
+				fields = []string{w[1]}
+			case "both":
+				fields = []string{"tag", "fromtag"}
+			default:
+				return nil, fmt.Errorf("is_sidetag_owner: expected tag, fromtag or both, got %s", w[1])
+			}
+		}
+		return policy.TestFunc(func(ev *policy.Eval, d policy.Data) (bool, error) {
+			v, _ := envView(ev)
+			uid := idOf(d["user_id"])
+			for _, f := range fields {
+				t, ok := sidetag(v, d[f])
+				if !ok || idOf(t.Extra["sidetag_user_id"]) != uid || uid == 0 {
+					return false, nil
+				}
+			}
+			return true, nil
+		}), nil
+	})
 }
 
 // idOf reads an id from policy data (int64 from the hub, float64 from JSON).

@@ -285,3 +285,83 @@ func TestVolumePolicy(t *testing.T) {
 		t.Fatal("a failed volume policy changed state")
 	}
 }
+
+// The sidetag plugin's tests read the tag's extra; a missing field is false.
+func TestSidetagPolicyTests(t *testing.T) {
+	h := StartTestHub(t, nil)
+	h.UserClient(t, "alice")
+	h.UserClient(t, "bob")
+	var alice, bob bus.User
+	call(t, h.Admin, "getUser", []any{"alice"}, nil, &alice)
+	call(t, h.Admin, "getUser", []any{"bob"}, nil, &bob)
+	call(t, h.Admin, "createTag", []any{"f40-build"}, nil, nil)
+	call(t, h.Admin, "createTag", []any{"f40-build-side-2"}, map[string]any{"parent": "f40-build",
+		"extra": map[string]any{"sidetag": true, "sidetag_user": "alice", "sidetag_user_id": alice.ID}}, nil)
+	tests := []struct {
+		rule string
+		data policy.Data
+		want bool
+	}{
+		{"is_sidetag", policy.Data{"tag": "f40-build-side-2"}, true},
+		{"is_sidetag", policy.Data{"tag": "f40-build"}, false},
+		{"is_sidetag", policy.Data{}, false},
+		{"is_sidetag_owner", policy.Data{"tag": "f40-build-side-2", "user_id": alice.ID}, true},
+		{"is_sidetag_owner", policy.Data{"tag": "f40-build-side-2", "user_id": bob.ID}, false},
+		{"is_sidetag_owner fromtag", policy.Data{"fromtag": "f40-build-side-2", "user_id": alice.ID}, true},
+		{"is_sidetag_owner fromtag", policy.Data{"tag": "f40-build-side-2", "user_id": alice.ID}, false},
+		{"is_sidetag_owner both", policy.Data{"tag": "f40-build-side-2", "fromtag": "f40-build", "user_id": alice.ID}, false},
+		{"is_sidetag_owner both", policy.Data{"tag": "f40-build-side-2", "fromtag": "f40-build-side-2", "user_id": alice.ID}, true},
+		{"is_sidetag_owner", policy.Data{"user_id": alice.ID}, false},
+	}
+	for _, tc := range tests {
+		set, err := policy.NewSet(map[string]string{"p": tc.rule + " :: yes"}, newPolicyRegistry(), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		_ = h.Store().Read(func(v state.View) error {
+			got, err = (&policy.Eval{Set: set, Env: &policyEnv{v: v}}).Apply("p", tc.data)
+			return nil
+		})
+		if err != nil || (got == "yes") != tc.want {
+			t.Errorf("%s on %v: %v (%v), want %v", tc.rule, tc.data, got == "yes", err, tc.want)
+		}
+	}
+	if _, err := policy.Parse("p", "is_sidetag_owner sometimes :: yes", newPolicyRegistry()); err == nil {
+		t.Error("is_sidetag_owner with a bad argument parsed")
+	}
+}
+
+// Policy data comes from the task's arguments too (source, target, tag, scratch).
+func TestTaskArgumentsInChannelPolicy(t *testing.T) {
+	h := StartTestHub(t, func(c *Config) {
+		c.HubConf = writeHubConf(t, `[policy]
+channel =
+    method waitrepo && tag f40 :: use slow
+    bool scratch && target f40-candidate && match source git+* :: use slow
+    all :: use default
+`)
+	})
+	call(t, h.Admin, "addChannel", []any{"slow"}, nil, nil)
+	call(t, h.Admin, "createTag", []any{"f40"}, nil, nil)
+	var slow bus.Channel
+	call(t, h.Admin, "getChannel", []any{"slow"}, nil, &slow)
+	for _, tc := range []struct {
+		method string
+		args   []any
+		slow   bool
+	}{
+		{"waitrepo", []any{"f40", nil, nil}, true},
+		{"waitrepo", []any{"f41", nil, nil}, false},
+		{"build", []any{"git+https://src/bash#abc", "f40-candidate", map[string]any{"scratch": true}}, true},
+		{"build", []any{"git+https://src/bash#abc", "f40-candidate", map[string]any{}}, false},
+	} {
+		var id int64
+		call(t, h.Admin, "makeTask", []any{tc.method, tc.args}, nil, &id)
+		var task bus.Task
+		call(t, h.Admin, "getTaskInfo", []any{id}, nil, &task)
+		if (task.ChannelID == slow.ID) != tc.slow {
+			t.Errorf("%s %v: channel %d, slow=%v", tc.method, tc.args, task.ChannelID, tc.slow)
+		}
+	}
+}

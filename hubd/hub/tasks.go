@@ -196,6 +196,9 @@ func (s *Server) taskPolicies(v state.View, t *taskRecord, o taskOpts, parent *t
 	if parent != nil {
 		data["parent"] = parent.ID
 	}
+	for k, val := range policyDataFromTaskArgs(v, t.Method, t.Request) {
+		data[k] = val
+	}
 	var requested *bus.Channel
 	if o.Channel != nil {
 		data["req_channel"] = *o.Channel
@@ -261,6 +264,78 @@ func (s *Server) taskPolicies(v state.View, t *taskRecord, o taskOpts, parent *t
 		return nil, bus.GenericError("Invalid priority policy result: %s", res)
 	}
 	return ch, nil
+}
+
+// taskParamNames are the positional parameters of the task methods kojibus
+// knows (their handlers' signatures, as Koji's parse_task_params reads them).
+var taskParamNames = map[string][]string{
+	"build":    {"src", "target", "opts"},
+	"waitrepo": {"tag", "newer_than", "nvrs"},
+	"newRepo":  {"tag", "event", "src", "debuginfo", "separate_src"},
+	"runroot":  {"root", "arch", "command"},
+}
+
+// policyDataFromTaskArgs is Koji's policy_data_from_task_args: source,
+// target, tag, build_tag and scratch taken from the task's arguments.
+func policyDataFromTaskArgs(v state.View, method string, request json.RawMessage) policy.Data {
+	var args []any
+	if json.Unmarshal(request, &args) != nil {
+		return nil
+	}
+	params := map[string]any{}
+	if n := len(args); n > 0 {
+		if kw, ok := args[n-1].(map[string]any); ok && kw["__starstar"] == true {
+			for k, val := range kw {
+				if k != "__starstar" {
+					params[k] = val
+				}
+			}
+			args = args[:n-1]
+		}
+	}
+	for i, name := range taskParamNames[method] {
+		if i < len(args) {
+			params[name] = args[i]
+		}
+	}
+	data := policy.Data{}
+	first := func(keys ...string) (any, bool) {
+		for _, k := range keys {
+			if val, ok := params[k]; ok {
+				return val, true
+			}
+		}
+		return nil, false
+	}
+	if method != "newRepo" {
+		if src, ok := first("src", "spec_url", "url"); ok {
+			data["source"] = src
+		}
+	}
+	if tgt, ok := first("target", "build_target", "target_info"); ok {
+		if m, isMap := tgt.(map[string]any); isMap {
+			tgt = m["name"]
+		}
+		data["target"] = tgt
+	}
+	for _, field := range []string{"tag", "build_tag"} {
+		val, ok := first(field, field+"_id", field+"_info")
+		if !ok {
+			continue
+		}
+		if m, isMap := val.(map[string]any); isMap {
+			val = m["id"]
+		}
+		if tg, found := lookupTag(v, refOf(val)); found {
+			data[field] = tg.ID
+		} else {
+			data[field] = nil
+		}
+	}
+	if opts, ok := params["opts"].(map[string]any); ok {
+		data["scratch"] = opts["scratch"]
+	}
+	return data
 }
 
 // chooseChannel applies Koji's default channel policy: the requested
