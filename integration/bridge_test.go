@@ -50,18 +50,10 @@ type kojibridge struct {
 
 func startBridge(t *testing.T, h *Hub, conf, dataDir string) *kojibridge {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(h.Dir, "nats-roles.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var secrets bus.RoleSecrets
-	if err := json.Unmarshal(data, &secrets); err != nil {
-		t.Fatal(err)
-	}
 	b := &kojibridge{log: &syncBuffer{}, metrics: fmt.Sprintf("127.0.0.1:%d", rabbittest.FreePort(t))}
 	b.cmd = exec.Command(filepath.Join(binDir, "kojibridge"), "--config", conf, "--data-dir", dataDir, "--nats", h.URL,
 		"--metrics-listen", b.metrics)
-	b.cmd.Env = append(os.Environ(), "KOJIBRIDGE_NATS_PASSWORD="+secrets[bus.RoleBridge])
+	b.cmd.Env = append(os.Environ(), "KOJIBRIDGE_NATS_PASSWORD="+h.RoleSecret(t, bus.RoleBridge))
 	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -296,9 +296,8 @@ func (h *Hub) WriteProfile(t testing.TB, user, password string) string {
 	return path
 }
 
-// HubConn connects with the hub role's NATS credentials (from the data
-// directory), which may read the state bucket: tests use it to see the outbox.
-func (h *Hub) HubConn(t testing.TB) *nats.Conn {
+// RoleSecret returns a NATS role's password from the hub's data directory.
+func (h *Hub) RoleSecret(t testing.TB, role string) string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(h.Dir, "nats-roles.json"))
 	if err != nil {
@@ -308,9 +307,16 @@ func (h *Hub) HubConn(t testing.TB) *nats.Conn {
 	if err := json.Unmarshal(data, &secrets); err != nil {
 		t.Fatal(err)
 	}
+	return secrets[role]
+}
+
+// HubConn connects with the hub role's NATS credentials (from the data
+// directory), which may read the state bucket: tests use it to see the outbox.
+func (h *Hub) HubConn(t testing.TB) *nats.Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	nc, err := bus.Connect(ctx, bus.ConnectConfig{Name: "integration-hub-role", URLs: []string{h.URL}, User: bus.RoleHub, Password: secrets[bus.RoleHub]})
+	nc, err := bus.Connect(ctx, bus.ConnectConfig{Name: "integration-hub-role", URLs: []string{h.URL}, User: bus.RoleHub, Password: h.RoleSecret(t, bus.RoleHub)})
 	if err != nil {
 		t.Fatal(err)
 	}

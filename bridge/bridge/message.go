@@ -277,44 +277,11 @@ func writePython(b *bytes.Buffer, v any) {
 }
 
 func writePythonString(b *bytes.Buffer, s string) {
-	const hex = "0123456789abcdef"
-	b.WriteByte('"')
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		i += size
-		switch {
-		case r == '"':
-			b.WriteString(`\"`)
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r == '\b':
-			b.WriteString(`\b`)
-		case r == '\f':
-			b.WriteString(`\f`)
-		case r < 0x20 || r >= 0x7f:
-			units := []rune{r}
-			if r > 0xffff {
-				r1, r2 := utf16.EncodeRune(r)
-				units = []rune{r1, r2}
-			}
-			for _, u := range units {
-				b.WriteString(`\u`)
-				b.WriteByte(hex[u>>12&0xf])
-				b.WriteByte(hex[u>>8&0xf])
-				b.WriteByte(hex[u>>4&0xf])
-				b.WriteByte(hex[u&0xf])
-			}
-		default:
-			b.WriteRune(r)
-		}
+	out := []byte{'"'}
+	for _, r := range s { // invalid UTF-8 reads as U+FFFD, as Go's encoder writes it
+		out = pythonRune(out, r)
 	}
-	b.WriteByte('"')
+	b.Write(append(out, '"'))
 }
 
 // pythonize rewrites compact or spaced JSON as Python's json.dumps writes

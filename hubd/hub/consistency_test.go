@@ -13,15 +13,7 @@ import (
 // at least that much.
 func TestReadYourWritesAcrossHubs(t *testing.T) {
 	h := StartTestHub(t, nil)
-	h2, err := New(Config{DataDir: t.TempDir(), NATSURLs: []string{h.URL()}, NATSUser: bus.RoleHub,
-		NATSPass: h.Embedded().Secrets[bus.RoleHub], Logger: h.log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h2.Start(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h2.Stop)
+	startSecondHub(t, h)
 	ctx := context.Background()
 	for i := 0; i < 100; i++ {
 		name := fmt.Sprintf("ryw-%d", i)
@@ -32,4 +24,20 @@ func TestReadYourWritesAcrossHubs(t *testing.T) {
 			t.Fatalf("write %d not read back: %v %v", i, tag, err)
 		}
 	}
+}
+
+// startSecondHub starts another hub on h's NATS server: API calls are then
+// answered by either.
+func startSecondHub(t *testing.T, h *TestHub) *Server {
+	t.Helper()
+	h2, err := New(Config{DataDir: t.TempDir(), NATSURLs: []string{h.URL()}, NATSUser: bus.RoleHub,
+		NATSPass: h.Embedded().Secrets[bus.RoleHub], Logger: h.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h2.Stop)
+	return h2
 }

@@ -495,12 +495,9 @@ func (s *Server) hostPolicy(assert bool) registry.Handler {
 		if err != nil {
 			return nil, err
 		}
-		var data map[string]any
-		if err := c.Decode("data", &data); err != nil {
+		data, err := policyDataArg(c)
+		if err != nil {
 			return nil, err
-		}
-		if data == nil {
-			data = map[string]any{}
 		}
 		var out any
 		err = s.store.Read(func(v state.View) error {
@@ -521,21 +518,30 @@ func (s *Server) hostPolicy(assert bool) registry.Handler {
 	}
 }
 
+// policyDataArg reads the data argument of the policy calls (None: empty).
+func policyDataArg(c *registry.Call) (map[string]any, error) {
+	var data map[string]any
+	if err := c.Decode("data", &data); err != nil {
+		return nil, err
+	}
+	if data == nil {
+		data = map[string]any{}
+	}
+	return data, nil
+}
+
 func (s *Server) checkPolicyCall(ctx context.Context, c *registry.Call) (any, error) {
 	name, err := c.String("name")
 	if err != nil {
 		return nil, err
 	}
-	var data map[string]any
-	if err := c.Decode("data", &data); err != nil {
+	data, err := policyDataArg(c)
+	if err != nil {
 		return nil, err
 	}
 	force, err := c.Bool("force")
 	if err != nil {
 		return nil, err
-	}
-	if data == nil {
-		data = map[string]any{}
 	}
 	var d policy.Decision
 	err = s.store.Read(func(v state.View) error {

@@ -177,15 +177,7 @@ func TestBuildroots(t *testing.T) {
 
 func TestRepoGenerationWithTwoHubs(t *testing.T) {
 	h := StartTestHub(t, nil)
-	h2, err := New(Config{DataDir: t.TempDir(), NATSURLs: []string{h.URL()}, NATSUser: bus.RoleHub,
-		NATSPass: h.Embedded().Secrets[bus.RoleHub], Logger: h.log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h2.Start(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h2.Stop)
+	startSecondHub(t, h)
 	setupTag(t, h, "dual", nil, map[string]any{"repo.auto": true}, "bash")
 	w := watchEvents(t, h)
 	for i, v := range []string{"1", "2", "3"} {

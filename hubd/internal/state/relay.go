@@ -182,11 +182,7 @@ func (r *Relay) relay(ctx context.Context, m jetstream.Msg) error {
 		// crash: write them again (no later entry can have been written
 		// out, as this one was never acked), then finish it.
 		if t != nil {
-			keys := &sent{seq: seq}
-			if err := r.materialize(keys, t); err != nil {
-				return err
-			}
-			if err := r.await(ctx, keys); err != nil {
+			if err := r.writeOut(ctx, seq, t); err != nil {
 				return err
 			}
 		}
@@ -218,14 +214,19 @@ func (r *Relay) relay(ctx context.Context, m jetstream.Msg) error {
 	for _, note := range out.notes {
 		_ = r.nc.PublishMsg(note)
 	}
+	if err := r.writeOut(ctx, seq, t); err != nil {
+		return err
+	}
+	return r.finish(ctx, m, seq)
+}
+
+// writeOut materializes a transaction's keys and waits until they are stored.
+func (r *Relay) writeOut(ctx context.Context, seq uint64, t *txnMsg) error {
 	keys := &sent{seq: seq}
 	if err := r.materialize(keys, t); err != nil {
 		return err
 	}
-	if err := r.await(ctx, keys); err != nil {
-		return err
-	}
-	return r.finish(ctx, m, seq)
+	return r.await(ctx, keys)
 }
 
 // materialize writes a transaction's keys as ordinary KV entries stamped
