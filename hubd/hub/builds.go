@@ -864,9 +864,33 @@ func (s *Server) untagBuild(ctx context.Context, c *registry.Call) (any, error) 
 		}
 		tx.Emit("build.untag", tagEventProps("Untag", t, b, c.Caller.UserName),
 			map[string]any{"tag": t.info(), "build": b, "user": userInfo, "force": force, "strict": strict})
+		for _, hook := range s.untagHooks {
+			if err := hook(tx, c, t); err != nil {
+				return nil, err
+			}
+		}
 		return nil, nil
 	})
 	return nil, err
+}
+
+// untagBuildsTx untags every build of a tag, each with its build.untag
+// event (deleteTag's listing removal emits none, as Koji's).
+func untagBuildsTx(tx *state.Txn, c *registry.Call, t *tagRecord) error {
+	for _, k := range tx.Keys("tagged", taggedPrefix(t.ID)) {
+		var rec taggedRecord
+		if ok, _ := tx.GetJSON(k, &rec); !ok {
+			continue
+		}
+		b, ok := buildByID(tx.View, rec.BuildID)
+		tx.Delete(k)
+		if !ok {
+			continue
+		}
+		tx.Emit("build.untag", tagEventProps("Untag", t, b, callerName(c)),
+			map[string]any{"tag": t.info(), "build": b, "user": callerName(c), "force": false, "strict": true})
+	}
+	return nil
 }
 
 // taggedQuery is readTaggedBuilds' filter.

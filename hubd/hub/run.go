@@ -38,6 +38,7 @@ func Run(args []string, stderr io.Writer) int {
 	maxRetries := fs.Int("max-task-retries", 3, "how often a task is dispatched again after losing its host before it fails")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	hubConf := fs.String("config", "", "Koji's hub.conf: [policy] policies, [hub] MissingPolicyOk (re-read on SIGHUP)")
+	pluginDir := fs.String("plugin-config-dir", "/etc/koji-hub/plugins", "directory of the plugins' configuration files (sidetag.conf)")
 	protonConf := fs.String("protonmsg-conf", "", "Koji's protonmsg.conf: run the protonmsg bridge inside hubd (as kojibridge does)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -69,6 +70,7 @@ func Run(args []string, stderr io.Writer) int {
 		ListenHost: host, ListenPort: port, Durability: dur, SyncInterval: interval,
 		Replicas: *replicas, SessionLifetime: *sessionLife, ClientCAFile: *clientCA, Logger: log,
 		HostTimeout: *hostTimeout, MaxTaskRetries: *maxRetries, HubConf: *hubConf,
+		PluginConfigDir: *pluginDir,
 	}
 	if *protonConf != "" {
 		pc, err := bridge.LoadConfig(*protonConf)

@@ -52,6 +52,9 @@ type Config struct {
 	HostTimeout time.Duration
 	// MaxTaskRetries bounds how often a task is re-dispatched after losing its host (default 3).
 	MaxTaskRetries int
+	// PluginConfigDir holds the plugins' configuration files (sidetag.conf);
+	// default /etc/koji-hub/plugins.
+	PluginConfigDir string
 	// HubConf is Koji's hub.conf: [policy] and [hub] MissingPolicyOk,
 	// Plugins. Empty: Koji's default policies.
 	HubConf string
@@ -76,6 +79,11 @@ type Server struct {
 	knownConsumers sync.Map
 	extraConns     []*nats.Conn // the store's and the relay's connections
 	bridge         *bridge.Bridge
+
+	// plugins enabled by hub.conf's [hub] Plugins (read at start)
+	plugins    map[string]bool
+	untagHooks []func(tx *state.Txn, c *registry.Call, t *tagRecord) error
+	sidetag    *sidetagPlugin
 
 	policyMu  sync.RWMutex
 	policies  *policy.Set
@@ -118,7 +126,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxTaskRetries == 0 {
 		cfg.MaxTaskRetries = 3
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, reg: registry.New(), stopped: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: registry.New(), stopped: make(chan struct{}), plugins: map[string]bool{}}
+	hc, err := LoadHubConf(cfg.HubConf)
+	if err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	for _, p := range hc.Plugins {
+		s.plugins[p] = true
+	}
+	if err := s.loadPlugins(); err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
 	s.registerAll()
 	return s, nil
 }
@@ -226,6 +244,7 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 	if err := s.monitor.Start(ctx); err != nil {
 		return err
 	}
+	s.startSidetagCleanup()
 	if s.cfg.Protonmsg != nil {
 		b, err := bridge.New(s.nc, s.js, bridge.Options{Config: s.cfg.Protonmsg, Name: "hubd",
 			QueueDir: filepath.Join(s.cfg.DataDir, "protonmsg-queue"), Logger: s.log})
@@ -281,6 +300,7 @@ func (s *Server) Stop() {
 		if s.bridge != nil {
 			s.bridge.Stop()
 		}
+		s.sidetag.stop()
 		if s.relay != nil {
 			s.relay.Stop()
 		}

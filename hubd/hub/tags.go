@@ -964,9 +964,6 @@ func (s *Server) createTag(ctx context.Context, c *registry.Call) (any, error) {
 		return nil, err
 	}
 	return s.update(ctx, c, func(tx *state.Txn) (any, error) {
-		if _, exists := lookupTag(tx.View, registry.Ref{Name: name}); exists {
-			return nil, bus.GenericError("A tag with the name '%s' already exists", name)
-		}
 		var parentTag *tagRecord
 		if parent != nil {
 			p, ok := lookupTag(tx.View, *parent)
@@ -987,26 +984,37 @@ func (s *Server) createTag(ctx context.Context, c *registry.Call) (any, error) {
 			t.Extra[k] = v
 		}
 		t.ID = tx.NextID("tag")
-		if err := putTag(tx, t); err != nil {
+		if err := s.createTagTx(tx, c, t, parentTag); err != nil {
 			return nil, err
 		}
-		if err := tx.Put(tagNameKey(name), t.ID); err != nil {
-			return nil, err
-		}
-		body := map[string]any{"parent": nil}
-		if parentTag != nil {
-			link := inheritanceRecord{ParentID: parentTag.ID}
-			if err := putInheritance(tx, t.ID, []inheritanceRecord{link}); err != nil {
-				return nil, err
-			}
-			body["parent"] = parentTag.info()
-		}
-		if err := touchTag(tx, t.ID); err != nil {
-			return nil, err
-		}
-		s.emitTagEvent(tx, c, "tag.create", "TagCreate", t, body)
 		return t.ID, nil
 	})
+}
+
+// createTagTx stores a new tag (its id already taken) with an optional
+// parent link and emits tag.create.
+func (s *Server) createTagTx(tx *state.Txn, c *registry.Call, t *tagRecord, parent *tagRecord) error {
+	if _, exists := lookupTag(tx.View, registry.Ref{Name: t.Name}); exists {
+		return bus.GenericError("A tag with the name '%s' already exists", t.Name)
+	}
+	if err := putTag(tx, t); err != nil {
+		return err
+	}
+	if err := tx.Put(tagNameKey(t.Name), t.ID); err != nil {
+		return err
+	}
+	body := map[string]any{"parent": nil}
+	if parent != nil {
+		if err := putInheritance(tx, t.ID, []inheritanceRecord{{ParentID: parent.ID}}); err != nil {
+			return err
+		}
+		body["parent"] = parent.info()
+	}
+	if err := touchTag(tx, t.ID); err != nil {
+		return err
+	}
+	s.emitTagEvent(tx, c, "tag.create", "TagCreate", t, body)
+	return nil
 }
 
 // refValue is str(value) of an id-or-name argument.
@@ -1281,43 +1289,49 @@ func (s *Server) deleteTag(ctx context.Context, c *registry.Call) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		tx.Delete(tagKey(t.ID))
-		tx.Delete(tagNameKey(t.Name))
-		if _, _, ok := tx.Get(tagInhKey(t.ID)); ok {
-			tx.Delete(tagInhKey(t.ID))
-		}
-		// Links of children to this tag go too; the children's content changed.
-		for _, d := range readDescendants(tx.View, t.ID) {
-			var keep []inheritanceRecord
-			for _, l := range readInheritance(tx.View, d.TagID) {
-				if l.ParentID != t.ID {
-					keep = append(keep, l)
-				}
-			}
-			if err := putInheritance(tx, d.TagID, keep); err != nil {
-				return nil, err
-			}
-			if err := touchTag(tx, d.TagID); err != nil {
-				return nil, err
-			}
-		}
-		targets, err := deleteTargetsOfTag(tx, t.ID)
-		if err != nil {
-			return nil, err
-		}
-		deleteTagPackages(tx, t.ID)
-		deleteTagGroups(tx, t.ID)
-		for _, hook := range tagDeleteHooks {
-			if err := hook(tx, t.ID); err != nil {
-				return nil, err
-			}
-		}
-		if err := touchTag(tx, t.ID); err != nil {
-			return nil, err
-		}
-		s.emitTagEvent(tx, c, "tag.delete", "TagDelete", t, map[string]any{"targets": targets})
-		return nil, nil
+		return nil, s.deleteTagTx(tx, c, t)
 	})
+}
+
+// deleteTagTx removes a tag with its links, targets, package lists,
+// groups and listings, and emits tag.delete.
+func (s *Server) deleteTagTx(tx *state.Txn, c *registry.Call, t *tagRecord) error {
+	tx.Delete(tagKey(t.ID))
+	tx.Delete(tagNameKey(t.Name))
+	if _, _, ok := tx.Get(tagInhKey(t.ID)); ok {
+		tx.Delete(tagInhKey(t.ID))
+	}
+	// Links of children to this tag go too; the children's content changed.
+	for _, d := range readDescendants(tx.View, t.ID) {
+		var keep []inheritanceRecord
+		for _, l := range readInheritance(tx.View, d.TagID) {
+			if l.ParentID != t.ID {
+				keep = append(keep, l)
+			}
+		}
+		if err := putInheritance(tx, d.TagID, keep); err != nil {
+			return err
+		}
+		if err := touchTag(tx, d.TagID); err != nil {
+			return err
+		}
+	}
+	targets, err := deleteTargetsOfTag(tx, t.ID)
+	if err != nil {
+		return err
+	}
+	deleteTagPackages(tx, t.ID)
+	deleteTagGroups(tx, t.ID)
+	for _, hook := range tagDeleteHooks {
+		if err := hook(tx, t.ID); err != nil {
+			return err
+		}
+	}
+	if err := touchTag(tx, t.ID); err != nil {
+		return err
+	}
+	s.emitTagEvent(tx, c, "tag.delete", "TagDelete", t, map[string]any{"targets": targets})
+	return nil
 }
 
 // tagListEntry is an element of listTags.

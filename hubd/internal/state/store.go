@@ -677,6 +677,13 @@ func (tx *Txn) Put(key string, val any) error {
 	return nil
 }
 
+// Deleted reports whether the transaction has staged the removal of key
+// (its reads still see the state before the transaction).
+func (tx *Txn) Deleted(key string) bool {
+	i, ok := tx.index[key]
+	return ok && tx.writes[i].del
+}
+
 // Delete stages the removal of key.
 func (tx *Txn) Delete(key string) {
 	tx.stage(write{key: key, del: true})
