@@ -819,22 +819,27 @@ func (rs *repoService) run(ctx context.Context) {
 	defer stale.Stop()
 	var seen uint64
 	force := true
+	settle := repoSettle
 	for {
 		changed, _ := rs.s.store.Changed()
 		var rev uint64
 		_ = rs.s.store.Read(func(v state.View) error { rev = v.KindsRev(repoKinds...); return nil })
 		if force || rev != seen {
 			seen, force = rev, false
+			start := time.Now()
 			if err := rs.pass(ctx); err != nil && ctx.Err() == nil {
 				rs.s.log.Warn("repos: generation pass", "err", err)
 			}
+			// A pass reads every tag: with many tags, space passes out so
+			// that they take at most a fifth of the time.
+			settle = max(repoSettle, 4*time.Since(start))
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
 			select {
-			case <-time.After(repoSettle):
+			case <-time.After(settle):
 			case <-ctx.Done():
 				return
 			}
@@ -891,12 +896,44 @@ func (rs *repoService) pass(ctx context.Context) error {
 			}
 			jobs = append(jobs, repoJob{tagID: req.TagID, override: req.Opts, need: need, reqID: req.ID})
 		}
+		// Only a tag that sets repo.auto, or inherits from one that does,
+		// can have it in its build config.
+		var auto []int64
 		for _, k := range v.Keys("tag", "tag.") {
+			raw, _, ok := v.Get(k)
+			if !ok || !bytes.Contains(raw, []byte(`"repo.auto"`)) {
+				continue // decoded only when it may set repo.auto
+			}
 			var t tagRecord
-			if ok, _ := v.GetJSON(k, &t); !ok {
+			if json.Unmarshal(raw, &t) == nil {
+				if _, has := t.Extra["repo.auto"]; has {
+					auto = append(auto, t.ID)
+				}
+			}
+		}
+		candidates := map[int64]bool{}
+		for len(auto) > 0 {
+			id := auto[len(auto)-1]
+			auto = auto[:len(auto)-1]
+			if candidates[id] {
 				continue
 			}
-			if !repoTruthy(buildConfig(v, &t).Extra["repo.auto"]) {
+			candidates[id] = true
+			for _, d := range readDescendants(v, id) {
+				auto = append(auto, d.TagID)
+			}
+		}
+		ids := make([]int64, 0, len(candidates))
+		for id := range candidates {
+			ids = append(ids, id)
+		}
+		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+		for _, id := range ids {
+			t, ok := tagByID(v, id)
+			if !ok {
+				continue
+			}
+			if !repoTruthy(buildConfig(v, t).Extra["repo.auto"]) {
 				continue
 			}
 			last := chainLastChange(v, t.ID)

@@ -7,7 +7,9 @@ package hub
 // tag, the base tag's arches, and a target of the same name building into
 // itself.
 //
-//	sidetaguser.<user id>.<tag id>   sidetagRecord: the user's live sidetags (counted for the policy)
+//	sidetags<user id>.<tag id>   sidetagRecord: a user's live sidetags, one key kind per user so
+//	                             that counting them (the sidetag policy's number_of_tags) reads
+//	                             only that user's keys
 
 import (
 	"context"
@@ -55,8 +57,22 @@ type sidetagPlugin struct {
 	wg     sync.WaitGroup
 }
 
+func sidetagKind(uid int64) string { return "sidetags" + strconv.FormatInt(uid, 10) }
+
 func sidetagUserKey(uid, tagID int64) string {
-	return "sidetaguser." + strconv.FormatInt(uid, 10) + "." + strconv.FormatInt(tagID, 10)
+	return sidetagKind(uid) + "." + strconv.FormatInt(tagID, 10)
+}
+
+// allSidetags lists the sidetags (a scan of the tags: listing and clean-up only).
+func allSidetags(v state.View) []*tagRecord {
+	var out []*tagRecord
+	for _, k := range v.Keys("tag", "tag.") {
+		var t tagRecord
+		if ok, _ := v.GetJSON(k, &t); ok && policy.Truthy(t.Extra["sidetag"]) {
+			out = append(out, &t)
+		}
+	}
+	return out
 }
 
 // loadSidetagConf reads sidetag.conf (a missing file gives the defaults).
@@ -185,7 +201,7 @@ func (s *Server) createSideTag(ctx context.Context, c *registry.Call) (any, erro
 		if err != nil {
 			return nil, err
 		}
-		n := len(tx.Keys("sidetaguser", "sidetaguser."+strconv.FormatInt(uid, 10)+"."))
+		n := len(tx.Keys(sidetagKind(uid), ""))
 		if err := s.assertPolicy(tx.View, "sidetag", policy.Data{"tag": bt.ID, "number_of_tags": int64(n), "user_id": uid}, c, false); err != nil {
 			return nil, err
 		}
@@ -340,22 +356,23 @@ func (s *Server) listSideTags(ctx context.Context, c *registry.Call) (any, error
 			}
 			baseID = bt.ID
 		}
-		prefix := "sidetaguser."
+		var tags []*tagRecord
 		if user != nil {
 			u, ok := lookupUser(v, *user)
 			if !ok {
 				return bus.GenericError("No such user: %s", refValue(*user))
 			}
 			userID = u.ID
-			prefix += strconv.FormatInt(userID, 10) + "."
-		}
-		for _, k := range v.Keys("sidetaguser", prefix) {
-			parts := strings.Split(k, ".")
-			tid, _ := strconv.ParseInt(parts[len(parts)-1], 10, 64)
-			t, ok := tagByID(v, tid)
-			if !ok {
-				continue
+			for _, k := range v.Keys(sidetagKind(userID), "") {
+				tid, _ := strconv.ParseInt(k[strings.LastIndex(k, ".")+1:], 10, 64)
+				if t, ok := tagByID(v, tid); ok {
+					tags = append(tags, t)
+				}
 			}
+		} else {
+			tags = allSidetags(v)
+		}
+		for _, t := range tags {
 			if baseID != 0 {
 				linked := false
 				for _, l := range readInheritance(v, t.ID) {
@@ -557,13 +574,12 @@ func (s *Server) cleanSidetags(ctx context.Context) error {
 	now := nowTS()
 	cfg := s.sidetag.cfg
 	_ = s.store.Read(func(v state.View) error {
-		for _, k := range v.Keys("sidetaguser", "sidetaguser.") {
+		for _, t := range allSidetags(v) {
 			var rec sidetagRecord
-			if ok, _ := v.GetJSON(k, &rec); !ok {
+			if ok, _ := v.GetJSON(sidetagUserKey(idOf(t.Extra["sidetag_user_id"]), t.ID), &rec); !ok {
 				continue
 			}
-			parts := strings.Split(k, ".")
-			tid, _ := strconv.ParseInt(parts[len(parts)-1], 10, 64)
+			tid := t.ID
 			last := rec.Created
 			builds := v.Keys("tagged", taggedPrefix(tid))
 			for _, bk := range builds {

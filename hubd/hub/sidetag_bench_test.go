@@ -1,0 +1,52 @@
+package hub
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kojibus/kojibus/bus"
+)
+
+// BenchmarkCreateSideTag: createSideTag with 1 and 16 in flight, beside a
+// raw KV put on the same server, and as a multiple of Koji's hub on this
+// machine kind (62/s and 132/s).
+func BenchmarkCreateSideTag(b *testing.B) {
+	dir := b.TempDir()
+	conf := filepath.Join(dir, "hub.conf")
+	if err := os.WriteFile(conf, []byte("[hub]\nPlugins = sidetag_hub\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	h := StartTestHub(b, func(c *Config) { c.HubConf, c.PluginConfigDir = conf, dir })
+	ctx := context.Background()
+	if err := h.Admin.Call(ctx, "createTag", []any{"f30-build"}, map[string]any{"arches": "x86_64"}, nil); err != nil {
+		b.Fatal(err)
+	}
+	e := h.Embedded()
+	tcp, err := bus.Connect(ctx, bus.ConnectConfig{Name: "bench-client", URLs: []string{e.URL()}, User: bus.RoleHub, Password: e.Secrets[bus.RoleHub]})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(tcp.Close)
+	js, _ := jetstream.New(tcp)
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "bench", Storage: jetstream.FileStorage})
+	if err != nil {
+		b.Fatal(err)
+	}
+	value := []byte(`{"id": 1, "name": "f30-build-side-1", "extra": {"sidetag": true}}`)
+	bs := &benchSet{base: map[string]float64{}}
+	bs.run(b, "raw-kvput", nil, func(ctx context.Context, i int64) error {
+		_, err := kv.Put(ctx, "put."+strconv.FormatInt(i, 10), value)
+		return err
+	})
+	// Koji: 62/s with 1 in flight (16.1 ms/op), 132/s with 16 (7.6 ms/op).
+	bs.base["koji"], bs.base["koji-par16"] = 1e9/62, 1e9/132
+	bs.run(b, "createSideTag", []ratio{{"raw-kvput", 1, "x-raw-kv"}, {"koji", 1, "x-of-koji-time"}}, func(ctx context.Context, _ int64) error {
+		_, err := h.Admin.CallRaw(ctx, "createSideTag", []any{"f30-build"}, nil)
+		return err
+	})
+}
