@@ -400,8 +400,8 @@ func (b *Builder) refreshQueues(ctx context.Context) error {
 	changed := len(list) != len(old)
 	for _, tq := range list {
 		if q, ok := old[tq.Consumer]; ok {
-			q.TaskQueue = tq
-			qs = append(qs, q)
+			// A new value, not an update of q: other goroutines read q.
+			qs = append(qs, &queue{TaskQueue: tq, cons: q.cons})
 			names[tq.Consumer] = true
 			continue
 		}
