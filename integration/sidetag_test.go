@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 const sidetagIntegrationConf = `[hub]
@@ -98,5 +100,87 @@ func TestSidetagsWithKojictl(t *testing.T) {
 	out, errOut, code = ctl(bob, "add-sidetag", "--wait", "f30-build")
 	if code != 0 || !strings.Contains(out, "f30-build-side-") || !strings.Contains(out+errOut, "Got repo") {
 		t.Fatalf("add-sidetag --wait: %d\n%s%s", code, out, errOut)
+	}
+}
+
+// Through kojictl too: several add-sidetag at once get distinct names that
+// are their tags' ids; remove_empty removes a sidetag when its last build is
+// untagged; the clean-up removes an empty sidetag after a short configured age.
+func TestSidetagsConcurrentRemoveEmptyAndCleanup(t *testing.T) {
+	dir := t.TempDir()
+	hubConf := filepath.Join(dir, "hub.conf")
+	if err := os.WriteFile(hubConf, []byte(sidetagIntegrationConf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// 0.00015 days: about 13 s, well after the remove_empty steps
+	if err := os.WriteFile(filepath.Join(dir, "sidetag.conf"), []byte("[sidetag]\nremove_empty = true\ncleanup = true\ncleanup_empty_days = 0.00015\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := StartHub(t, "--config", hubConf, "--plugin-config-dir", dir)
+	admin := h.AdminClient(t)
+	ctx := t.Context()
+	if err := admin.Call(ctx, "createTag", []any{"f30-build"}, map[string]any{"arches": "x86_64"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	names := make(chan string, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, errOut, code := h.Ctl(t, "add-sidetag", "f30-build")
+			if code != 0 {
+				t.Errorf("add-sidetag: %s", errOut)
+				return
+			}
+			names <- strings.TrimSpace(out)
+		}()
+	}
+	wg.Wait()
+	close(names)
+	seen := map[string]bool{}
+	for n := range names {
+		var tag map[string]any
+		var id int64
+		fmt.Sscanf(n, "f30-build-side-%d", &id)
+		if err := admin.Call(ctx, "getTag", []any{n}, nil, &tag); err != nil || seen[n] || tag["id"] != float64(id) {
+			t.Fatalf("sidetag %s: id %v, seen %v, %v", n, tag["id"], seen[n], err)
+		}
+		seen[n] = true
+	}
+	if len(seen) != 8 {
+		t.Fatalf("%d distinct sidetags, want 8", len(seen))
+	}
+
+	// remove_empty
+	out, _, _ := h.Ctl(t, "add-sidetag", "f30-build")
+	st := strings.TrimSpace(out)
+	if _, errOut, code := h.Ctl(t, "add-pkg", "--owner", "kojiadmin", "f30-build", "bash"); code != 0 {
+		t.Fatal(errOut)
+	}
+	if err := admin.Call(ctx, "createEmptyBuild", []any{"bash", "5.2", "1", nil}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := h.Ctl(t, "tag-build", "--nowait", st, "bash-5.2-1"); code != 0 {
+		t.Fatalf("tag-build: %s", errOut)
+	}
+	if _, errOut, code := h.Ctl(t, "untag-build", st, "bash-5.2-1"); code != 0 {
+		t.Fatalf("untag-build: %s", errOut)
+	}
+	if _, _, code := h.Ctl(t, "taginfo", st); code == 0 {
+		t.Fatalf("%s still exists after its last build was untagged", st)
+	}
+
+	// clean-up: every remaining (empty) sidetag goes after about 13 s
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, _, _ := h.Ctl(t, "list-sidetags")
+		if strings.TrimSpace(out) == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sidetags left after the clean-up age:\n%s", out)
+		}
+		// list-sidetags is a request; asked again until the deadline
 	}
 }
