@@ -899,10 +899,9 @@ func (rs *repoService) pass(ctx context.Context) error {
 		// Only a tag that sets repo.auto, or inherits from one that does,
 		// can have it in its build config.
 		var auto []int64
-		for _, k := range v.Keys("tag", "tag.") {
-			raw, _, ok := v.Get(k)
-			if !ok || !bytes.Contains(raw, []byte(`"repo.auto"`)) {
-				continue // decoded only when it may set repo.auto
+		v.Range("tag", func(_ string, raw []byte) {
+			if !bytes.Contains(raw, []byte(`"repo.auto"`)) {
+				return // decoded only when it may set repo.auto
 			}
 			var t tagRecord
 			if json.Unmarshal(raw, &t) == nil {
@@ -910,7 +909,7 @@ func (rs *repoService) pass(ctx context.Context) error {
 					auto = append(auto, t.ID)
 				}
 			}
-		}
+		})
 		candidates := map[int64]bool{}
 		for len(auto) > 0 {
 			id := auto[len(auto)-1]

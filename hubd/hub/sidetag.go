@@ -201,7 +201,7 @@ func (s *Server) createSideTag(ctx context.Context, c *registry.Call) (any, erro
 		if err != nil {
 			return nil, err
 		}
-		n := len(tx.Keys(sidetagKind(uid), ""))
+		n := tx.Count(sidetagKind(uid), "")
 		if err := s.assertPolicy(tx.View, "sidetag", policy.Data{"tag": bt.ID, "number_of_tags": int64(n), "user_id": uid}, c, false); err != nil {
 			return nil, err
 		}

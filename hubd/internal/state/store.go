@@ -584,6 +584,30 @@ func (v View) GetJSON(key string, out any) (bool, error) {
 }
 
 // Keys returns the keys of a kind (the first key segment) with a prefix, sorted.
+// Range calls fn for each key of kind, in no particular order, with its
+// value (which fn must not keep or change).
+func (v View) Range(kind string, fn func(key string, val []byte)) {
+	for k, e := range v.s.kinds[kind] {
+		fn(k, e.val)
+	}
+}
+
+// Count returns how many keys of kind start with prefix (Keys without
+// building and sorting the list).
+func (v View) Count(kind, prefix string) int {
+	km := v.s.kinds[kind]
+	if prefix == "" {
+		return len(km)
+	}
+	n := 0
+	for k := range km {
+		if strings.HasPrefix(k, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
 func (v View) Keys(kind, prefix string) []string {
 	km := v.s.kinds[kind]
 	keys := make([]string, 0, len(km))
