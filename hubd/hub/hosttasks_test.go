@@ -289,6 +289,7 @@ func TestHigherPriorityQueueFirstAndSubtasks(t *testing.T) {
 		t.Fatalf("taskWait %v %v", waited, err)
 	}
 	// The child (priority 9) now outranks the remaining priority 30 task.
+	b.WaitQueued(t, child)
 	cm := pull(t, b)
 	if id, _ := msgTask(t, cm); id != child {
 		t.Fatalf("took %d, want child %d", id, child)

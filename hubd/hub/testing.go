@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"encoding/json"
 	"errors"
 
 	"context"
@@ -95,6 +96,31 @@ type TestHost struct {
 // Pull takes the next queued task message for the host the way builderd
 // does: its queues in priority order, one message, no prefetch, and when
 // they are empty it waits for a wake-up rather than polling.
+// WaitQueued waits for the wake-up that says task id is stored in its queue
+// (the relay sends it only then); other wake-ups are put back.
+func (h *TestHost) WaitQueued(t testing.TB, id int64) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	var others []*nats.Msg
+	defer func() {
+		for _, m := range others {
+			h.wake <- m
+		}
+	}()
+	for {
+		select {
+		case m := <-h.wake:
+			var d bus.TaskDispatch
+			if json.Unmarshal(m.Data, &d) == nil && d.TaskID == id {
+				return
+			}
+			others = append(others, m)
+		case <-deadline:
+			t.Fatalf("task %d was not queued", id)
+		}
+	}
+}
+
 func (h *TestHost) Pull(t testing.TB) jetstream.Msg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -281,51 +281,72 @@ func (r *Relay) finish(ctx context.Context, m jetstream.Msg, seq uint64) error {
 	}
 }
 
-// deleteWindow bounds the deletions in flight.
-const deleteWindow = 256
+// deleteWorkers bounds the deletions in flight.
+const deleteWorkers = 32
 
-// deleter deletes finished entries without waiting for each answer (one
-// round trip per entry would bound the relay's rate): up to deleteWindow
-// requests are in flight, their answers come to one inbox subscription.
+// deleter deletes finished entries without holding the relay back: up to
+// deleteWorkers requests are in flight, each with a timeout (a lost answer
+// must not stall it). The test hook is told in sending order, so that it
+// means "everything up to seq is deleted".
 func (r *Relay) deleter(ctx context.Context) {
-	slots := make(chan struct{}, deleteWindow)
-	inbox := nats.NewInbox()
-	sub, err := r.nc.Subscribe(inbox+".*", func(m *nats.Msg) {
-		<-slots
-		seq, _ := strconv.ParseUint(m.Subject[len(inbox)+1:], 10, 64)
-		var resp struct {
-			Error *struct {
-				ErrCode     int    `json:"err_code"`
-				Description string `json:"description"`
-			} `json:"error"`
+	var orderMu sync.Mutex
+	var sentOrder []uint64
+	answered := map[uint64]bool{}
+	settle := func(seq uint64) {
+		orderMu.Lock()
+		defer orderMu.Unlock()
+		answered[seq] = true
+		for len(sentOrder) > 0 && answered[sentOrder[0]] {
+			delete(answered, sentOrder[0])
+			r.told(sentOrder[0])
+			sentOrder = sentOrder[1:]
 		}
-		// 10037: no message found (deleted already, e.g. by a relay that died after deleting it).
-		if json.Unmarshal(m.Data, &resp) != nil || resp.Error != nil && resp.Error.ErrCode != 10037 {
-			r.log.Warn("relay: delete finished entry", "seq", seq, "answer", string(m.Data))
-		}
-		r.told(seq)
-	})
-	if err != nil {
-		r.log.Error("relay: deleter", "err", err)
-		return
 	}
-	defer func() { _ = sub.Unsubscribe() }()
 	subject := "$JS.API.STREAM.MSG.DELETE." + kvStream
+	work := make(chan uint64)
+	var wg sync.WaitGroup
+	for range deleteWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := range work {
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				resp, err := r.nc.RequestWithContext(rctx, subject, fmt.Appendf(nil, `{"seq":%d,"no_erase":true}`, seq))
+				cancel()
+				var answer struct {
+					Error *struct {
+						ErrCode int `json:"err_code"`
+					} `json:"error"`
+				}
+				switch {
+				case err != nil:
+					if ctx.Err() == nil {
+						r.log.Warn("relay: delete finished entry", "seq", seq, "err", err)
+					}
+				// 10037: no message found (deleted already, e.g. by a relay that died after deleting it).
+				case json.Unmarshal(resp.Data, &answer) != nil || answer.Error != nil && answer.Error.ErrCode != 10037:
+					r.log.Warn("relay: delete finished entry", "seq", seq, "answer", string(resp.Data))
+				}
+				settle(seq)
+			}
+		}()
+	}
+	defer func() {
+		close(work)
+		wg.Wait()
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case seq := <-r.deletes:
+			orderMu.Lock()
+			sentOrder = append(sentOrder, seq)
+			orderMu.Unlock()
 			select {
-			case slots <- struct{}{}:
+			case work <- seq:
 			case <-ctx.Done():
 				return
-			}
-			req := fmt.Appendf(nil, `{"seq":%d,"no_erase":true}`, seq)
-			reply := inbox + "." + strconv.FormatUint(seq, 10)
-			if err := r.nc.PublishRequest(subject, reply, req); err != nil {
-				<-slots
-				r.log.Warn("relay: delete finished entry", "seq", seq, "err", err)
 			}
 		}
 	}
