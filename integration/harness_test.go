@@ -69,14 +69,21 @@ type Hub struct {
 	exited chan struct{}
 }
 
+// syncBuffer collects a process's log; Changed lets a test wait for the
+// next write instead of polling.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{}
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 	return s.b.Write(p)
 }
 
@@ -84,6 +91,16 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Changed returns a channel closed by the next write.
+func (s *syncBuffer) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return s.changed
 }
 
 var readyURL = regexp.MustCompile(`msg="hubd ready".*\bnats=(\S+)`)
@@ -161,8 +178,9 @@ func (h *Hub) Hup() string {
 	h.mu.Unlock()
 	before := strings.Count(h.log.String(), "configuration ")
 	_ = cmd.Process.Signal(syscall.SIGHUP)
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	deadline := time.After(30 * time.Second)
+	for {
+		changed := h.log.Changed()
 		if log := h.log.String(); strings.Count(log, "configuration ") > before {
 			lines := strings.Split(strings.TrimSpace(log), "\n")
 			for i := len(lines) - 1; i >= 0; i-- {
@@ -171,10 +189,13 @@ func (h *Hub) Hup() string {
 				}
 			}
 		}
-		time.Sleep(20 * time.Millisecond) // the log is the only sign of a reload
+		select {
+		case <-changed:
+		case <-deadline:
+			h.t.Fatalf("no reload logged after SIGHUP:\n%s", h.log.String())
+			return ""
+		}
 	}
-	h.t.Fatalf("no reload logged after SIGHUP:\n%s", h.log.String())
-	return ""
 }
 
 // Kill9 kills hubd with SIGKILL and waits for it to be gone.

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kojibus/kojibus/bus"
 )
 
 const sidetagIntegrationConf = `[hub]
@@ -118,6 +120,7 @@ func TestSidetagsConcurrentRemoveEmptyAndCleanup(t *testing.T) {
 	}
 	h := StartHub(t, "--config", hubConf, "--plugin-config-dir", dir)
 	admin := h.AdminClient(t)
+	events := watchEvents(t, h)
 	ctx := t.Context()
 	if err := admin.Call(ctx, "createTag", []any{"f30-build"}, map[string]any{"arches": "x86_64"}, nil); err != nil {
 		t.Fatal(err)
@@ -171,16 +174,29 @@ func TestSidetagsConcurrentRemoveEmptyAndCleanup(t *testing.T) {
 		t.Fatalf("%s still exists after its last build was untagged", st)
 	}
 
-	// clean-up: every remaining (empty) sidetag goes after about 13 s
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		out, _, _ := h.Ctl(t, "list-sidetags")
-		if strings.TrimSpace(out) == "" {
-			break
+	// clean-up: every remaining (empty) sidetag goes after about 13 s, each
+	// removal announced by a sidetag.remove event.
+	deadline := time.After(60 * time.Second)
+	for len(seen) > 0 {
+		select {
+		case m := <-events.ch:
+			ev, err := bus.EventFromMsg(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tag := m.Header.Get(bus.HeaderPropPrefix + "tag")
+			if ev.Address != "sidetag.remove" || !seen[tag] {
+				continue
+			}
+			if why := m.Header.Get(bus.HeaderPropPrefix + "reason"); why != "empty" {
+				t.Fatalf("%s removed with reason %q, want empty", tag, why)
+			}
+			delete(seen, tag)
+		case <-deadline:
+			t.Fatalf("sidetags not removed by the clean-up: %v", seen)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sidetags left after the clean-up age:\n%s", out)
-		}
-		// list-sidetags is a request; asked again until the deadline
+	}
+	if out, _, _ := h.Ctl(t, "list-sidetags"); strings.TrimSpace(out) != "" {
+		t.Fatalf("sidetags left after the clean-up:\n%s", out)
 	}
 }

@@ -3,6 +3,7 @@ package bridge_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	amqp "github.com/Azure/go-amqp"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kojibus/kojibus/bridge/bridge"
@@ -132,6 +134,7 @@ func BenchmarkDelivery(b *testing.B) {
 		}
 		br.Stop()
 		js, _ := jetstream.New(h.Conn())
+		archived := archiveAcks(b, h.Conn())
 		var last jetstream.PubAckFuture
 		for i := 1; i <= b.N; i++ {
 			m, _ := bus.EventToMsg(&bus.Event{ID: uint64(i), Address: "task.open",
@@ -141,12 +144,14 @@ func BenchmarkDelivery(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		var lastSeq uint64
 		select {
-		case <-last.Ok():
+		case ack := <-last.Ok():
+			lastSeq = ack.Sequence
 		case err := <-last.Err():
 			b.Fatal(err)
 		}
-		waitArchived(b, js)
+		archived(lastSeq)
 		wait := orderedReceiver(b, r, b.N, func(m *amqp.Message) uint64 {
 			var seq uint64
 			fmt.Sscanf(fmt.Sprint(m.Properties.MessageID), "kojibus-%d", &seq)
@@ -172,28 +177,42 @@ func BenchmarkDelivery(b *testing.B) {
 	})
 }
 
-// waitArchived waits until the hub's archive has taken every event.
-func waitArchived(b *testing.B, js jetstream.JetStream) {
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		stream, err := js.Stream(context.Background(), bus.EventsStream)
-		if err != nil {
-			b.Fatal(err)
-		}
-		lister := stream.ListConsumers(context.Background())
-		busy := false
-		for ci := range lister.Info() {
-			if strings.HasPrefix(ci.Name, "archive-") && (ci.NumPending > 0 || ci.NumAckPending > 0) {
-				busy = true
-			}
-		}
-		if !busy {
+// archiveAcks watches the hub archive's acks on KOJI_EVENTS (it acks an
+// event once it is stored) and returns a function that waits until the
+// event at a stream sequence has been acked.
+func archiveAcks(b *testing.B, nc *nats.Conn) func(seq uint64) {
+	acks := make(chan uint64, 1<<16)
+	// $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
+	sub, err := nc.Subscribe("$JS.ACK."+bus.EventsStream+".>", func(m *nats.Msg) {
+		tok := strings.Split(m.Subject, ".")
+		if len(tok) < 7 || !strings.HasPrefix(tok[3], "archive-") {
 			return
 		}
-		if time.Now().After(deadline) {
-			b.Fatal("archive did not catch up")
+		if seq, err := strconv.ParseUint(tok[5], 10, 64); err == nil {
+			select {
+			case acks <- seq:
+			default:
+			}
 		}
-		time.Sleep(50 * time.Millisecond) // consumer state has no change feed
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	return func(seq uint64) {
+		// The bridge's own acks must not reach this subscription later.
+		defer func() { _ = sub.Unsubscribe() }()
+		deadline := time.After(2 * time.Minute)
+		for {
+			select {
+			case got := <-acks:
+				if got >= seq {
+					return
+				}
+			case <-deadline:
+				b.Fatalf("the archive did not store event %d", seq)
+			}
+		}
 	}
 }
 

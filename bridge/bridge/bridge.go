@@ -57,6 +57,8 @@ type Bridge struct {
 
 	mu     sync.Mutex
 	status Status
+	// changed is closed at the next change of status (then replaced).
+	changed chan struct{}
 	// retryAt: while no broker accepts, new events go straight to the queue
 	// until then (backing off), instead of waiting on dead brokers each time.
 	retryAt time.Time
@@ -86,6 +88,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, opts Options) (*Bridge, error) {
 	}
 	b := &Bridge{opts: opts, cfg: opts.Config, log: opts.Logger, js: js, nc: nc}
 	b.status = Status{Name: opts.Name, QueueEnabled: opts.Config.QueueEnabled}
+	b.changed = make(chan struct{})
 	br, err := newBrokers(opts.Config, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: %w", err)
@@ -189,6 +192,20 @@ func (b *Bridge) Stop() {
 	}
 }
 
+// Changed returns a channel closed at the next change of the status, so
+// that a watcher waits instead of polling.
+func (b *Bridge) Changed() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.changed
+}
+
+// changedLocked wakes the watchers of Changed; b.mu is held.
+func (b *Bridge) changedLocked() {
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
 // Status returns the bridge's current status.
 func (b *Bridge) Status() Status {
 	b.mu.Lock()
@@ -201,6 +218,7 @@ func (b *Bridge) Status() Status {
 func (b *Bridge) setErr(err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	defer b.changedLocked() // the connected broker may have changed too
 	if err == nil {
 		b.status.LastError = ""
 		b.backoff = 0
@@ -221,6 +239,7 @@ func (b *Bridge) refreshQueueStats() {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	defer b.changedLocked()
 	b.status.QueueDepth = n
 	b.status.OldestQueued = 0
 	if n > 0 {
@@ -359,7 +378,7 @@ func (b *Bridge) decode(m jetstream.Msg) pending {
 	if !Sendable(ev) {
 		return pending{msg: m}
 	}
-	out, err := b.cfg.Convert(ev, md.Timestamp)
+	out, err := b.cfg.Convert(ev)
 	if err != nil {
 		b.log.Error("bridge: event not sent", "seq", ev.Seq, "err", err)
 		return pending{msg: m}
@@ -387,7 +406,7 @@ func (b *Bridge) handle(ctx context.Context, items []pending, in <-chan pending)
 	// Without a queue, keep trying in order, holding the events (the
 	// stream would hand newer ones out before redelivering these).
 	for len(rest) > 0 && !b.cfg.QueueEnabled && ctx.Err() == nil {
-		sleep(ctx, b.retryDelay())
+		bus.Sleep(ctx, b.retryDelay())
 		// Newer events keep arriving (up to MaxAckPending): hold them,
 		// and keep every held event from being redelivered meanwhile.
 		held = absorb(in, held)
@@ -418,7 +437,7 @@ func (b *Bridge) handle(ctx context.Context, items []pending, in <-chan pending)
 				break
 			}
 			b.log.Error("bridge: queue", "err", err)
-			sleep(ctx, time.Second)
+			bus.Sleep(ctx, time.Second)
 		}
 	}
 	// Ack, in order, what was sent or queued. Anything left (the bridge is
@@ -427,17 +446,25 @@ func (b *Bridge) handle(ctx context.Context, items []pending, in <-chan pending)
 	for _, o := range rest {
 		unsent[o.Seq] = true
 	}
+	var skipped int64
+	var last uint64
 	for _, it := range items {
 		if it.out != nil && unsent[it.out.Seq] {
 			break
 		}
 		if it.out == nil {
-			b.count(func(s *Status) { s.Skipped++ })
+			skipped++
 		}
 		if md, err := it.msg.Metadata(); err == nil {
-			b.count(func(s *Status) { s.LastSeq = md.Sequence.Stream })
+			last = md.Sequence.Stream
 		}
 		_ = it.msg.Ack()
+	}
+	if skipped > 0 || last > 0 {
+		b.count(func(s *Status) {
+			s.Skipped += skipped
+			s.LastSeq = max(s.LastSeq, last)
+		})
 	}
 	return held
 }
@@ -452,6 +479,7 @@ func (b *Bridge) count(f func(*Status)) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	f(&b.status)
+	b.changedLocked()
 }
 
 // sendNow sends messages unless the brokers failed a moment ago; it returns
@@ -522,7 +550,7 @@ func (b *Bridge) drainQueue(ctx context.Context) bool {
 			for k, v := range e.Props {
 				props[k] = amqpValue(v) // JSON numbers came back as float64
 			}
-			outs[i] = &Outgoing{Seq: e.Seq, Address: e.Address, Props: props, Body: e.Body, ID: e.ID, Created: e.Created}
+			outs[i] = &Outgoing{Seq: e.Seq, Address: e.Address, Props: props, Body: e.Body, ID: e.ID}
 		}
 		n := b.sendNow(ctx, outs)
 		if n > 0 {
@@ -541,13 +569,4 @@ func (b *Bridge) drainQueue(ctx context.Context) bool {
 		}
 	}
 	return false
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }

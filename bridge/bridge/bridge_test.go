@@ -297,13 +297,16 @@ func TestBridgeFailsOverToTheNextURL(t *testing.T) {
 
 func waitStatus(t *testing.T, b *bridge.Bridge, ok func(bridge.Status) bool) {
 	t.Helper()
-	// The status has no change feed; the bridge's own state is polled
-	// with a deadline.
-	deadline := time.Now().Add(60 * time.Second)
-	for !ok(b.Status()) {
-		if time.Now().After(deadline) {
+	deadline := time.After(60 * time.Second)
+	for {
+		changed := b.Changed() // before reading, so no change is missed
+		if ok(b.Status()) {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
 			t.Fatalf("status %+v", b.Status())
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

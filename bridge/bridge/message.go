@@ -32,7 +32,6 @@ type Outgoing struct {
 	Props   map[string]any
 	Body    string // JSON as Python's json.dumps writes it
 	ID      string // stable message-id: kojibus-<stream seq>
-	Created time.Time
 }
 
 // Sendable reports whether protonmsg sends an event.
@@ -42,7 +41,7 @@ func Sendable(ev *bus.Event) bool {
 }
 
 // Convert maps an event to the message protonmsg would send for it.
-func (c *Config) Convert(ev *bus.Event, created time.Time) (*Outgoing, error) {
+func (c *Config) Convert(ev *bus.Event) (*Outgoing, error) {
 	if !json.Valid(ev.Body) {
 		return nil, fmt.Errorf("event %d body: not JSON", ev.Seq)
 	}
@@ -70,7 +69,6 @@ func (c *Config) Convert(ev *bus.Event, created time.Time) (*Outgoing, error) {
 		Props:   props,
 		Body:    string(text),
 		ID:      "kojibus-" + strconv.FormatUint(ev.Seq, 10),
-		Created: created,
 	}, nil
 }
 
@@ -232,7 +230,7 @@ func decodeValue(dec *json.Decoder) (any, error) {
 }
 
 // pythonJSON writes a value as Python's json.dumps does by default:
-// ", " and ": " separators, non-ASCII as \uXXXX escapes.
+// ", " and ": " separators, non-ASCII as \u escapes of four hex digits.
 func pythonJSON(v any) []byte {
 	var b bytes.Buffer
 	writePython(&b, v)
@@ -345,7 +343,7 @@ func pythonString(out, s []byte) ([]byte, int) {
 	return out, i
 }
 
-// unicodeEscape decodes \uXXXX (and a following low surrogate).
+// unicodeEscape decodes a \u escape of four hex digits (and a low surrogate after it).
 func unicodeEscape(s []byte) (rune, int) {
 	hex4 := func(b []byte) (rune, bool) {
 		if len(b) < 4 {

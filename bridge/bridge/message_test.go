@@ -17,7 +17,7 @@ func TestConvertWritesProtonmsgsMessage(t *testing.T) {
 	if !Sendable(ev) {
 		t.Fatal("a BuildStateChange is sent")
 	}
-	out, err := c.Convert(ev, time.Now())
+	out, err := c.Convert(ev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestExtraLimitPlaces(t *testing.T) {
 		{"build.failed", `{"info":` + big + `}`, "info"},
 		{"build.promote", `{"build":` + big + `}`, "build"},
 	} {
-		out, err := c.Convert(&bus.Event{Address: tc.address, Props: map[string]any{"type": "Tag"}, Body: json.RawMessage(tc.body)}, time.Now())
+		out, err := c.Convert(&bus.Event{Address: tc.address, Props: map[string]any{"type": "Tag"}, Body: json.RawMessage(tc.body)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +68,7 @@ func TestExtraLimitPlaces(t *testing.T) {
 		}
 	}
 	// task bodies are not touched
-	out, _ := c.Convert(&bus.Event{Address: "task.open", Props: map[string]any{"type": "TaskStateChange"}, Body: json.RawMessage(`{"build":` + big + `}`)}, time.Now())
+	out, _ := c.Convert(&bus.Event{Address: "task.open", Props: map[string]any{"type": "TaskStateChange"}, Body: json.RawMessage(`{"build":` + big + `}`)})
 	if !strings.Contains(out.Body, "extra") {
 		t.Errorf("task body changed: %s", out.Body)
 	}
@@ -87,7 +87,7 @@ func FuzzConvert(f *testing.F) {
 	f.Add("task.open", []byte(`{"a":[1,2,{"b":"\u00e9\ud83d\ude00"}]}`))
 	c := &Config{TopicPrefix: "/topic/koji", ExtraLimit: 3}
 	f.Fuzz(func(t *testing.T, address string, body []byte) {
-		out, err := c.Convert(&bus.Event{Address: address, Props: map[string]any{"type": "Tag"}, Body: body}, time.Now())
+		out, err := c.Convert(&bus.Event{Address: address, Props: map[string]any{"type": "Tag"}, Body: body})
 		if err != nil {
 			return
 		}

@@ -266,6 +266,9 @@ func TestHigherPriorityQueueFirstAndSubtasks(t *testing.T) {
 	if err := h.Admin.Call(ctx, "makeTask", []any{"fork", []any{}}, map[string]any{"priority": 10}, &high); err != nil {
 		t.Fatal(err)
 	}
+	// Both must be in their queues before the pull can show the order.
+	b.WaitQueued(t, low)
+	b.WaitQueued(t, high)
 	m := pull(t, b)
 	if id, _ := msgTask(t, m); id != high {
 		t.Fatalf("took task %d first, want the priority 10 task %d", id, high)

@@ -394,13 +394,9 @@ func (s *Server) policySet() *policy.Set {
 	return s.policies
 }
 
-// loadPolicies reads the hub configuration; a policy that does not parse
-// is refused and the running ones stay.
-func (s *Server) loadPolicies() error {
-	hc, err := LoadHubConf(s.cfg.HubConf)
-	if err != nil {
-		return fmt.Errorf("hub configuration: %w", err)
-	}
+// applyPolicies puts the policies of a hub configuration in force; a
+// policy that does not parse is refused and the running ones stay.
+func (s *Server) applyPolicies(hc *HubConf) error {
 	policies := map[string]string{}
 	for name, text := range hubDefaultPolicies {
 		policies[name] = text
@@ -420,14 +416,17 @@ func (s *Server) loadPolicies() error {
 	}
 	s.policyMu.Lock()
 	s.policies = set
-	s.hubConf = hc
 	s.policyMu.Unlock()
 	return nil
 }
 
 // ReloadConfig reads the hub configuration again (SIGHUP).
 func (s *Server) ReloadConfig(ctx context.Context) error {
-	if err := s.loadPolicies(); err != nil {
+	hc, err := LoadHubConf(s.cfg.HubConf)
+	if err == nil {
+		err = s.applyPolicies(hc)
+	}
+	if err != nil {
 		s.log.Error("configuration not reloaded; the running policies stay", "err", err)
 		return err
 	}

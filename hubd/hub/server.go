@@ -87,7 +87,7 @@ type Server struct {
 
 	policyMu  sync.RWMutex
 	policies  *policy.Set
-	hubConf   *HubConf
+	hubConf   *HubConf // as read by New; ReloadConfig reads the file again
 	policyReg *policy.Registry
 
 	handlesMu sync.Mutex
@@ -131,6 +131,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
+	s.hubConf = hc // read once: plugins now, policies at Start
 	for _, p := range hc.Plugins {
 		s.plugins[p] = true
 	}
@@ -192,7 +193,7 @@ func (s *Server) Start(ctx context.Context) error {
 
 func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error {
 	s.policyReg = newPolicyRegistry()
-	if err := s.loadPolicies(); err != nil {
+	if err := s.applyPolicies(s.hubConf); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
 	nc, err := bus.Connect(ctx, cc)

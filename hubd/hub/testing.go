@@ -93,9 +93,6 @@ type TestHost struct {
 	wake chan *nats.Msg
 }
 
-// Pull takes the next queued task message for the host the way builderd
-// does: its queues in priority order, one message, no prefetch, and when
-// they are empty it waits for a wake-up rather than polling.
 // WaitQueued waits for the wake-up that says task id is stored in its queue
 // (the relay sends it only then); other wake-ups are put back.
 func (h *TestHost) WaitQueued(t testing.TB, id int64) {
@@ -121,6 +118,9 @@ func (h *TestHost) WaitQueued(t testing.TB, id int64) {
 	}
 }
 
+// Pull takes the next queued task message for the host the way builderd
+// does: its queues in priority order, one message, no prefetch, and when
+// they are empty it waits for a wake-up rather than polling.
 func (h *TestHost) Pull(t testing.TB) jetstream.Msg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -104,7 +104,7 @@ func (r *Relay) run(ctx context.Context, cons jetstream.Consumer) {
 		it, err := cons.Messages(jetstream.PullMaxMessages(8))
 		if err != nil {
 			r.log.Error("relay: fetch", "err", err)
-			sleepCtx(ctx, time.Second)
+			bus.Sleep(ctx, time.Second)
 			continue
 		}
 		stop := context.AfterFunc(ctx, it.Stop)
@@ -116,7 +116,7 @@ func (r *Relay) run(ctx context.Context, cons jetstream.Consumer) {
 			for ctx.Err() == nil {
 				if err := r.relay(ctx, m); err != nil {
 					r.log.Error("relay: publish events", "subject", m.Subject(), "err", err)
-					sleepCtx(ctx, 200*time.Millisecond)
+					bus.Sleep(ctx, 200*time.Millisecond)
 					continue
 				}
 				break
@@ -146,15 +146,6 @@ func (r *Relay) await(ctx context.Context, e *sent) error {
 		}
 	}
 	return nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
 
 func (r *Relay) relay(ctx context.Context, m jetstream.Msg) error {
