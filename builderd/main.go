@@ -5,6 +5,10 @@ import (
 	"os"
 
 	"github.com/kojibus/kojibus/builderd/builder"
+	"github.com/kojibus/kojibus/builderd/internal/buildroot"
 )
 
-func main() { os.Exit(builder.Run(os.Args[1:], os.Stderr)) }
+func main() {
+	buildroot.MaybeInit() // builderd re-executed to enter a buildroot
+	os.Exit(builder.Run(os.Args[1:], os.Stderr))
+}

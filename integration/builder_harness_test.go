@@ -52,9 +52,10 @@ func (h *Hub) AddHost(t testing.TB, name string, capacity float64, arches ...str
 // BuilderProc is a builderd process.
 type BuilderProc struct {
 	t      testing.TB
-	Name   string
-	HostID int64
-	Pid    int
+	Name    string
+	HostID  int64
+	Pid     int
+	WorkDir string
 
 	cmd    *exec.Cmd
 	log    *syncBuffer
@@ -66,12 +67,13 @@ type BuilderProc struct {
 // StartBuilder starts `builderd --creds CREDS --workdir DIR --heartbeat
 // 500ms --shutdown-timeout 2s` and waits for "builderd ready". It is stopped
 // (SIGTERM) when the test ends, before the hub; its log is printed if the
-// test failed.
-func StartBuilder(t testing.TB, name, creds string, hostID int64) *BuilderProc {
+// test failed. extraArgs follow the others.
+func StartBuilder(t testing.TB, name, creds string, hostID int64, extraArgs ...string) *BuilderProc {
 	t.Helper()
-	b := &BuilderProc{t: t, Name: name, HostID: hostID, log: &syncBuffer{}, exited: make(chan struct{})}
-	cmd := exec.Command(filepath.Join(binDir, "builderd"), "--creds", creds, "--workdir", t.TempDir(),
-		"--heartbeat", "500ms", "--shutdown-timeout", "2s", "--log-level", "debug")
+	b := &BuilderProc{t: t, Name: name, HostID: hostID, WorkDir: t.TempDir(), log: &syncBuffer{}, exited: make(chan struct{})}
+	args := append([]string{"--creds", creds, "--workdir", b.WorkDir,
+		"--heartbeat", "500ms", "--shutdown-timeout", "2s", "--log-level", "debug"}, extraArgs...)
+	cmd := exec.Command(filepath.Join(binDir, "builderd"), args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -56,6 +56,19 @@ type Config struct {
 	// KillGrace is the time between SIGTERM and SIGKILL of a canceled task's
 	// process group (default 500ms, so a cancel kills within a second).
 	KillGrace time.Duration
+
+	// Plugins are the builder plugins enabled (kojid.conf's plugin option):
+	// "runroot".
+	Plugins []string
+	// PluginConfigDir holds the plugins' configuration, e.g. runroot.conf
+	// (default /etc/kojid/plugins).
+	PluginConfigDir string
+	// FailedBuildrootLifetime is how long a failed task's buildroot tree
+	// stays on disk (kojid's failed_buildroot_lifetime, default 4h).
+	FailedBuildrootLifetime time.Duration
+	// Self is the builderd executable, re-executed to enter a buildroot
+	// (default /proc/self/exe; its main must call buildroot.MaybeInit).
+	Self string
 }
 
 // Delays of a queue message the builder does not take (Nak: another builder,
@@ -104,6 +117,7 @@ type Builder struct {
 	loops    sync.WaitGroup
 	tasks    sync.WaitGroup
 	subs     []*nats.Subscription
+	runroot  *runrootPlugin
 	started  bool
 	stopOnce sync.Once
 }
@@ -145,11 +159,31 @@ func New(cfg Config) (*Builder, error) {
 	if cfg.WorkDir == "" {
 		return nil, errors.New("builder: no work directory")
 	}
-	return &Builder{
+	if cfg.PluginConfigDir == "" {
+		cfg.PluginConfigDir = "/etc/kojid/plugins"
+	}
+	if cfg.FailedBuildrootLifetime <= 0 {
+		cfg.FailedBuildrootLifetime = 4 * time.Hour
+	}
+	if cfg.Self == "" {
+		cfg.Self = "/proc/self/exe"
+	}
+	b := &Builder{
 		cfg: cfg, log: cfg.Logger, reg: cfg.Handlers,
 		running: map[int64]*runner{}, consumers: map[string]bool{},
 		wake: make(chan struct{}, 1),
-	}, nil
+	}
+	for _, p := range cfg.Plugins {
+		switch p {
+		case "runroot":
+			if err := b.enableRunroot(); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("builder: unknown plugin %q (kojibus builders have: runroot)", p)
+		}
+	}
+	return b, nil
 }
 
 // HostID is the id of the builder's host (after Start).
@@ -217,6 +251,9 @@ func (b *Builder) Start(ctx context.Context) (err error) {
 	if err := b.heartbeat(ctx); err != nil {
 		return err
 	}
+	if b.runroot != nil {
+		b.runroot.trees.Start()
+	}
 	b.started = true
 	b.loops.Add(2)
 	go b.heartbeatLoop()
@@ -273,6 +310,9 @@ func (b *Builder) Stop() {
 		b.cancel()
 		b.loops.Wait()
 		b.closeConn()
+		if b.runroot != nil {
+			b.runroot.trees.Stop()
+		}
 		b.log.Info("builder stopped")
 	})
 }

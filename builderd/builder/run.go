@@ -9,9 +9,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/kojibus/kojibus/builderd/internal/buildroot"
 	"github.com/kojibus/kojibus/bus"
 )
 
@@ -31,8 +33,23 @@ func Run(args []string, stderr io.Writer) int {
 	shutdown := fs.Duration("shutdown-timeout", 5*time.Minute, "on SIGTERM, how long running tasks may finish before they are killed and freed")
 	maxJobs := fs.Int("maxjobs", 10, "most tasks running at once")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var plugins []string
+	fs.Func("plugin", "enable a builder plugin (as kojid.conf's plugin): runroot; repeat or space-separate for more", func(v string) error {
+		plugins = append(plugins, strings.Fields(v)...)
+		return nil
+	})
+	pluginDir := fs.String("plugin-config-dir", "/etc/kojid/plugins", "directory of the plugins' configuration files (runroot.conf)")
+	failedLifetime := fs.Duration("failed-buildroot-lifetime", 4*time.Hour, "how long the buildroot of a failed task stays on disk (kojid's failed_buildroot_lifetime)")
+	makeRoot := fs.String("make-busybox-root", "", "make a small busybox root filesystem in DIR (for a tag's kojibus.rootfs extra) and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *makeRoot != "" {
+		if err := buildroot.MakeBusyboxRoot(*makeRoot, buildroot.BusyboxPath); err != nil {
+			fmt.Fprintf(stderr, "builderd: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	if *creds == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "usage: builderd --creds FILE [--workdir DIR] [--heartbeat 5s] [options]")
@@ -57,7 +74,8 @@ func Run(args []string, stderr io.Writer) int {
 			dir = filepath.Join(os.TempDir(), "kojibus-builder")
 		}
 	}
-	b, err := New(Config{Profile: p, WorkDir: dir, Heartbeat: *heartbeat, ShutdownTimeout: *shutdown, MaxJobs: *maxJobs, Logger: log})
+	b, err := New(Config{Profile: p, WorkDir: dir, Heartbeat: *heartbeat, ShutdownTimeout: *shutdown, MaxJobs: *maxJobs, Logger: log,
+		Plugins: plugins, PluginConfigDir: *pluginDir, FailedBuildrootLifetime: *failedLifetime})
 	if err != nil {
 		fmt.Fprintf(stderr, "builderd: %v\n", err)
 		return 2

@@ -204,9 +204,28 @@ func (t *Task) Command(ctx context.Context, name string, args ...string) error {
 	// builderd dies (kill -9), so no build runs on unsupervised while the hub
 	// hands the task to another builder.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	err := t.Run(ctx, cmd, nil)
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	if err != nil {
+		return bus.GenericError("%s failed: %v", name, err)
+	}
+	return nil
+}
+
+// Run starts cmd, which must have SysProcAttr.Setpgid, calls started (if
+// any) right after the start, and waits for it. When ctx ends the process
+// group gets SIGTERM, then SIGKILL after the kill grace; leftovers of the
+// group are killed when the command exits. It returns Start's or Wait's error.
+func (t *Task) Run(ctx context.Context, cmd *exec.Cmd, started func()) error {
 	cmd.WaitDelay = 2 * time.Second // a grandchild holding the output pipe does not hold the task
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+	err := cmd.Start()
+	if started != nil {
+		started()
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd.Path, err)
 	}
 	pgid := cmd.Process.Pid
 	r := t.r
@@ -234,7 +253,7 @@ func (t *Task) Command(ctx context.Context, name string, args ...string) error {
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		}
 	}()
-	err := cmd.Wait()
+	err = cmd.Wait()
 	close(done)
 	<-killed
 	// Leftovers of the group (background children of the command) go too.
@@ -242,13 +261,7 @@ func (t *Task) Command(ctx context.Context, name string, args ...string) error {
 	r.mu.Lock()
 	delete(r.pids, pgid)
 	r.mu.Unlock()
-	if ctx.Err() != nil {
-		return context.Cause(ctx)
-	}
-	if err != nil {
-		return bus.GenericError("%s failed: %v", name, err)
-	}
-	return nil
+	return err
 }
 
 // SubtaskOpts are host.subtask's options.

@@ -147,8 +147,8 @@ func (s *Server) authorize(m *registry.Method, caller *registry.Caller) error {
 		}
 	}
 	if m.Perm != "" {
-		if caller == nil {
-			return bus.ActionNotAllowed("you must be logged in for this operation")
+		if caller == nil || caller.UserID == 0 {
+			return bus.ActionNotAllowed("%s permission required (user not logged in)", m.Perm)
 		}
 		if !s.hasPerm(caller.UserID, m.Perm, true) {
 			return bus.ActionNotAllowed("%s permission required (logged in as %s)", m.Perm, caller.UserName)

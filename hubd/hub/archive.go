@@ -181,7 +181,7 @@ func (a *archiveService) run(ctx context.Context, cons jetstream.Consumer) {
 		it, err := cons.Messages(jetstream.PullMaxMessages(archiveBatch))
 		if err != nil {
 			a.log.Error("archive: follow events", "err", err)
-			archiveSleep(ctx, time.Second)
+			bus.Sleep(ctx, time.Second)
 			continue
 		}
 		stop := context.AfterFunc(ctx, it.Stop)
@@ -225,7 +225,7 @@ func (a *archiveService) store(ctx context.Context, batch []jetstream.Msg) {
 			break
 		}
 		a.log.Error("archive: store events", "err", err)
-		if archiveSleep(ctx, time.Second); ctx.Err() != nil {
+		if bus.Sleep(ctx, time.Second); ctx.Err() != nil {
 			return
 		}
 	}
@@ -268,15 +268,6 @@ func archivedEvent(m jetstream.Msg) (storage.Event, error) {
 	return ev, nil
 }
 
-func archiveSleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
-}
-
 func archiveTS(t time.Time) float64 { return float64(t.UnixMicro()) / 1e6 }
 
 func archiveTime(ts float64) time.Time {
@@ -288,8 +279,8 @@ func eventInfo(ev storage.Event) bus.EventInfo {
 	return bus.EventInfo{ID: ev.ID, TS: archiveTS(ev.Time)}
 }
 
-// archivePyType names the Python type of a JSON value, as Koji's messages print it.
-func archivePyType(raw json.RawMessage) string {
+// pyTypeName names the Python type of a JSON value, as Koji's messages print it.
+func pyTypeName(raw json.RawMessage) string {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
 		return "<class 'NoneType'>"
@@ -306,7 +297,10 @@ func archivePyType(raw json.RawMessage) string {
 	case 'n':
 		return "<class 'NoneType'>"
 	}
-	return "<class 'float'>"
+	if bytes.ContainsAny(raw, ".eE") {
+		return "<class 'float'>"
+	}
+	return "<class 'int'>"
 }
 
 func (s *Server) eventArchive() (*storage.Archive, error) {
@@ -333,7 +327,7 @@ func (s *Server) registerArchive() {
 					if err != nil {
 						var raw json.RawMessage
 						_ = c.Decode("before", &raw)
-						return nil, bus.GenericError("Invalid type for before: %s", archivePyType(raw))
+						return nil, bus.GenericError("Invalid type for before: %s", pyTypeName(raw))
 					}
 					before = &f
 				}

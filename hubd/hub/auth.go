@@ -133,7 +133,7 @@ func (s *Server) hasPerm(userID int64, perm string, adminOK bool) bool {
 // assertPerm is Koji's context.session.assertPerm for checks inside handlers.
 func (s *Server) assertPerm(c *registry.Call, perm string) error {
 	if !c.LoggedIn() {
-		return bus.ActionNotAllowed("you must be logged in for this operation")
+		return bus.ActionNotAllowed("%s permission required (user not logged in)", perm)
 	}
 	if !s.hasPerm(c.Caller.UserID, perm, true) {
 		return bus.ActionNotAllowed("%s permission required (logged in as %s)", perm, c.Caller.UserName)

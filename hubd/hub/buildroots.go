@@ -102,8 +102,8 @@ func (s *Server) registerBuildroots() {
 			Handler: s.listBuildroots,
 		},
 		registry.Method{
-			Name: "host.newBuildRoot", Doc: "Create a buildroot record (state INIT) for the calling host; returns its id",
-			Params: []registry.Param{registry.P("repo"), registry.P("arch"), registry.Opt("task_id", nil)},
+			Name: "host.newBuildRoot", Doc: "Create a buildroot record (state INIT) for the calling host; returns its id. extra (kojibus) is kept with it, e.g. the buildroot's path",
+			Params: []registry.Param{registry.P("repo"), registry.P("arch"), registry.Opt("task_id", nil), registry.Opt("ctype", nil), registry.Opt("extra", nil)},
 			Access: registry.HostOnly, Write: true,
 			Handler: s.hostNewBuildRoot,
 		},
@@ -194,6 +194,17 @@ func (s *Server) hostNewBuildRoot(ctx context.Context, c *registry.Call) (any, e
 	if err != nil {
 		return nil, err
 	}
+	if ct, err := c.OptString("ctype"); err != nil {
+		return nil, err
+	} else if ct != nil && *ct != "chroot" {
+		return nil, bus.GenericError("Invalid container type: %s", *ct)
+	}
+	var extra map[string]any
+	if !c.IsNull("extra") {
+		if extra, err = c.Map("extra"); err != nil {
+			return nil, err
+		}
+	}
 	return s.update(ctx, c, func(tx *state.Txn) (any, error) {
 		h, ok := lookupHost(tx.View, registry.Ref{ID: c.Caller.HostID})
 		if !ok {
@@ -208,6 +219,7 @@ func (s *Server) hostNewBuildRoot(ctx context.Context, c *registry.Call) (any, e
 			ID: tx.NextID("buildroot"), BRType: bus.BuildrootTypeStandard, ContainerArch: arch, Arch: arch,
 			ContainerType: "chroot", State: bus.BuildrootInit, TaskID: taskID, HostID: h.ID, RepoID: rp.ID,
 			TagID: rp.TagID, CreateEventID: int64(tx.Applied()), CreateEventTime: kojiTime(ts), CreateTS: ts,
+			Extra: extra,
 		}}
 		if err := tx.Put(buildrootKey(br.ID), br); err != nil {
 			return nil, err

@@ -164,7 +164,7 @@ output formats, and reaches the hub over NATS with a koji-style profile:
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usagef(cmd, "%s", err) })
 	for _, group := range [][]*cobra.Command{
 		a.miscCommands(), a.userCommands(), a.hostCommands(), a.tagCommands(),
-		a.buildCommands(), a.repoCommands(), a.eventCommands(), a.taskCommands(), a.bridgeCommands(), a.policyCommands(), a.sidetagCommands(),
+		a.buildCommands(), a.repoCommands(), a.eventCommands(), a.taskCommands(), a.bridgeCommands(), a.policyCommands(), a.sidetagCommands(), a.runrootCommands(),
 	} {
 		root.AddCommand(group...)
 	}

@@ -952,6 +952,9 @@ type logPrinter struct {
 	a       *app
 	only    string
 	lastlog string
+	// raw prints the contents alone, without headers (runroot's output);
+	// silent prints nothing (runroot --quiet).
+	raw, silent bool
 }
 
 func (p *logPrinter) wanted(name string) bool {
@@ -962,7 +965,11 @@ func (p *logPrinter) wanted(name string) bool {
 }
 
 func (p *logPrinter) write(task int64, volume, name string, data []byte) {
-	if len(data) == 0 {
+	if len(data) == 0 || p.silent {
+		return
+	}
+	if p.raw {
+		_, _ = p.a.stdout.Write(data)
 		return
 	}
 	cur := fmt.Sprintf("%d:%s:%s:", task, volume, name)
@@ -1184,7 +1191,7 @@ func (a *app) followLogs(ctx context.Context, c *bus.Client, ids []int64, p *log
 	if err != nil {
 		return fmt.Errorf("upload stream %s: %w", bus.UploadsStream, err)
 	}
-	if !a.quiet {
+	if !a.quiet && !p.raw {
 		a.println("Watching logs (this may be safely interrupted)...")
 	}
 	chunks := make(chan uploadChunk, 256)
