@@ -51,7 +51,7 @@ func (h *Hub) AddHost(t testing.TB, name string, capacity float64, arches ...str
 
 // BuilderProc is a builderd process.
 type BuilderProc struct {
-	t      testing.TB
+	t       testing.TB
 	Name    string
 	HostID  int64
 	Pid     int
