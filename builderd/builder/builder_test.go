@@ -19,12 +19,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/kojibus/kojibus/builderd/internal/buildroot"
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/bus/config"
 	"github.com/kojibus/kojibus/hubd/hub"
 )
 
 func TestMain(m *testing.M) {
+	buildroot.MaybeInit() // the test binary is the buildroot init of runroot tests
 	goleak.VerifyTestMain(m, bustest.LeakOptions()...)
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -231,5 +232,18 @@ func TestSafeJoin(t *testing.T) {
 		if (err == nil) != (tc.err == "") || err != nil && err.Error() != tc.err || got != tc.want {
 			t.Errorf("SafeJoin(%q) = %q, %v; want %q, %s", tc.path, got, err, tc.want, tc.err)
 		}
+	}
+}
+
+func TestLinux32Personality(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("setarch i686 is an x86_64 host's")
+	}
+	spec := layers(t)
+	spec.Command = "uname -m"
+	spec.Linux32 = true
+	out, code, err := run(t, t.Context(), spec)
+	if err != nil || code != 0 || strings.TrimSpace(out) != "i686" {
+		t.Fatalf("uname -m with the 32-bit personality: %q exit %d %v", out, code, err)
 	}
 }
