@@ -255,4 +255,12 @@ func TestRunrootDebianBuildroot(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "GNU Make ") {
 		t.Fatalf("make in the Debian buildroot: exit %d\n%s%s\nbuilder:\n%s", code, out, errOut, s.b.Log())
 	}
+	// --package installs into this buildroot only (apt-get, network on).
+	out, errOut, code = s.h.Ctl(t, "runroot", "--package", "hello", "deb-build", s.arch, "hello")
+	if code != 0 || out != "Hello, world!\n" {
+		t.Fatalf("--package hello: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, _, code = s.h.Ctl(t, "runroot", "deb-build", s.arch, "hello"); code != 1 {
+		t.Fatalf("hello without --package: exit %d, want 1 (not in the cached root)", code)
+	}
 }
