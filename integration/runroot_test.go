@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -118,6 +119,41 @@ func TestRunrootThroughKojictl(t *testing.T) {
 	out, _, code = h.Ctl(t, "runroot", "--use-shell", "demo-build", s.arch, "echo", "$HOME")
 	if code != 0 || out != "/builddir\n" {
 		t.Fatalf("--use-shell: exit %d %q", code, out)
+	}
+
+	// The other options: --nowait --task-id, -w, --repo-id, --watch, and
+	// the chroot kinds (the shell is PID 2 under the init in a new chroot).
+	out, _, code = h.Ctl(t, "runroot", "--nowait", "--task-id", "-w", "3", "demo-build", s.arch, "true")
+	id := strings.TrimSpace(out)
+	if code != 0 || strings.Contains(id, "\n") || id == "" {
+		t.Fatalf("--nowait --task-id: exit %d %q", code, out)
+	}
+	if _, errOut, code := h.Ctl(t, "watch-task", "--quiet", id); code != 0 {
+		t.Fatalf("watch-task %s: %d %s", id, code, errOut)
+	}
+	var info struct {
+		Weight float64 `json:"weight"`
+	}
+	if err := json.Unmarshal([]byte(ctl(t, h, "call", "--json-output", "getTaskInfo", id)), &info); err != nil || info.Weight != 3 {
+		t.Fatalf("-w 3: task weight %v %v", info.Weight, err)
+	}
+	var repo struct {
+		ID int64 `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(ctl(t, h, "call", "--json-output", "getRepo", "demo-build")), &repo); err != nil || repo.ID == 0 {
+		t.Fatalf("getRepo: %v", err)
+	}
+	out, _, code = h.Ctl(t, "runroot", "--repo-id", strconv.FormatInt(repo.ID, 10), "--use-shell", "demo-build", s.arch, "echo $$")
+	if code != 0 || out != "2\n" {
+		t.Fatalf("--repo-id, new chroot: exit %d %q", code, out)
+	}
+	out, _, code = h.Ctl(t, "runroot", "--old-chroot", "--use-shell", "demo-build", s.arch, "echo $$")
+	if code != 0 || out == "2\n" || out == "" {
+		t.Fatalf("--old-chroot: exit %d %q (want a host PID)", code, out)
+	}
+	out, _, code = h.Ctl(t, "runroot", "--watch", "demo-build", s.arch, "true")
+	if code != 0 || !strings.Contains(out, "runroot") || !strings.Contains(out, "closed") {
+		t.Fatalf("--watch: exit %d\n%s", code, out)
 	}
 
 	// noarch runs on the tag's arch the host has.

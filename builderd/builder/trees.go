@@ -21,6 +21,8 @@ type treeReaper struct {
 	mu     sync.Mutex
 	timers map[string]*time.Timer
 	closed bool
+	// removed, when set (tests), is told each tree removed.
+	removed func(tree string)
 }
 
 const treeExpiresFile = "expires"
@@ -84,6 +86,9 @@ func (r *treeReaper) remove(tree string) {
 		return
 	}
 	r.log.Info("buildroot removed", "path", tree)
+	if r.removed != nil {
+		r.removed(tree)
+	}
 }
 
 // Stop cancels the pending removals (the files say when, for the next start).

@@ -14,7 +14,7 @@ func TestRunrootRefusals(t *testing.T) {
 		{name: "both chroot kinds", args: []string{"runroot", "--new-chroot", "--old-chroot", "t", "x86_64", "true"}, code: 2,
 			errText: "--new-chroot and --old-chroot are mutually exclusive"},
 		{name: "options after the tag are the command's", args: []string{"runroot", "t", "x86_64", "ls", "--bogus"}, code: 1,
-			out: []string{"* The runroot plugin appears to not be installed on the koji hub.  Please contact the administrator.\n"},
+			out:     []string{"* The runroot plugin appears to not be installed on the koji hub.  Please contact the administrator.\n"},
 			errText: "Invalid method: runroot"},
 		{name: "bad weight", args: []string{"runroot", "-w", "heavy", "t", "x86_64", "true"}, code: 2, errText: "invalid argument"},
 	})
