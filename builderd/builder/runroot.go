@@ -3,16 +3,13 @@ package builder
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/kojibus/kojibus/builderd/internal/buildroot"
@@ -267,15 +264,8 @@ func (p *runrootPlugin) run(ctx context.Context, t *Task, spec buildroot.Spec, o
 	if ctx.Err() != nil {
 		return 0, context.Cause(ctx)
 	}
-	var ee *exec.ExitError
-	switch {
-	case werr == nil:
-		return 0, nil
-	case errors.As(werr, &ee):
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return 128 + int(ws.Signal()), nil
-		}
-		return ee.ExitCode(), nil
+	if code, ok := buildroot.ExitCode(werr); ok {
+		return code, nil
 	}
 	return 0, bus.NewFault(bus.CodeBuildrootError, "buildroot: %v", werr)
 }

@@ -453,7 +453,7 @@ func (s *Server) editSideTag(ctx context.Context, c *registry.Call) (any, error)
 			}
 			check := func(m string) error {
 				if len(m) < 2 || !macroNameRE.MatchString(m) {
-					return bus.GenericError("Invalid macro name %s", pyRepr(m))
+					return bus.GenericError("Invalid macro name %s", bus.PyStr(m))
 				}
 				if !policy.MatchAny(m, masks) {
 					return bus.GenericError("RPM macro %s editing is not allowed via parent tag", m)
@@ -525,7 +525,6 @@ func allowedMacroMasks(parent string, v any) ([]string, error) {
 }
 
 // pyRepr is Python's repr of a string.
-func pyRepr(s string) string { return "'" + strings.ReplaceAll(s, "'", "\\'") + "'" }
 
 // startSidetagCleanup runs the clean-up Koji leaves to koji-sidetag-cleanup:
 // empty sidetags after EmptyDelay, ones without tagging for InactiveDelay,

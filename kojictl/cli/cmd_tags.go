@@ -430,7 +430,7 @@ func (a *app) printTagInfo(cmd *cobra.Command, c *bus.Client, t *bus.Tag) error 
 		a.println("LOCKED")
 	}
 	if t.PermID != nil {
-		a.printf("Required permission: %s\n", pyStr(strOr(t.Perm, strconv.FormatInt(*t.PermID, 10))))
+		a.printf("Required permission: %s\n", bus.PyStr(strOr(t.Perm, strconv.FormatInt(*t.PermID, 10))))
 	}
 	if t.MavenSupport || t.MavenIncludeAll {
 		a.printf("Maven support?: %s\n", map[bool]string{true: "yes", false: "no"}[t.MavenSupport])

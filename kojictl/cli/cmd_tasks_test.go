@@ -65,8 +65,10 @@ func (r *running) wait(t *testing.T) int {
 	return -1
 }
 
+// tctx bounds a whole test's calls: generous, as a test of several
+// commands under the race detector on a loaded machine takes tens of seconds.
 func tctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }

@@ -11,7 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
-	"unicode/utf8"
+
+	"github.com/kojibus/kojibus/bus"
 )
 
 // decodeJSON decodes keeping numbers as json.Number, so integers stay integers.
@@ -145,7 +146,7 @@ func pyRepr(v any) string {
 	case int64:
 		return strconv.FormatInt(x, 10)
 	case string:
-		return pyStr(x)
+		return bus.PyStr(x)
 	case []any:
 		parts := make([]string, len(x))
 		for i, e := range x {
@@ -156,7 +157,7 @@ func pyRepr(v any) string {
 		keys := sortedKeys(x)
 		parts := make([]string, len(keys))
 		for i, k := range keys {
-			parts[i] = pyStr(k) + ": " + pyRepr(x[k])
+			parts[i] = bus.PyStr(k) + ": " + pyRepr(x[k])
 		}
 		return "{" + strings.Join(parts, ", ") + "}"
 	default:
@@ -170,41 +171,6 @@ func pyRepr(v any) string {
 		}
 		return fmt.Sprint(x)
 	}
-}
-
-// pyStr is Python's repr of a str.
-func pyStr(s string) string {
-	quote := byte('\'')
-	if strings.ContainsRune(s, '\'') && !strings.ContainsRune(s, '"') {
-		quote = '"'
-	}
-	var b strings.Builder
-	b.WriteByte(quote)
-	for _, r := range s {
-		switch {
-		case r == rune(quote) || r == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r == utf8.RuneError:
-			b.WriteString(`\ufffd`)
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case !unicode.IsPrint(r) && r < 0x10000:
-			fmt.Fprintf(&b, `\u%04x`, r)
-		case !unicode.IsPrint(r):
-			fmt.Fprintf(&b, `\U%08x`, r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte(quote)
-	return b.String()
 }
 
 func sortedKeys(m map[string]any) []string {
@@ -240,7 +206,7 @@ func pformat(v any, indent, width int) string {
 		keys := sortedKeys(x)
 		parts := make([]string, len(keys))
 		for i, k := range keys {
-			kr := pyStr(k) + ": "
+			kr := bus.PyStr(k) + ": "
 			parts[i] = kr + pformat(x[k], indent+1+len(kr), width)
 		}
 		return "{" + strings.Join(parts, ",\n"+strings.Repeat(" ", indent+1)) + "}"

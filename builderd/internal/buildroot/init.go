@@ -269,17 +269,27 @@ func runCommand(spec Spec) (int, error) {
 	if spec.NewChroot {
 		_ = syscall.Kill(-1, syscall.SIGKILL) // background leftovers go too
 	}
+	if code, ok := ExitCode(err); ok {
+		return code, nil
+	}
+	return 0, err
+}
+
+// ExitCode reads a command's Wait error as a shell does: 0 for nil, the
+// exit status, or 128+signal when it was killed; false when err is not
+// about how the command ended.
+func ExitCode(err error) (int, bool) {
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
-		return 0, nil
+		return 0, true
 	case errors.As(err, &ee):
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return 128 + int(ws.Signal()), nil
+			return 128 + int(ws.Signal()), true
 		}
-		return ee.ExitCode(), nil
+		return ee.ExitCode(), true
 	}
-	return 0, err
+	return 0, false
 }
 
 // perLinux32 is PER_LINUX32 of <linux/personality.h>, what setarch i686 sets.

@@ -442,21 +442,6 @@ func TestResultText(t *testing.T) {
 	}
 }
 
-func TestPyRepr(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"a", `'a'`},
-		{"it's", `"it's"`},
-		{`it's "x"`, `'it\'s "x"'`},
-		{`a\b`, `'a\\b'`},
-		{"a\tb\x01\u00a0é\u2028", `'a\tb\x01\xa0é\u2028'`},
-	}
-	for _, tt := range tests {
-		if got := pyRepr(tt.in); got != tt.want {
-			t.Errorf("pyRepr(%q) = %s, want %s", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestPySplitLines(t *testing.T) {
 	got := pySplitLines("a\r\nb\rc\fd\n\ne\u2028")
 	want := []string{"a", "b", "c", "d", "", "e"}
