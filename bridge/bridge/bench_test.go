@@ -3,6 +3,8 @@ package bridge_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -216,11 +218,31 @@ func archiveAcks(b *testing.B, nc *nats.Conn) func(seq uint64) {
 	}
 }
 
-// BenchmarkHubWithBridge: tasks created per second (8 clients) with the
-// bridge off, then on, in the same run.
+// BenchmarkHubWithBridge: runroot tasks created per second (8 clients
+// calling runroot as koji's CLI does) with the bridge off, then on, in the
+// same run.
 func BenchmarkHubWithBridge(b *testing.B) {
 	r := rabbittest.Start(b)
-	h := hub.StartTestHub(b, nil)
+	conf := filepath.Join(b.TempDir(), "hub.conf")
+	if err := os.WriteFile(conf, []byte("[hub]\nPlugins = runroot_hub\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	h := hub.StartTestHub(b, func(c *hub.Config) { c.HubConf = conf })
+	ctx := context.Background()
+	for _, c := range []struct {
+		method string
+		args   []any
+		kw     map[string]any
+	}{
+		{"createTag", []any{"bench-build"}, map[string]any{"arches": "x86_64"}},
+		{"addHost", []any{"rr1", []string{"x86_64"}}, nil},
+		{"addHostToChannel", []any{"rr1", "runroot"}, map[string]any{"create": true}},
+	} {
+		if err := h.Admin.Call(ctx, c.method, c.args, c.kw, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	runrootKw := map[string]any{"channel": nil, "packages": []string{}, "mounts": []string{}, "repo_id": nil, "skip_setarch": false, "weight": nil}
 	create := func(b *testing.B) float64 {
 		var wg sync.WaitGroup
 		var next atomic.Int64
@@ -231,7 +253,7 @@ func BenchmarkHubWithBridge(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for next.Add(1) <= int64(b.N) {
-					if err := h.Admin.Call(context.Background(), "makeTask", []any{"sleep", []any{0}}, nil, nil); err != nil {
+					if err := h.Admin.Call(ctx, "runroot", []any{"bench-build", "x86_64", []string{"true"}}, runrootKw, nil); err != nil {
 						b.Error(err)
 						return
 					}
@@ -241,7 +263,7 @@ func BenchmarkHubWithBridge(b *testing.B) {
 		wg.Wait()
 		b.StopTimer()
 		rate := float64(b.N) / time.Since(start).Seconds()
-		b.ReportMetric(rate, "tasks/s")
+		b.ReportMetric(rate, "runroot/s")
 		return rate
 	}
 	var off float64
