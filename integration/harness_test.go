@@ -247,7 +247,13 @@ func (h *Hub) Ctl(t testing.TB, args ...string) (stdout, stderr string, code int
 // (HOME and the session cache in a temporary directory).
 func RunCtl(t testing.TB, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	return RunCtlTimeout(t, 60*time.Second, args...)
+}
+
+// RunCtlTimeout is RunCtl for a command that may take longer than a minute.
+func RunCtlTimeout(t testing.TB, timeout time.Duration, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	home := t.TempDir()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "kojictl"), args...)

@@ -290,12 +290,13 @@ func TestRunrootDebianBuildroot(t *testing.T) {
 	ctl(t, s.h, "add-tag", "--arches", s.arch, "-x", "kojibus.rootfs.debian=bookworm", "deb-build")
 	ctl(t, s.h, "add-group", "deb-build", "build")
 	ctl(t, s.h, "add-group-pkg", "deb-build", "build", "make")
-	out, errOut, code := s.h.Ctl(t, "runroot", "deb-build", s.arch, "make", "--version")
+	// The first run bootstraps the root (half a minute here; more on a slow mirror).
+	out, errOut, code := RunCtlTimeout(t, 10*time.Minute, "-c", s.h.Profile, "runroot", "deb-build", s.arch, "make", "--version")
 	if code != 0 || !strings.HasPrefix(out, "GNU Make ") {
 		t.Fatalf("make in the Debian buildroot: exit %d\n%s%s\nbuilder:\n%s", code, out, errOut, s.b.Log())
 	}
 	// --package installs into this buildroot only (apt-get, network on).
-	out, errOut, code = s.h.Ctl(t, "runroot", "--package", "hello", "deb-build", s.arch, "hello")
+	out, errOut, code = RunCtlTimeout(t, 5*time.Minute, "-c", s.h.Profile, "runroot", "--package", "hello", "deb-build", s.arch, "hello")
 	if code != 0 || out != "Hello, world!\n" {
 		t.Fatalf("--package hello: exit %d\n%s%s", code, out, errOut)
 	}
