@@ -163,7 +163,7 @@ func (p *runrootPlugin) handle(ctx context.Context, t *Task, a Args) (any, error
 	}
 	newChroot := true // mock's default is the new chroot (nspawn)
 	if v, ok := bc.Extra["mock.new_chroot"]; ok {
-		newChroot = truthy(v)
+		newChroot = bus.OptionTruthy(v)
 	}
 	if args.newChroot != nil {
 		newChroot = *args.newChroot
@@ -416,16 +416,4 @@ func exitStatus(command string, code int) string {
 		return fmt.Sprintf("%s was killed by signal %d", name, code-128)
 	}
 	return fmt.Sprintf("%s exited with status %d", name, code)
-}
-
-func truthy(v any) bool {
-	switch x := v.(type) {
-	case bool:
-		return x
-	case float64:
-		return x != 0
-	case string:
-		return x != "" && x != "0" && !strings.EqualFold(x, "false")
-	}
-	return v != nil
 }

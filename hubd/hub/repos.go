@@ -107,30 +107,9 @@ func convertRepoOpts(raw any, strict bool) (map[string]bool, error) {
 		if v == nil {
 			continue
 		}
-		out[k] = repoTruthy(v)
+		out[k] = bus.OptionTruthy(v)
 	}
 	return out, nil
-}
-
-func repoTruthy(v any) bool {
-	switch x := v.(type) {
-	case bool:
-		return x
-	case float64:
-		return x != 0
-	case json.Number:
-		f, _ := x.Float64()
-		return f != 0
-	case string:
-		switch strings.ToLower(x) {
-		case "", "0", "false", "no", "off", "none":
-			return false
-		}
-		return true
-	case nil:
-		return false
-	}
-	return true
 }
 
 // repoOptsFor is get_repo_opts: the tag's default options (extra repo.opts,
@@ -140,7 +119,7 @@ func repoOptsFor(t *tagRecord, override map[string]bool) (bus.RepoOpts, map[stri
 	tagOpts, _ := convertRepoOpts(t.Extra["repo.opts"], false)
 	if v, ok := t.Extra["with_debuginfo"]; ok {
 		if _, has := t.Extra["repo.opts"]; !has {
-			tagOpts["debuginfo"] = repoTruthy(v)
+			tagOpts["debuginfo"] = bus.OptionTruthy(v)
 		}
 	}
 	for k, v := range tagOpts {
@@ -932,7 +911,7 @@ func (rs *repoService) pass(ctx context.Context) error {
 			if !ok {
 				continue
 			}
-			if !repoTruthy(buildConfig(v, t).Extra["repo.auto"]) {
+			if !bus.OptionTruthy(buildConfig(v, t).Extra["repo.auto"]) {
 				continue
 			}
 			last := chainLastChange(v, t.ID)

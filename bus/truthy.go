@@ -1,0 +1,34 @@
+package bus
+
+import (
+	"encoding/json"
+	"strings"
+)
+
+// OptionTruthy reads a tag extra option the way Koji's option readers do:
+// Python truthiness, except that the strings "0", "false", "no", "off" and
+// "none" (any case) are false, as configuration values written as text are.
+func OptionTruthy(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return false
+	case bool:
+		return x
+	case float64:
+		return x != 0
+	case json.Number:
+		f, _ := x.Float64()
+		return f != 0
+	case string:
+		switch strings.ToLower(x) {
+		case "", "0", "false", "no", "off", "none":
+			return false
+		}
+		return true
+	case []any:
+		return len(x) > 0
+	case map[string]any:
+		return len(x) > 0
+	}
+	return true
+}
