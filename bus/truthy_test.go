@@ -22,3 +22,18 @@ func TestOptionTruthy(t *testing.T) {
 		}
 	}
 }
+
+func TestPyTruthy(t *testing.T) {
+	cases := []struct {
+		in   any
+		want bool
+	}{
+		{nil, false}, {false, false}, {0.0, false}, {json.Number("0.0"), false}, {"", false}, {[]any{}, false}, {map[string]any{}, false},
+		{true, true}, {0.5, true}, {"0", true}, {"false", true}, {[]any{nil}, true},
+	}
+	for _, tc := range cases {
+		if got := PyTruthy(tc.in); got != tc.want {
+			t.Errorf("PyTruthy(%#v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}

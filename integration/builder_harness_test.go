@@ -137,6 +137,23 @@ func (b *BuilderProc) Alive() bool {
 // Log returns what builderd wrote so far.
 func (b *BuilderProc) Log() string { return b.log.String() }
 
+// WaitLog waits until builderd has logged a line containing text.
+func (b *BuilderProc) WaitLog(t testing.TB, text string, d time.Duration) {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		changed := b.log.Changed()
+		if strings.Contains(b.log.String(), text) {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("builderd %s did not log %q within %s:\n%s", b.Name, text, d, b.log.String())
+		}
+	}
+}
+
 func (b *BuilderProc) signal(sig syscall.Signal) {
 	b.mu.Lock()
 	done := b.done

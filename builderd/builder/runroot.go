@@ -3,6 +3,7 @@ package builder
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -361,28 +362,34 @@ func (p *runrootPlugin) repo(ctx context.Context, t *Task, args *runrootArgs, ta
 	return info.ID, nil
 }
 
-// source reads where the tag's root filesystem comes from, with its build
-// group's packages.
+// source reads where the tag's root filesystem comes from; the build
+// group's packages are looked up only for a Debian root.
 func (p *runrootPlugin) source(ctx context.Context, t *Task, tag string, extra map[string]any) (buildroot.Source, error) {
-	var groups []struct {
-		Name        string `json:"name"`
-		PackageList []struct {
-			Package string `json:"package"`
-		} `json:"packagelist"`
-	}
-	if err := t.Session().Call(ctx, "getTagGroups", []any{tag}, nil, &groups); err != nil {
-		return buildroot.Source{}, err
-	}
-	var pkgs []string
-	for _, g := range groups {
-		if g.Name == "build" {
-			for _, pk := range g.PackageList {
-				pkgs = append(pkgs, pk.Package)
+	groupPackages := func() ([]string, error) {
+		var groups []struct {
+			Name        string `json:"name"`
+			PackageList []struct {
+				Package string `json:"package"`
+			} `json:"packagelist"`
+		}
+		if err := t.Session().Call(ctx, "getTagGroups", []any{tag}, nil, &groups); err != nil {
+			return nil, err
+		}
+		var pkgs []string
+		for _, g := range groups {
+			if g.Name == "build" {
+				for _, pk := range g.PackageList {
+					pkgs = append(pkgs, pk.Package)
+				}
 			}
 		}
+		return pkgs, nil
 	}
-	src, err := buildroot.SourceFromExtra(extra, pkgs)
+	src, err := buildroot.SourceFromExtra(extra, groupPackages)
 	if err != nil {
+		if f := (*bus.Fault)(nil); errors.As(err, &f) {
+			return src, err
+		}
 		return src, bus.NewFault(bus.CodeBuildrootError, "tag %s: %v", tag, err)
 	}
 	return src, nil

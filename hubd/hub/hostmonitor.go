@@ -58,12 +58,11 @@ func (m *hostMonitor) check(ctx context.Context, now time.Time) error {
 	deadline := float64(now.Add(-m.timeout).UnixMicro()) / 1e6
 	var lost []int64
 	_ = m.s.store.Read(func(v state.View) error {
-		for _, k := range v.Keys("host", "host.") {
-			var h hostRecord
-			if ok, _ := v.GetJSON(k, &h); ok && h.Ready && h.UpdateTS != nil && *h.UpdateTS < deadline {
+		forEachHost(v, func(h *hostRecord) {
+			if h.Ready && h.UpdateTS != nil && *h.UpdateTS < deadline {
 				lost = append(lost, h.ID)
 			}
-		}
+		})
 		return nil
 	})
 	for _, id := range lost {

@@ -76,6 +76,16 @@ func hostChannelIDs(v state.View, hostID int64) []int64 {
 	return ids
 }
 
+// forEachHost calls fn with every host record.
+func forEachHost(v state.View, fn func(*hostRecord)) {
+	for _, k := range v.Keys("host", "host.") {
+		var h hostRecord
+		if ok, _ := v.GetJSON(k, &h); ok {
+			fn(&h)
+		}
+	}
+}
+
 func hostInChannel(v state.View, hostID, chanID int64) bool {
 	_, _, ok := v.Get(hostChannelKey(hostID, chanID))
 	return ok
@@ -507,21 +517,17 @@ func (s *Server) listHosts(ctx context.Context, c *registry.Call) (any, error) {
 			}
 			userID = u.ID
 		}
-		for _, k := range v.Keys("host", "host.") {
-			var h hostRecord
-			if ok, _ := v.GetJSON(k, &h); !ok {
-				continue
-			}
+		forEachHost(v, func(h *hostRecord) {
 			switch {
 			case archRx != nil && !archRx.MatchString(h.Arches),
 				chanRef != nil && !hostInChannel(v, h.ID, chanID),
 				ready != nil && h.Ready != *ready,
 				enabled != nil && h.Enabled != *enabled,
 				userRef != nil && h.UserID != userID:
-				continue
+				return
 			}
 			out = append(out, h.Host)
-		}
+		})
 		return nil
 	})
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand/v2"
-	"strconv"
 	"strings"
 
 	"github.com/kojibus/kojibus/bus"
@@ -146,18 +145,6 @@ func runrootNoarch(v state.View, tag *tagRecord, channel string) (string, error)
 		return "", bus.GenericError("no common arches for tag/channel: %s/%s", tag.Name, channel)
 	}
 	return bus.CanonArch(choices[rand.IntN(len(choices))]), nil
-}
-
-func forEachHost(v state.View, fn func(*hostRecord)) {
-	for _, k := range v.Keys("host", "host.") {
-		id, err := strconv.ParseInt(strings.TrimPrefix(k, "host."), 10, 64)
-		if err != nil {
-			continue
-		}
-		if h, ok := lookupHost(v, registry.Ref{ID: id}); ok {
-			fn(h)
-		}
-	}
 }
 
 func derefStr(p *string) string {

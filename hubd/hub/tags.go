@@ -1709,7 +1709,7 @@ func (s *Server) getFullInheritance(ctx context.Context, c *registry.Call) (any,
 		if k == "stops" || k == "jumps" {
 			var v any
 			_ = json.Unmarshal(raw, &v)
-			if truthy(v) {
+			if bus.PyTruthy(v) {
 				return nil, bus.ParameterError("%s option has been removed since 1.26", k)
 			}
 			continue
@@ -1750,22 +1750,4 @@ func (s *Server) getFullInheritance(ctx context.Context, c *registry.Call) (any,
 		return nil
 	})
 	return out, err
-}
-
-func truthy(v any) bool {
-	switch x := v.(type) {
-	case nil:
-		return false
-	case bool:
-		return x
-	case float64:
-		return x != 0
-	case string:
-		return x != ""
-	case []any:
-		return len(x) > 0
-	case map[string]any:
-		return len(x) > 0
-	}
-	return true
 }

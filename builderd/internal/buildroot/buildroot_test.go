@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -177,24 +178,34 @@ func TestTerminateKillsTheWholeTree(t *testing.T) {
 			spec.NewChroot = newChroot
 			marker := t.TempDir()
 			spec.Mounts = []Mount{{Source: marker, Target: "/mnt/m", Fstype: "none", Options: "bind"}}
-			// A background child and a foreground sleep; the started file
-			// says both run.
-			spec.Command = "sleep 300 & echo $! > /mnt/m/bg; touch /mnt/m/started; sleep 300"
+			// A background child and a foreground sleep; writing the fifo
+			// (which waits for this test to read it) says both run.
+			started := filepath.Join(marker, "started")
+			if err := unix.Mkfifo(started, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			spec.Command = "sleep 300 & echo $! > /mnt/m/bg; echo > /mnt/m/started; sleep 300"
 			ctx, cancel := context.WithCancel(t.Context())
 			done := make(chan int, 1)
 			go func() {
 				_, code, _ := run(t, ctx, spec)
 				done <- code
 			}()
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				if _, err := os.Stat(filepath.Join(marker, "started")); err == nil {
-					break
+			running := make(chan error, 1)
+			go func() {
+				_, err := os.ReadFile(started) // returns once the command wrote and closed it
+				running <- err
+			}()
+			select {
+			case err := <-running:
+				if err != nil {
+					t.Fatal(err)
 				}
-				if time.Now().After(deadline) {
-					t.Fatal("command did not start")
+			case <-time.After(20 * time.Second):
+				if w, err := os.OpenFile(started, os.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {
+					_ = w.Close() // lets the reader go
 				}
-				time.Sleep(10 * time.Millisecond) // the file is the only sign
+				t.Fatal("command did not start")
 			}
 			cancel()
 			select {
@@ -237,7 +248,7 @@ func TestSafeJoin(t *testing.T) {
 
 func TestLinux32Personality(t *testing.T) {
 	if runtime.GOARCH != "amd64" {
-		t.Skip("setarch i686 is an x86_64 host's")
+		t.Skip("runs on an x86_64 (amd64) host only: setarch i686 is its 32-bit personality")
 	}
 	spec := layers(t)
 	spec.Command = "uname -m"

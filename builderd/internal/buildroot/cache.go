@@ -41,22 +41,29 @@ type Source struct {
 	Mirror   string   `json:"mirror,omitempty"`
 	Variant  string   `json:"variant,omitempty"`
 	Packages []string `json:"packages,omitempty"` // the build group's, for debian
+	// Size and MTime of a tarball: part of the cache key, so a replaced
+	// tarball is extracted again.
+	Size  int64 `json:"size,omitempty"`
+	MTime int64 `json:"mtime,omitempty"`
 }
 
 // ErrNoSource says the tag names no root filesystem.
 var ErrNoSource = errors.New("no buildroot source")
 
-// SourceFromExtra reads a tag's build config extras. groupPackages are the
-// tag's build group packages (installed by mmdebstrap; a prepared rootfs is
-// used as it is).
-func SourceFromExtra(extra map[string]any, groupPackages []string) (Source, error) {
+// SourceFromExtra reads a tag's build config extras. groupPackages gives
+// the tag's build group packages; it is called only for a Debian source
+// (mmdebstrap installs them; a prepared rootfs is used as it is).
+func SourceFromExtra(extra map[string]any, groupPackages func() ([]string, error)) (Source, error) {
 	str := func(k string) string { s, _ := extra[k].(string); return strings.TrimSpace(s) }
 	if suite := str(ExtraDebian); suite != "" {
 		variant := str(ExtraDebianVariant)
 		if variant == "" {
 			variant = "minbase"
 		}
-		pkgs := append([]string(nil), groupPackages...)
+		pkgs, err := groupPackages()
+		if err != nil {
+			return Source{}, err
+		}
 		sort.Strings(pkgs)
 		return Source{Kind: "debian", Suite: suite, Mirror: str(ExtraDebianMirror), Variant: variant, Packages: pkgs}, nil
 	}
@@ -74,7 +81,7 @@ func SourceFromExtra(extra map[string]any, groupPackages []string) (Source, erro
 	if fi.IsDir() {
 		return Source{Kind: "dir", Path: p}, nil
 	}
-	return Source{Kind: "tar", Path: p}, nil
+	return Source{Kind: "tar", Path: p, Size: fi.Size(), MTime: fi.ModTime().UnixNano()}, nil
 }
 
 // Cache keeps one root filesystem per tag, repo and source, made once and
@@ -107,10 +114,7 @@ func (c *Cache) Get(ctx context.Context, tagID, repoID int64, src Source, out io
 	if src.Kind == "dir" {
 		return src.Path, func() {}, nil
 	}
-	key, err := cacheKey(tagID, repoID, src)
-	if err != nil {
-		return "", nil, err
-	}
+	key := cacheKey(tagID, repoID, src)
 	c.mu.Lock()
 	e, ok := c.entries[key]
 	if !ok {
@@ -222,17 +226,10 @@ func (c *Cache) prune(tagID int64, keep *cacheEntry) {
 	}
 }
 
-// cacheKey names an entry <tag>-<repo>-<hash of the source>; a tarball's
-// size and time are part of it, so a replaced tarball is extracted again.
-func cacheKey(tagID, repoID int64, src Source) (string, error) {
+// cacheKey names an entry <tag>-<repo>-<hash of the source> (a tarball's
+// size and time included).
+func cacheKey(tagID, repoID int64, src Source) string {
 	h := sha256.New()
 	_ = json.NewEncoder(h).Encode(src)
-	if src.Kind == "tar" {
-		fi, err := os.Stat(src.Path)
-		if err != nil {
-			return "", fmt.Errorf("buildroot source %s: %w", src.Path, err)
-		}
-		fmt.Fprintf(h, "%d %d", fi.Size(), fi.ModTime().UnixNano())
-	}
-	return fmt.Sprintf("%d-%d-%s", tagID, repoID, hex.EncodeToString(h.Sum(nil))[:16]), nil
+	return fmt.Sprintf("%d-%d-%s", tagID, repoID, hex.EncodeToString(h.Sum(nil))[:16])
 }

@@ -150,13 +150,11 @@ func runInit(spec Spec) (int, error) {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return 0, fmt.Errorf("make mounts private: %w", err)
 	}
-	var mounted []string
-	defer func() { unmountAll(spec.Root, mounted) }()
+	defer unmountAll(spec.Root)
 	mount := func(src, dst, fstype string, flags uintptr, data string) error {
 		if err := unix.Mount(src, dst, fstype, flags, data); err != nil {
 			return fmt.Errorf("Unable to mount %s: %w", dst, err)
 		}
-		mounted = append(mounted, dst)
 		return nil
 	}
 	root := spec.Root
@@ -214,7 +212,6 @@ func runInit(spec Spec) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("Unable to mount %s: %s", target, strings.TrimSpace(fmt.Sprintf("mount exited: %v %s", err, out)))
 		}
-		mounted = append(mounted, target)
 		fmt.Fprintln(record, target)
 	}
 	if spec.NewChroot && spec.Hostname != "" {
@@ -330,9 +327,9 @@ func setupDev(root string, internal bool, mount func(src, dst, fstype string, fl
 
 // unmountAll undoes the mounts deepest first: everything under root in
 // mountinfo, in reverse mount order (a path mounted twice comes off twice),
-// then lazily whatever is left.
-func unmountAll(root string, mounted []string) {
-	for range 2 {
+// lazily when a mount is busy; what mountinfo lists is the whole record.
+func unmountAll(root string) {
+	for range 3 {
 		left := mountsUnder(root)
 		if len(left) == 0 {
 			return
@@ -342,9 +339,6 @@ func unmountAll(root string, mounted []string) {
 				_ = unix.Unmount(m, unix.MNT_DETACH)
 			}
 		}
-	}
-	for i := len(mounted) - 1; i >= 0; i-- {
-		_ = unix.Unmount(mounted[i], unix.MNT_DETACH)
 	}
 }
 
