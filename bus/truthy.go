@@ -14,12 +14,18 @@ func PyTruthy(v any) bool {
 		return x
 	case float64:
 		return x != 0
+	case int:
+		return x != 0
+	case int64:
+		return x != 0
 	case json.Number:
 		f, _ := x.Float64()
 		return f != 0
 	case string:
 		return x != ""
 	case []any:
+		return len(x) > 0
+	case []string:
 		return len(x) > 0
 	case map[string]any:
 		return len(x) > 0

@@ -249,8 +249,8 @@ func newPolicyRegistry() *policy.Registry {
 		}
 		return []string{"rpm"}, nil // kojibus builds are rpm builds
 	})
-	flagTest("skip_tag", func(_ state.View, d policy.Data) (bool, error) { return policy.Truthy(d["skip_tag"]), nil })
-	flagTest("is_child_task", func(_ state.View, d policy.Data) (bool, error) { return policy.Truthy(d["parent"]), nil })
+	flagTest("skip_tag", func(_ state.View, d policy.Data) (bool, error) { return bus.PyTruthy(d["skip_tag"]), nil })
+	flagTest("is_child_task", func(_ state.View, d policy.Data) (bool, error) { return bus.PyTruthy(d["parent"]), nil })
 	flagTest("is_new_package", func(v state.View, d policy.Data) (bool, error) {
 		p, ok := d["package"]
 		if !ok {
@@ -261,7 +261,7 @@ func newPolicyRegistry() *policy.Registry {
 	})
 	flagTest("is_draft", func(v state.View, d policy.Data) (bool, error) {
 		if x, ok := d["draft"]; ok {
-			return policy.Truthy(x), nil
+			return bus.PyTruthy(x), nil
 		}
 		b, err := policyBuild(v, d)
 		return err == nil && b != nil && b.Draft, err
@@ -297,7 +297,7 @@ func registerSidetagTests(r *policy.Registry) {
 			return nil, false
 		}
 		t, ok := lookupTag(v, refOf(x))
-		if !ok || !policy.Truthy(t.Extra["sidetag"]) {
+		if !ok || !bus.PyTruthy(t.Extra["sidetag"]) {
 			return nil, false
 		}
 		return t, true

@@ -68,7 +68,7 @@ func allSidetags(v state.View) []*tagRecord {
 	var out []*tagRecord
 	for _, k := range v.Keys("tag", "tag.") {
 		var t tagRecord
-		if ok, _ := v.GetJSON(k, &t); ok && policy.Truthy(t.Extra["sidetag"]) {
+		if ok, _ := v.GetJSON(k, &t); ok && bus.PyTruthy(t.Extra["sidetag"]) {
 			out = append(out, &t)
 		}
 	}
@@ -266,7 +266,7 @@ func sidetagOf(v state.View, c *registry.Call, ref registry.Ref) (*tagRecord, er
 	if err != nil {
 		return nil, err
 	}
-	if !policy.Truthy(t.Extra["sidetag"]) {
+	if !bus.PyTruthy(t.Extra["sidetag"]) {
 		return nil, bus.GenericError("Not a sidetag: %s", t.Name)
 	}
 	if idOf(t.Extra["sidetag_user_id"]) != c.Caller.UserID && !viewHasPerm(v, c.Caller.UserID, "admin", false) {
@@ -315,7 +315,7 @@ func (s *Server) removeSidetagTx(tx *state.Txn, c *registry.Call, t *tagRecord, 
 // removeEmptySidetag is remove_empty: after an untag, a sidetag left with no
 // builds goes, in the same transaction.
 func (s *Server) removeEmptySidetag(tx *state.Txn, c *registry.Call, t *tagRecord) error {
-	if !policy.Truthy(t.Extra["sidetag"]) {
+	if !bus.PyTruthy(t.Extra["sidetag"]) {
 		return nil
 	}
 	for _, k := range tx.Keys("tagged", taggedPrefix(t.ID)) {
@@ -441,7 +441,7 @@ func (s *Server) editSideTag(ctx context.Context, c *registry.Call) (any, error)
 		newExtra := map[string]any{}
 		var drop []string
 		if debuginfo != nil {
-			if !policy.Truthy(pconf.Extra["sidetag_debuginfo_allowed"]) {
+			if !bus.PyTruthy(pconf.Extra["sidetag_debuginfo_allowed"]) {
 				return nil, bus.GenericError("Debuginfo setting is not allowed in parent tag.")
 			}
 			newExtra["with_debuginfo"] = *debuginfo
@@ -604,7 +604,7 @@ func (s *Server) cleanSidetags(ctx context.Context) error {
 	for _, d := range todo {
 		_, err := s.store.Update(ctx, "", func(tx *state.Txn) (any, error) {
 			t, ok := tagByID(tx.View, d.id)
-			if !ok || !policy.Truthy(t.Extra["sidetag"]) {
+			if !ok || !bus.PyTruthy(t.Extra["sidetag"]) {
 				return nil, nil // gone meanwhile
 			}
 			return nil, s.removeSidetagTx(tx, system, t, d.why)

@@ -39,7 +39,7 @@ func testRegistry() *Registry {
 		}), nil
 	})
 	r.Register("is_child_task", func([]string) (Test, error) {
-		return TestFunc(func(_ *Eval, d Data) (bool, error) { return Truthy(d["parent"]), nil }), nil
+		return TestFunc(func(_ *Eval, d Data) (bool, error) { return bus.PyTruthy(d["parent"]), nil }), nil
 	})
 	return r
 }

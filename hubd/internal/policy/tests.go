@@ -31,7 +31,7 @@ func registerGeneric(r *Registry) {
 		if len(w) < 2 {
 			return nil, fmt.Errorf("Invalid or missing field in policy test")
 		}
-		return TestFunc(func(_ *Eval, d Data) (bool, error) { v, ok := d[w[1]]; return ok && Truthy(v), nil }), nil
+		return TestFunc(func(_ *Eval, d Data) (bool, error) { v, ok := d[w[1]]; return ok && bus.PyTruthy(v), nil }), nil
 	})
 	r.Register("match", matchFactory(""))
 	r.Register("target", matchFactory("target"))
@@ -55,31 +55,6 @@ func registerGeneric(r *Registry) {
 			return false, nil
 		}), nil
 	})
-}
-
-// Truthy is Python's truth value of a JSON-like value.
-func Truthy(v any) bool {
-	switch x := v.(type) {
-	case nil:
-		return false
-	case bool:
-		return x
-	case string:
-		return x != ""
-	case float64:
-		return x != 0
-	case int:
-		return x != 0
-	case int64:
-		return x != 0
-	case []any:
-		return len(x) > 0
-	case []string:
-		return len(x) > 0
-	case map[string]any:
-		return len(x) > 0
-	}
-	return true
 }
 
 // matchFactory builds "match FIELD PATTERN..." (field "" ) or a test that
