@@ -108,6 +108,9 @@ var ErrBadAddress = errors.New("storage: bad address pattern")
 type Archive struct {
 	db *pebble.DB
 	mu sync.Mutex // serialises Put (existence check + batch)
+	// top is the highest sequence stored: an event above it cannot be
+	// there yet, so only a replay costs an existence check.
+	top uint64
 }
 
 // Open opens (creating if needed) the archive in dir. log may be nil.
@@ -119,7 +122,16 @@ func Open(dir string, log *slog.Logger) (*Archive, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open archive %s: %w", dir, err)
 	}
-	return &Archive{db: db}, nil
+	a := &Archive{db: db}
+	last, ok, err := a.Last()
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("storage: open archive %s: %w", dir, err)
+	}
+	if ok {
+		a.top = last.Seq
+	}
+	return a, nil
 }
 
 // Close flushes and closes the archive.
@@ -141,6 +153,7 @@ func (a *Archive) PutBatch(events []Event) error {
 	b := a.db.NewBatch()
 	defer b.Close()
 	seen := map[uint64]bool{}
+	top := a.top
 	for i := range events {
 		ev := &events[i]
 		if ev.Seq == 0 {
@@ -150,16 +163,19 @@ func (a *Archive) PutBatch(events []Event) error {
 			continue
 		}
 		seen[ev.Seq] = true
-		exists, err := a.has(eventKey(ev.Seq))
-		if err != nil {
-			return err
-		}
-		if exists {
-			continue
+		if ev.Seq <= a.top {
+			exists, err := a.has(eventKey(ev.Seq))
+			if err != nil {
+				return err
+			}
+			if exists {
+				continue
+			}
 		}
 		if err := stage(b, ev); err != nil {
 			return err
 		}
+		top = max(top, ev.Seq)
 	}
 	if b.Empty() {
 		return nil
@@ -167,6 +183,7 @@ func (a *Archive) PutBatch(events []Event) error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("storage: commit: %w", err)
 	}
+	a.top = top
 	return nil
 }
 

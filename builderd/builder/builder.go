@@ -97,9 +97,14 @@ type Builder struct {
 	js     jetstream.JetStream
 	hostID int64
 
-	mu        sync.Mutex
-	host      bus.Host
-	running   map[int64]*runner
+	mu       sync.Mutex
+	host     bus.Host
+	running  map[int64]*runner
+	claiming map[int64]float64 // tasks being claimed (host.openTask in flight): their weight
+	// empty holds the queues a pull found empty since the last wake-up that
+	// named them (or any wake-up, the safety timer, a capacity retry): the
+	// dispatcher skips them instead of asking again for every task it takes.
+	empty     map[string]bool
 	queues    []*queue
 	consumers map[string]bool // consumer names of queues
 	channels  map[int64]bool  // enabled channels of the host
@@ -170,7 +175,7 @@ func New(cfg Config) (*Builder, error) {
 	}
 	b := &Builder{
 		cfg: cfg, log: cfg.Logger, reg: cfg.Handlers,
-		running: map[int64]*runner{}, consumers: map[string]bool{},
+		running: map[int64]*runner{}, claiming: map[int64]float64{}, empty: map[string]bool{}, consumers: map[string]bool{},
 		wake: make(chan struct{}, 1),
 	}
 	for _, p := range cfg.Plugins {
@@ -379,11 +384,22 @@ func (b *Builder) loadLocked() float64 {
 			l += r.weight
 		}
 	}
+	for _, w := range b.claiming {
+		l += w
+	}
 	return l
 }
 
 func (b *Builder) freeSlotLocked() bool {
-	return !b.draining && len(b.running) < b.cfg.MaxJobs && b.host.Capacity-b.loadLocked() > 0
+	return !b.draining && len(b.running)+len(b.claiming) < b.cfg.MaxJobs && b.host.Capacity-b.loadLocked() > 0
+}
+
+// mayHaveWork forgets which queues were found empty: a wake-up without a
+// queue, the safety timer or a retry may mean any of them has a task.
+func (b *Builder) mayHaveWork() {
+	b.mu.Lock()
+	clear(b.empty)
+	b.mu.Unlock()
 }
 
 // Load reports the host's current task load.
@@ -479,6 +495,9 @@ func (b *Builder) onNotify(m *nats.Msg) {
 			b.hinted = map[string]bool{}
 		}
 		b.hinted[d.Consumer] = true
+		delete(b.empty, d.Consumer)
+	} else {
+		clear(b.empty)
 	}
 	mine := m.Subject == bus.NotifyPrefix+"tasks.host."+strconv.FormatInt(b.hostID, 10) ||
 		b.channels[d.ChannelID] && b.arches[d.Arch]
@@ -488,6 +507,7 @@ func (b *Builder) onNotify(m *nats.Msg) {
 		b.signal()
 	case mine:
 		b.refresh.Store(true)
+		b.mayHaveWork()
 		b.signal()
 	case d.Consumer == "":
 		b.signal()
@@ -645,6 +665,7 @@ func (b *Builder) dispatchLoop() {
 			return
 		case <-b.wake:
 		case <-timer.C:
+			b.mayHaveWork()
 		}
 	}
 }
@@ -673,9 +694,13 @@ func (b *Builder) pass() time.Duration {
 			for skips := 0; skips < 64; {
 				b.mu.Lock()
 				free := b.freeSlotLocked()
+				empty := b.empty[q.Consumer]
 				b.mu.Unlock()
 				if !free || b.ctx.Err() != nil {
 					return retry
+				}
+				if empty {
+					break
 				}
 				msg := b.fetch(q)
 				if msg == nil {
@@ -736,11 +761,20 @@ func (b *Builder) fetch(q *queue) jetstream.Msg {
 			_ = m.Nak() // never more than one: MaxRequestBatch is 1
 		}
 	}
-	if err := batch.Error(); err != nil && msg == nil && b.ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) {
+	err = batch.Error()
+	if err != nil && msg == nil && b.ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) {
 		b.log.Debug("fetch", "consumer", q.Consumer, "err", err)
 		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
 			b.refresh.Store(true)
 		}
+	}
+	if msg == nil && (err == nil || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages)) {
+		// Empty until a wake-up names it; one that came meanwhile wins.
+		b.mu.Lock()
+		if !b.hinted[q.Consumer] {
+			b.empty[q.Consumer] = true
+		}
+		b.mu.Unlock()
 	}
 	return msg
 }
@@ -810,7 +844,33 @@ func (b *Builder) consider(msg jetstream.Msg) outcome {
 		b.renotify(msg, nakCapacity)
 		return nakedCapacity
 	}
+	if b.draining {
+		b.mu.Unlock()
+		_ = msg.Nak()
+		return skipped
+	}
+	// The slot is taken now; the claim runs beside the next pulls, so a
+	// busy hub's answer does not hold up the tasks behind this one.
+	b.claiming[id] = handler.Weight
+	b.tasks.Add(1) // under mu, ordered with Stop's draining flag
 	b.mu.Unlock()
+	go b.claim(msg, id, attempt, method, handler, log)
+	return taken
+}
+
+// claim claims a task with host.openTask and starts the run; a task it
+// cannot claim leaves its slot again.
+func (b *Builder) claim(msg jetstream.Msg, id, attempt int64, method string, handler *Handler, log *slog.Logger) {
+	started := false
+	defer func() {
+		if !started {
+			b.mu.Lock()
+			delete(b.claiming, id)
+			b.mu.Unlock()
+			b.tasks.Done()
+			b.signal()
+		}
+	}()
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
 	var opened bus.OpenedTask
@@ -818,7 +878,7 @@ func (b *Builder) consider(msg jetstream.Msg) outcome {
 		if errors.Is(err, bus.ErrTaskAttemptStale) {
 			log.Debug("stale attempt", "err", err)
 			_ = msg.Term()
-			return skipped
+			return
 		}
 		log.Warn("host.openTask", "err", err)
 		if _, ok := err.(*bus.Fault); ok {
@@ -826,7 +886,7 @@ func (b *Builder) consider(msg jetstream.Msg) outcome {
 		} else {
 			_ = msg.NakWithDelay(nakError)
 		}
-		return skipped
+		return
 	}
 	r := &runner{b: b, id: id, attempt: attempt, method: method, weight: handler.Weight, msg: msg, handler: handler, info: opened.Task, request: opened.Request}
 	r.ctx, r.cancel = context.WithCancelCause(b.taskCtx)
@@ -839,10 +899,11 @@ func (b *Builder) consider(msg jetstream.Msg) outcome {
 		} else {
 			_ = msg.Term()
 		}
-		return skipped
+		return
 	}
+	delete(b.claiming, id)
 	b.running[id] = r
-	b.tasks.Add(1) // under mu, ordered with Stop's draining flag
+	started = true // the run's end releases the slot and b.tasks
 	b.mu.Unlock()
 	if handler.Weight != opened.Task.Weight { // the hub already has it otherwise
 		if err := b.client.Call(ctx, "host.setTaskWeight", []any{id, attempt, handler.Weight}, nil, nil); err != nil {
@@ -851,7 +912,6 @@ func (b *Builder) consider(msg jetstream.Msg) outcome {
 	}
 	log.Info("task opened", "weight", handler.Weight)
 	go r.run()
-	return taken
 }
 
 // taskDir is the work directory of a run.

@@ -87,13 +87,11 @@ func (r *runner) run() {
 	defer func() { close(progressDone); progressWG.Wait() }()
 
 	dir := b.taskDir(r.id, r.attempt)
+	var t *Task
 	result, runErr := func() (any, error) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("task work directory: %w", err)
-		}
 		logName := r.method + ".log"
 		lw := newLiveUpload(b.ctx, b.js, r.id, r.attempt, logName, b.log)
-		t := &Task{ID: r.id, Attempt: r.attempt, Method: r.method, Info: r.info, WorkDir: dir, Log: lw, Logger: log, r: r}
+		t = &Task{ID: r.id, Attempt: r.attempt, Method: r.method, Info: r.info, dir: dir, Log: lw, Logger: log, r: r}
 		res, err := callHandler(r.ctx, r.handler, t, parseArgs(r.request))
 		if err != nil && !errors.Is(err, errTaskGone) && !errors.Is(err, errShutdown) {
 			fmt.Fprintf(lw, "task failed: %v\n", err)
@@ -103,8 +101,10 @@ func (r *runner) run() {
 		}
 		return res, err
 	}()
-	if err := os.RemoveAll(dir); err != nil {
-		log.Warn("remove task work directory", "err", err)
+	if t.made.Load() {
+		if err := os.RemoveAll(dir); err != nil {
+			log.Warn("remove task work directory", "err", err)
+		}
 	}
 
 	switch cause := context.Cause(r.ctx); {
@@ -182,12 +182,27 @@ type Task struct {
 	Attempt int64
 	Method  string
 	Info    bus.Task
-	// WorkDir is the run's private directory, removed when the run ends.
-	WorkDir string
+	// dir is the run's private directory (see WorkDir).
+	dir     string
+	dirOnce sync.Once
+	dirErr  error
+	made    atomic.Bool
 	// Log is the handler's output log "<method>.log", streamed live to the hub.
 	Log    io.Writer
 	Logger *slog.Logger
 	r      *runner
+}
+
+// WorkDir returns the run's private directory, made on first use (most
+// runs need none) and removed when the run ends.
+func (t *Task) WorkDir() (string, error) {
+	t.dirOnce.Do(func() {
+		if t.dirErr = os.MkdirAll(t.dir, 0o755); t.dirErr != nil {
+			t.dirErr = fmt.Errorf("task work directory: %w", t.dirErr)
+		}
+		t.made.Store(true)
+	})
+	return t.dir, t.dirErr
 }
 
 // Session is the host's API client.
@@ -197,14 +212,18 @@ func (t *Task) Session() *bus.Client { return t.r.b.client }
 // task log, in a process group of its own: when the task is canceled the
 // whole tree gets SIGTERM, then SIGKILL after the kill grace.
 func (t *Task) Command(ctx context.Context, name string, args ...string) error {
+	dir, err := t.WorkDir()
+	if err != nil {
+		return err
+	}
 	cmd := exec.Command(name, args...)
-	cmd.Dir = t.WorkDir
+	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = t.Log, t.Log
 	// Its own process group, so cancel kills the whole tree; and SIGKILL if
 	// builderd dies (kill -9), so no build runs on unsupervised while the hub
 	// hands the task to another builder.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	err := t.Run(ctx, cmd, nil)
+	err = t.Run(ctx, cmd, nil)
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
 	}

@@ -194,13 +194,17 @@ func (p *runrootPlugin) handle(ctx context.Context, t *Task, a Args) (any, error
 		}
 	}()
 
-	rootLog, err := os.Create(filepath.Join(t.WorkDir, "root.log"))
+	workDir, err := t.WorkDir()
+	if err != nil {
+		return nil, err
+	}
+	rootLog, err := os.Create(filepath.Join(workDir, "root.log"))
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		_ = rootLog.Close()
-		uploadIfAny(ctx, t, filepath.Join(t.WorkDir, "root.log"), "root.log")
+		uploadIfAny(ctx, t, filepath.Join(workDir, "root.log"), "root.log")
 	}()
 	lower, release, err := p.cache.Get(ctx, bc.ID, repoID, src, rootLog)
 	if err != nil {
@@ -228,7 +232,7 @@ func (p *runrootPlugin) handle(ctx context.Context, t *Task, a Args) (any, error
 	for _, m := range mounts {
 		spec.Mounts = append(spec.Mounts, buildroot.Mount{Source: m.Source, Target: m.Target, Fstype: m.Fstype, Options: m.Options})
 	}
-	spec.MountLog = filepath.Join(t.WorkDir, "do_mounts.log")
+	spec.MountLog = filepath.Join(workDir, "do_mounts.log")
 	spec.Command = args.command
 	spec.TeeLog = "/builddir/runroot.log"
 	code, err := p.run(ctx, t, spec, t.Log)

@@ -21,9 +21,11 @@ import (
 const apiQueue = "hubd"
 
 func (s *Server) serveAPI() error {
-	workers := 4 * runtime.GOMAXPROCS(0)
-	if workers < 16 {
-		workers = 16
+	// A write spends most of its time waiting for its commit to be stored
+	// and applied, so the pool is sized for calls in flight, not for CPUs.
+	workers := 16 * runtime.GOMAXPROCS(0)
+	if workers < 128 {
+		workers = 128
 	}
 	s.work = make(chan *nats.Msg, 1024)
 	for range workers {

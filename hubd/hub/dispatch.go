@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"sort"
@@ -90,6 +91,13 @@ func dispatchTaskTx(tx *state.Txn, t *taskRecord) error {
 	}
 	id := strconv.FormatInt(t.ID, 10)
 	attempt := strconv.FormatInt(t.Attempt, 10)
+	body, err := json.Marshal(bus.TaskDispatch{
+		TaskID: t.ID, Attempt: t.Attempt, Method: t.Method, Arch: t.Arch,
+		ChannelID: t.ChannelID, Priority: t.Priority, Weight: t.Weight, Consumer: q.Consumer,
+	})
+	if err != nil {
+		return err
+	}
 	tx.Dispatch(state.OutEvent{
 		Subject: q.Subject,
 		MsgID:   "task-" + id + "-" + attempt,
@@ -97,10 +105,7 @@ func dispatchTaskTx(tx *state.Txn, t *taskRecord) error {
 			bus.HeaderTaskID: id, bus.HeaderTaskAttempt: attempt, bus.HeaderTaskMethod: t.Method,
 			bus.HeaderTaskWeight: strconv.FormatFloat(t.Weight, 'f', -1, 64),
 		},
-		Body: map[string]any{
-			"task_id": t.ID, "attempt": t.Attempt, "method": t.Method, "arch": t.Arch,
-			"channel_id": t.ChannelID, "priority": t.Priority, "weight": t.Weight, "consumer": q.Consumer,
-		},
+		Body:     body,
 		Notify:   q.Notify,
 		Consumer: &state.ConsumerSpec{Stream: bus.TasksStream, Name: q.Consumer, Filter: q.Subject},
 	})

@@ -496,6 +496,22 @@ func (s *Store) verdictAndTxn(seq uint64) (verdict, *txnMsg) {
 	return verdictUnknown, nil
 }
 
+// txnBefore returns the sequence of the transaction this view applied just
+// before the one at seq (0 when it knows none), and whether it knows seq at
+// all. The relay uses it to tell that no entry lies between two it holds.
+func (s *Store) txnBefore(seq uint64) (prev uint64, known bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	i := sort.Search(len(s.statuses), func(i int) bool { return s.statuses[i].seq >= seq })
+	if i == len(s.statuses) || s.statuses[i].seq != seq {
+		return 0, false
+	}
+	if i > 0 {
+		prev = s.statuses[i-1].seq
+	}
+	return prev, true
+}
+
 // Applied is the revision of the state the view reflects: the sequence of
 // the last transaction that changed it.
 func (s *Store) Applied() uint64 {
@@ -648,6 +664,7 @@ type Txn struct {
 	writes    []write
 	index     map[string]int
 	events    []OutEvent
+	err       error // an event body that could not be encoded
 	requestID string
 	holdsSeq  bool // took an id: holds seqSend until it is sent
 }
@@ -665,7 +682,9 @@ type write struct {
 type OutEvent struct {
 	Address string         `json:"address,omitempty"`
 	Props   map[string]any `json:"props,omitempty"`
-	Body    any            `json:"body"`
+	// Body is encoded once, when staged: views pass it through undecoded
+	// and the relay publishes it as it is.
+	Body json.RawMessage `json:"body"`
 	// Subject, MsgID and Headers describe a dispatch message; Notify is a core
 	// NATS subject told after it is stored, so that idle builders wake up.
 	Subject string            `json:"subject,omitempty"`
@@ -732,7 +751,12 @@ func (tx *Txn) stage(w write) {
 
 // Emit stages an event; it is published only if the transaction commits.
 func (tx *Txn) Emit(address string, props map[string]any, body any) {
-	tx.events = append(tx.events, OutEvent{Address: address, Props: props, Body: body})
+	raw, err := json.Marshal(body)
+	if err != nil {
+		tx.err = fmt.Errorf("state: encode body of event %s: %w", address, err)
+		return
+	}
+	tx.events = append(tx.events, OutEvent{Address: address, Props: props, Body: raw})
 }
 
 // NextID allocates the next id of a sequence (tags, hosts, users, ...), as
@@ -835,6 +859,9 @@ func (s *Store) Update(ctx context.Context, requestID string, fn UpdateFunc) (*R
 		tx := &Txn{View: View{s}, requestID: requestID}
 		val, err := fn(tx)
 		s.mu.RUnlock()
+		if err == nil {
+			err = tx.err
+		}
 		if err != nil {
 			tx.release()
 			return nil, err

@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -393,14 +394,14 @@ func TestRelayResumesAfterPublishedEvents(t *testing.T) {
 	b := setup(t)
 	ctx := ctxT(t)
 	r := NewRelay(b.nc, b.js, b.store, nil)
-	if n, err := r.publishedUpTo(ctx, 7); err != nil || n != 0 {
-		t.Fatalf("empty stream: %d %v", n, err)
+	if seq, i, err := r.lastEvent(ctx); err != nil || seq != 0 || i != -1 {
+		t.Fatalf("empty stream: %d %d %v", seq, i, err)
 	}
-	events := []OutEvent{{Address: "a.one", Body: 1}, {Address: "a.two", Body: 2}, {Address: "a.three", Body: 3}}
+	events := []OutEvent{{Address: "a.one", Body: json.RawMessage("1")}, {Address: "a.two", Body: json.RawMessage("2")}, {Address: "a.three", Body: json.RawMessage("3")}}
 	publish := func(events []OutEvent, from int) {
 		t.Helper()
 		e := &sent{seq: 7}
-		if err := r.publish(ctx, e, events, from); err != nil {
+		if err := r.publish(ctx, e, 7, events, from); err != nil {
 			t.Fatal(err)
 		}
 		if err := r.await(ctx, e); err != nil {
@@ -408,14 +409,11 @@ func TestRelayResumesAfterPublishedEvents(t *testing.T) {
 		}
 	}
 	publish(events[:2], 0)
-	n, err := r.publishedUpTo(ctx, 7)
-	if err != nil || n != 2 {
-		t.Fatalf("after two events: %d %v", n, err)
+	seq, i, err := r.lastEvent(ctx)
+	if err != nil || seq != 7 || i != 1 {
+		t.Fatalf("after two events: %d %d %v", seq, i, err)
 	}
-	if n, _ := r.publishedUpTo(ctx, 8); n != 0 {
-		t.Fatalf("another entry: %d", n)
-	}
-	publish(events, n)
+	publish(events, i+1)
 	stream, _ := b.js.Stream(ctx, bus.EventsStream)
 	info, _ := stream.Info(ctx)
 	if info.State.Msgs != 3 {
@@ -653,4 +651,122 @@ func TestPartlyWrittenOutTransactionIsCompleted(t *testing.T) {
 	t.Cleanup(r.Stop)
 	waitDrained(t, restarted, deleted, res.Rev)
 	check(setupOn(t, b.srv).store, "view loaded after the relay finished")
+}
+
+// eventAddresses lists the addresses in KOJI_EVENTS, oldest first.
+func eventAddresses(t *testing.T, b *bundle) []string {
+	t.Helper()
+	ctx := ctxT(t)
+	stream, err := b.js.Stream(ctx, bus.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m.Header.Get(bus.HeaderAddress))
+	}
+	return out
+}
+
+func emit(t *testing.T, st *Store, address string) uint64 {
+	t.Helper()
+	res, err := st.Update(ctxT(t), "", func(tx *Txn) (any, error) {
+		tx.Emit(address, nil, nil)
+		return nil, tx.Put("thing."+address, address)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Rev
+}
+
+// A relay that takes the pin over while a dead relay still holds an earlier
+// entry unacked does not relay later entries first: it waits until the
+// earlier one comes back to it (after the ack wait), then relays both, in
+// commit order, once each.
+func TestRelayWaitsForAnEntryADeadRelayHeld(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	r, deleted := testRelay(b)
+	cons, err := r.relayConsumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emit(t, b.store, "first")
+	// The dead relay: it was pinned, took the entry, never acked it.
+	batch, err := cons.Fetch(1, jetstream.FetchPriorityGroup(relayGroup), jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for range batch.Messages() {
+		got++
+	}
+	if got != 1 {
+		t.Fatalf("dead relay took %d entries (%v)", got, batch.Error())
+	}
+	kv, err := b.js.Stream(ctx, kvStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.UnpinConsumer(ctx, RelayConsumer, relayGroup); err != nil {
+		t.Fatal(err)
+	}
+	second := emit(t, b.store, "second")
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	waitDrained(t, b, deleted, second)
+	if got := fmt.Sprint(eventAddresses(t, b)); got != "[first second]" {
+		t.Fatalf("events %s, want [first second]", got)
+	}
+}
+
+// The relay consumer of an earlier kojibus (explicit acks, one entry at a
+// time, no pin) is replaced by one that starts after its ack floor: what it
+// finished is not relayed again, what it had not is.
+func TestRelayReplacesTheConsumerOfAnEarlierVersion(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	old, err := b.js.CreateOrUpdateConsumer(ctx, kvStream, jetstream.ConsumerConfig{
+		Durable: RelayConsumer, FilterSubject: kvSubjectPrefix + outboxPrefix + ">",
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 5 * time.Second, MaxAckPending: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	emit(t, b.store, "finished")
+	m, err := old.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DoubleAck(ctx); err != nil { // the old relay finished it (its events are not the point here)
+		t.Fatal(err)
+	}
+	pending := emit(t, b.store, "pending")
+	r, deleted := testRelay(b)
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	waitDrained(t, b, deleted, pending)
+	if got := fmt.Sprint(eventAddresses(t, b)); got != "[pending]" {
+		t.Fatalf("events %s, want [pending]", got)
+	}
+	c, err := b.js.Consumer(ctx, kvStream, RelayConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := c.CachedInfo().Config; cfg.AckPolicy != jetstream.AckAllPolicy || cfg.PriorityPolicy != jetstream.PriorityPolicyPinned {
+		t.Fatalf("relay consumer not replaced: %+v", cfg)
+	}
 }
