@@ -142,8 +142,9 @@ func (b *Bridge) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	cfg := jetstream.ConsumerConfig{
 		Durable:     ConsumerPrefix + b.opts.Name,
 		Description: "protonmsg bridge " + b.opts.Name,
-		AckPolicy:   jetstream.AckExplicitPolicy,
-		AckWait:     time.Minute, // extended with InProgress while retrying
+		// One ack per batch: events are sent and acked in stream order.
+		AckPolicy: jetstream.AckAllPolicy,
+		AckWait:   time.Minute, // extended with InProgress while retrying
 		// Room for the next batch to arrive while one is being sent.
 		MaxAckPending: 4 * maxBatch,
 		DeliverPolicy: jetstream.DeliverNewPolicy,
@@ -155,7 +156,9 @@ func (b *Bridge) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		if err != nil {
 			return nil, err
 		}
-		if info.NumAckPending > 0 || info.NumRedelivered > 0 {
+		// An ack policy cannot be changed (bridges before AckAll acked each
+		// event): such a consumer is replaced like one with events pending.
+		if info.NumAckPending > 0 || info.NumRedelivered > 0 || info.Config.AckPolicy != cfg.AckPolicy {
 			if err := b.js.DeleteConsumer(ctx, bus.EventsStream, cfg.Durable); err != nil {
 				return nil, err
 			}
@@ -448,6 +451,7 @@ func (b *Bridge) handle(ctx context.Context, items []pending, in <-chan pending)
 	}
 	var skipped int64
 	var last uint64
+	var lastMsg jetstream.Msg
 	for _, it := range items {
 		if it.out != nil && unsent[it.out.Seq] {
 			break
@@ -458,7 +462,10 @@ func (b *Bridge) handle(ctx context.Context, items []pending, in <-chan pending)
 		if md, err := it.msg.Metadata(); err == nil {
 			last = md.Sequence.Stream
 		}
-		_ = it.msg.Ack()
+		lastMsg = it.msg
+	}
+	if lastMsg != nil {
+		_ = lastMsg.Ack() // AckAll: every event before it too
 	}
 	if skipped > 0 || last > 0 {
 		b.count(func(s *Status) {

@@ -310,3 +310,32 @@ func waitStatus(t *testing.T, b *bridge.Bridge, ok func(bridge.Status) bool) {
 		}
 	}
 }
+
+// A bridge started where an earlier one acked each event (explicit acks)
+// replaces its consumer and resumes after what it had acked: the event it
+// had not sent arrives, and the new consumer acks whole batches.
+func TestBridgeReplacesAnEarlierConsumer(t *testing.T) {
+	s := setup(t)
+	ctx := context.Background()
+	js, err := jetstream.New(s.hub.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := bridge.ConsumerPrefix + "kojibridge"
+	if _, err := js.CreateConsumer(ctx, bus.EventsStream, jetstream.ConsumerConfig{
+		Durable: name, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverNewPolicy,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var id int64
+	call(t, "makeTask", s.hub.Admin, []any{"sleep", []any{0}}, nil, &id)
+	s.start(t, s.conf(t, s.broker.URL()), nil)
+	next(t, s.got, map[string]any{"id": id})
+	c, err := js.Consumer(ctx, bus.EventsStream, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.CachedInfo().Config.AckPolicy; p != jetstream.AckAllPolicy {
+		t.Fatalf("consumer ack policy %v, want all", p)
+	}
+}

@@ -646,24 +646,3 @@ func (r *Relay) ensureConsumer(ctx context.Context, spec *ConsumerSpec) error {
 	r.mu.Unlock()
 	return nil
 }
-
-func publishAck(ctx context.Context, nc *nats.Conn, m *nats.Msg) (uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	resp, err := nc.RequestMsgWithContext(ctx, m)
-	if err != nil {
-		return 0, err
-	}
-	var ack pubAck
-	if err := json.Unmarshal(resp.Data, &ack); err != nil {
-		return 0, fmt.Errorf("bad ack %q: %w", resp.Data, err)
-	}
-	if ack.Error != nil {
-		// 10201: the batch holds a message id already stored, so it was published.
-		if ack.Error.ErrCode == 10201 {
-			return ack.Seq, nil
-		}
-		return 0, fmt.Errorf("%s (%d)", ack.Error.Description, ack.Error.ErrCode)
-	}
-	return ack.Seq, nil
-}

@@ -870,8 +870,15 @@ func (s *Store) Update(ctx context.Context, requestID string, fn UpdateFunc) (*R
 			tx.release()
 			return &Result{Value: val, Rev: s.Applied()}, nil
 		}
-		seq, err := s.commit(ctx, tx, val)
+		// The commit is sent before the id lock is released (so one hub's
+		// commits reach the log in id order) but awaited after it, so
+		// concurrent creates pipeline instead of taking a round trip each.
+		ack, err := s.send(tx, val)
 		tx.release()
+		if err != nil {
+			return nil, err
+		}
+		seq, err := awaitAck(ctx, ack)
 		if err != nil {
 			return nil, err
 		}
@@ -904,7 +911,8 @@ type storedRequest struct {
 	Result json.RawMessage `json:"result"`
 }
 
-func (s *Store) commit(ctx context.Context, tx *Txn, val any) (uint64, error) {
+// send publishes a transaction message without waiting for its ack.
+func (s *Store) send(tx *Txn, val any) (jetstream.PubAckFuture, error) {
 	t := txnMsg{Events: tx.events, Request: tx.requestID}
 	for _, w := range tx.writes {
 		t.Writes = append(t.Writes, txnWrite{Key: w.key, Val: w.val, Del: w.del, Seq: w.seq, Expect: w.expect})
@@ -912,34 +920,36 @@ func (s *Store) commit(ctx context.Context, tx *Txn, val any) (uint64, error) {
 	if tx.requestID != "" {
 		res, err := json.Marshal(val)
 		if err != nil {
-			return 0, fmt.Errorf("state: encode result: %w", err)
+			return nil, fmt.Errorf("state: encode result: %w", err)
 		}
 		t.Result = res
 	}
 	data, err := json.Marshal(t)
 	if err != nil {
-		return 0, fmt.Errorf("state: encode transaction: %w", err)
+		return nil, fmt.Errorf("state: encode transaction: %w", err)
 	}
 	m := nats.NewMsg(kvSubjectPrefix + outboxPrefix + nuid.Next())
 	m.Data = data
-	return s.publish(ctx, m)
-}
-
-type pubAck struct {
-	Seq   uint64 `json:"seq"`
-	Error *struct {
-		Code        int    `json:"code"`
-		ErrCode     int    `json:"err_code"`
-		Description string `json:"description"`
-	} `json:"error"`
-}
-
-func (s *Store) publish(ctx context.Context, m *nats.Msg) (uint64, error) {
-	seq, err := publishAck(ctx, s.nc, m)
+	ack, err := s.js.PublishMsgAsync(m)
 	if err != nil {
-		return 0, fmt.Errorf("state: commit: %w", err)
+		return nil, fmt.Errorf("state: commit: %w", err)
 	}
-	return seq, nil
+	return ack, nil
+}
+
+// awaitAck waits for a transaction message to be stored and returns its
+// sequence, the transaction's.
+func awaitAck(ctx context.Context, ack jetstream.PubAckFuture) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	select {
+	case pa := <-ack.Ok():
+		return pa.Sequence, nil
+	case err := <-ack.Err():
+		return 0, fmt.Errorf("state: commit: %w", err)
+	case <-ctx.Done():
+		return 0, fmt.Errorf("state: commit: %w", ctx.Err())
+	}
 }
 
 // ValidKey reports whether key is a valid KV key.
