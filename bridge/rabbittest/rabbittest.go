@@ -4,6 +4,7 @@
 package rabbittest
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -20,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -209,6 +211,41 @@ func (r *Broker) Stop(t testing.TB) {
 	}
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	r.cmd = nil
+}
+
+// CPUTime is the processor time the broker's processes have used so far
+// (user and system, from /proc), so a benchmark on one machine can tell
+// the broker's share from its own.
+func (r *Broker) CPUTime() time.Duration {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return 0
+	}
+	pgid := r.cmd.Process.Pid
+	entries, _ := os.ReadDir("/proc")
+	var ticks uint64
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// After "(comm)": state ppid pgrp session tty tpgid flags minflt
+		// cminflt majflt cmajflt utime stime ...
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 13 || f[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		u, _ := strconv.ParseUint(f[11], 10, 64)
+		st, _ := strconv.ParseUint(f[12], 10, 64)
+		ticks += u + st
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
 }
 
 // URL is the broker's amqps URL.
