@@ -379,14 +379,38 @@ func emitTaskState(tx *state.Txn, t *taskRecord, old *int) {
 		"type": "TaskStateChange", "id": t.ID, "parent": t.Parent, "method": t.Method,
 		"attribute": "state", "old": oldName, "new": newName,
 	}
-	info := taskInfoMap(t, true)
+	info := taskInfoWith{Task: t.Task, Request: rawOrNull(t.Request)}
 	if t.State == bus.TaskClosed && len(t.Result) > 0 {
-		info["result"] = t.Result
+		info.Result = t.Result
 	}
 	tx.Emit("task."+strings.ToLower(newName), props, map[string]any{"attribute": "state", "old": oldName, "new": newName, "info": info})
 }
 
-// taskInfoMap renders a task as getTaskInfo does, optionally with its request.
+// taskInfoWith is a task as getTaskInfo shows it with its request (and, in
+// state events, its result), encoded straight from the record.
+type taskInfoWith struct {
+	bus.Task
+	Request json.RawMessage `json:"request"`
+	Result  json.RawMessage `json:"result,omitempty"`
+}
+
+// taskInfo renders a task as getTaskInfo does, optionally with its request.
+func taskInfo(t *taskRecord, withRequest bool) any {
+	if withRequest {
+		return taskInfoWith{Task: t.Task, Request: rawOrNull(t.Request)}
+	}
+	return t.Task
+}
+
+// rawOrNull is raw, or JSON null when it is empty.
+func rawOrNull(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 {
+		return json.RawMessage("null")
+	}
+	return raw
+}
+
+// taskInfoMap is taskInfo as a map, for answers that add fields to it.
 func taskInfoMap(t *taskRecord, withRequest bool) map[string]any {
 	b, _ := json.Marshal(t.Task)
 	var m map[string]any

@@ -195,7 +195,7 @@ func (s *Server) getTaskInfo(ctx context.Context, c *registry.Call) (any, error)
 		err := s.store.Read(func(v state.View) error {
 			for i, id := range ids {
 				if t, ok := lookupTask(v, id); ok {
-					out[i] = taskInfoMap(t, withReq)
+					out[i] = taskInfo(t, withReq)
 				} else if strict {
 					return bus.GenericError("No such task: %d", id)
 				}
@@ -208,10 +208,10 @@ func (s *Server) getTaskInfo(ctx context.Context, c *registry.Call) (any, error)
 	if err != nil {
 		return nil, err
 	}
-	var out map[string]any
+	var out any
 	_ = s.store.Read(func(v state.View) error {
 		if t, ok := lookupTask(v, id); ok {
-			out = taskInfoMap(t, withReq)
+			out = taskInfo(t, withReq)
 		}
 		return nil
 	})
