@@ -71,21 +71,25 @@ func (s *Server) handle(m *nats.Msg) {
 		wcancel()
 	}
 	result, err := s.Dispatch(ctx, method, session, requestID, m.Data)
-	resp := bus.Response{}
+	var out []byte
+	if err == nil {
+		b, merr := json.Marshal(result)
+		if merr != nil {
+			err = bus.GenericError("cannot encode result of %s: %v", method, merr)
+		} else {
+			// The envelope around the encoded result, without encoding
+			// (and so scanning) the result a second time.
+			out = make([]byte, 0, len(b)+len(`{"result":}`))
+			out = append(append(append(out, `{"result":`...), b...), '}')
+		}
+	}
 	if err != nil {
-		resp.Error = bus.AsFault(err)
+		resp := bus.Response{Error: bus.AsFault(err)}
 		if resp.Error.Code == bus.CodeGenericError && !isFault(err) {
 			s.log.Error("api: internal error", "method", method, "err", err)
 		}
-	} else {
-		b, merr := json.Marshal(result)
-		if merr != nil {
-			resp.Error = bus.GenericError("cannot encode result of %s: %v", method, merr)
-		} else {
-			resp.Result = b
-		}
+		out, _ = json.Marshal(resp)
 	}
-	out, _ := json.Marshal(resp)
 	reply := nats.NewMsg(m.Reply)
 	reply.Data = out
 	reply.Header.Set(bus.HeaderRev, strconv.FormatUint(s.store.Applied(), 10))

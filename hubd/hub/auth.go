@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -88,6 +89,13 @@ func (s *Server) authenticate(header string) (*registry.Caller, error) {
 	}
 	var caller *registry.Caller
 	err = s.store.Read(func(v state.View) error {
+		// A session checked before, whose record and user record are
+		// unchanged since, needs no decoding and no hash again.
+		_, sessRev, _ := v.Get(sessionKey(id))
+		if c, ok := s.sessions.lookup(header, sessRev, v); ok {
+			caller = &c
+			return nil
+		}
 		var sess sessionRecord
 		if ok, _ := v.GetJSON(sessionKey(id), &sess); !ok {
 			return bus.NewFault(bus.CodeAuthExpired, "session %d does not exist or has expired", id)
@@ -106,9 +114,51 @@ func (s *Server) authenticate(header string) (*registry.Caller, error) {
 			return bus.AuthError("logins by %s are not allowed", u.Name)
 		}
 		caller = &registry.Caller{SessionID: id, UserID: u.ID, UserName: u.Name, HostID: sess.HostID}
+		_, userRev, _ := v.Get(userKey(u.ID))
+		s.sessions.store(header, checkedSession{caller: *caller, sessRev: sessRev, userRev: userRev, expires: sess.Expires})
 		return nil
 	})
 	return caller, err
+}
+
+// checkedSession is a session header that authenticated, with the
+// revisions of the records it was checked against.
+type checkedSession struct {
+	caller           registry.Caller
+	sessRev, userRev uint64
+	expires          float64
+}
+
+// sessionCache remembers checked session headers (the key in the header
+// is part of the cache key, so a wrong key is never found here).
+type sessionCache struct {
+	mu sync.Mutex
+	m  map[string]checkedSession
+}
+
+// maxCheckedSessions bounds the cache; when full it starts over.
+const maxCheckedSessions = 4096
+
+func (c *sessionCache) lookup(header string, sessRev uint64, v state.View) (registry.Caller, bool) {
+	c.mu.Lock()
+	e, ok := c.m[header]
+	c.mu.Unlock()
+	if !ok || sessRev == 0 || e.sessRev != sessRev || nowTS() > e.expires {
+		return registry.Caller{}, false
+	}
+	if _, userRev, _ := v.Get(userKey(e.caller.UserID)); userRev != e.userRev {
+		return registry.Caller{}, false
+	}
+	return e.caller, true
+}
+
+func (c *sessionCache) store(header string, e checkedSession) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCheckedSessions {
+		c.m = make(map[string]checkedSession)
+	}
+	c.m[header] = e
 }
 
 // hasPerm reports whether a user holds perm; with adminOK, admin satisfies

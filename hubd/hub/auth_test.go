@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,5 +127,32 @@ func TestGrantAndRevokePermission(t *testing.T) {
 	}
 	if err := h.Admin.Call(ctx, "getUserPerms", []any{"carol"}, nil, &perms); err != nil || len(perms) != 0 {
 		t.Fatalf("perms after revoke %v %v", perms, err)
+	}
+}
+
+// A session checked once is remembered, but only for its exact header: the
+// same session with another key is refused, and a logout ends it at once.
+func TestCheckedSessionNeedsItsKey(t *testing.T) {
+	h := StartTestHub(t, nil)
+	bob := h.UserClient(t, "bob")
+	ctx := ctxT(t)
+	for range 2 {
+		if err := bob.Call(ctx, "getLoggedInUser", nil, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id, _, ok := strings.Cut(bob.Session(), ":")
+	if !ok {
+		t.Fatalf("session header %q", bob.Session())
+	}
+	forged := bob.WithSession(id + ":not-the-key")
+	if err := forged.Call(ctx, "getLoggedInUser", nil, nil, nil); !errors.Is(err, bus.ErrAuth) || !strings.Contains(err.Error(), "invalid session key") {
+		t.Fatalf("another key: %v, want AuthError: invalid session key", err)
+	}
+	if err := bob.Call(ctx, "logout", nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.Call(ctx, "getLoggedInUser", nil, nil, nil); !errors.Is(err, bus.ErrAuthExpired) {
+		t.Fatalf("after logout: %v, want AuthExpired", err)
 	}
 }

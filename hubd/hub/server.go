@@ -100,10 +100,12 @@ type Server struct {
 	// profileURL is the NATS URL written into kojictl.conf.
 	profileURL string
 
-	work    chan *nats.Msg
-	workers sync.WaitGroup
-	stopped chan struct{}
-	once    sync.Once
+	work chan *nats.Msg
+	// sessions caches authenticated session headers (see authenticate).
+	sessions sessionCache
+	workers  sync.WaitGroup
+	stopped  chan struct{}
+	once     sync.Once
 }
 
 // New validates cfg and returns a hub that Start will run.

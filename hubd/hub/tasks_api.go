@@ -188,9 +188,13 @@ func (s *Server) getTaskInfo(ctx context.Context, c *registry.Call) (any, error)
 	if err != nil {
 		return nil, err
 	}
-	// Koji accepts a list of ids and answers a list.
+	// One id (the usual call), or, as Koji accepts, a list of ids answered by a list.
+	id, idErr := c.Int("task_id")
 	var ids []int64
-	if err := c.Decode("task_id", &ids); err == nil {
+	if idErr != nil {
+		if err := c.Decode("task_id", &ids); err != nil {
+			return nil, idErr
+		}
 		out := make([]any, len(ids))
 		err := s.store.Read(func(v state.View) error {
 			for i, id := range ids {
@@ -203,10 +207,6 @@ func (s *Server) getTaskInfo(ctx context.Context, c *registry.Call) (any, error)
 			return nil
 		})
 		return out, err
-	}
-	id, err := c.Int("task_id")
-	if err != nil {
-		return nil, err
 	}
 	var out any
 	_ = s.store.Read(func(v state.View) error {

@@ -179,12 +179,14 @@ func TestTerminateKillsTheWholeTree(t *testing.T) {
 			marker := t.TempDir()
 			spec.Mounts = []Mount{{Source: marker, Target: "/mnt/m", Fstype: "none", Options: "bind"}}
 			// A background child and a foreground sleep; writing the fifo
-			// (which waits for this test to read it) says both run.
+			// (which waits for this test to read it) says both run. Their
+			// duration is unusual, so that the check for leftovers below
+			// does not see other packages' sleeps running meanwhile.
 			started := filepath.Join(marker, "started")
 			if err := unix.Mkfifo(started, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			spec.Command = "sleep 300 & echo $! > /mnt/m/bg; echo > /mnt/m/started; sleep 300"
+			spec.Command = "sleep 7301 & echo $! > /mnt/m/bg; echo > /mnt/m/started; sleep 7301"
 			ctx, cancel := context.WithCancel(t.Context())
 			done := make(chan int, 1)
 			go func() {
@@ -219,7 +221,7 @@ func TestTerminateKillsTheWholeTree(t *testing.T) {
 			if m := hostMountsUnder(t, filepath.Dir(spec.Root)); len(m) != 0 {
 				t.Fatalf("mounts left on the host: %v", m)
 			}
-			out, _ := exec.Command("pgrep", "-f", "sleep 300").Output()
+			out, _ := exec.Command("pgrep", "-f", "sleep 7301").Output()
 			if len(bytes.TrimSpace(out)) != 0 {
 				t.Fatalf("processes left: %s", out)
 			}
