@@ -676,6 +676,20 @@ func eventAddresses(t *testing.T, b *bundle) []string {
 	return out
 }
 
+// relayThrough starts r, waits until it has finished the entry at through,
+// and checks the addresses in KOJI_EVENTS.
+func relayThrough(t *testing.T, b *bundle, r *Relay, deleted <-chan uint64, through uint64, want string) {
+	t.Helper()
+	if err := r.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	waitDrained(t, b, deleted, through)
+	if got := fmt.Sprint(eventAddresses(t, b)); got != want {
+		t.Fatalf("events %s, want %s", got, want)
+	}
+}
+
 func emit(t *testing.T, st *Store, address string) uint64 {
 	t.Helper()
 	res, err := st.Update(ctxT(t), "", func(tx *Txn) (any, error) {
@@ -721,14 +735,7 @@ func TestRelayWaitsForAnEntryADeadRelayHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := emit(t, b.store, "second")
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Stop)
-	waitDrained(t, b, deleted, second)
-	if got := fmt.Sprint(eventAddresses(t, b)); got != "[first second]" {
-		t.Fatalf("events %s, want [first second]", got)
-	}
+	relayThrough(t, b, r, deleted, second, "[first second]")
 }
 
 // The relay consumer of an earlier kojibus (explicit acks, one entry at a
@@ -754,14 +761,7 @@ func TestRelayReplacesTheConsumerOfAnEarlierVersion(t *testing.T) {
 	}
 	pending := emit(t, b.store, "pending")
 	r, deleted := testRelay(b)
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Stop)
-	waitDrained(t, b, deleted, pending)
-	if got := fmt.Sprint(eventAddresses(t, b)); got != "[pending]" {
-		t.Fatalf("events %s, want [pending]", got)
-	}
+	relayThrough(t, b, r, deleted, pending, "[pending]")
 	c, err := b.js.Consumer(ctx, kvStream, RelayConsumer)
 	if err != nil {
 		t.Fatal(err)
