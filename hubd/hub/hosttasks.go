@@ -151,7 +151,7 @@ func (s *Server) hostOpenTask(ctx context.Context, c *registry.Call) (any, error
 		if err := setTaskState(tx, t, bus.TaskOpen); err != nil {
 			return nil, err
 		}
-		return map[string]any{"task": taskInfoMap(t, false), "request": t.Request}, nil
+		return map[string]any{"task": taskInfo(t, false), "request": t.Request}, nil
 	})
 }
 
@@ -191,7 +191,7 @@ func (s *Server) hostSetTaskWeight(ctx context.Context, c *registry.Call) (any, 
 		old := t.Weight
 		t.Weight = w
 		tx.Emit("task.weight", map[string]any{"type": "TaskWeightChange", "id": t.ID, "parent": t.Parent, "method": t.Method,
-			"attribute": "weight", "old": old, "new": w}, map[string]any{"info": taskInfoMap(t, false)})
+			"attribute": "weight", "old": old, "new": w}, map[string]any{"info": taskInfo(t, false)})
 		return nil, tx.Put(taskKey(t.ID), t)
 	})
 	return nil, err

@@ -264,14 +264,14 @@ func (s *Server) getTaskChildren(ctx context.Context, c *registry.Call) (any, er
 	if err != nil {
 		return nil, err
 	}
-	out := []map[string]any{}
+	out := []any{}
 	err = s.store.Read(func(v state.View) error {
 		if _, ok := lookupTask(v, id); !ok && strict {
 			return bus.GenericError("No such task: %d", id)
 		}
 		for _, cid := range taskChildren(v, id) {
 			if t, ok := lookupTask(v, cid); ok {
-				out = append(out, taskInfoMap(t, withReq))
+				out = append(out, taskInfo(t, withReq))
 			}
 		}
 		return nil
@@ -288,7 +288,7 @@ func (s *Server) getTaskDescendents(ctx context.Context, c *registry.Call) (any,
 	if err != nil {
 		return nil, err
 	}
-	out := map[string][]map[string]any{}
+	out := map[string][]any{}
 	err = s.store.Read(func(v state.View) error {
 		if _, ok := lookupTask(v, id); !ok {
 			return bus.GenericError("No such task: %d", id)
@@ -297,10 +297,10 @@ func (s *Server) getTaskDescendents(ctx context.Context, c *registry.Call) (any,
 		for len(queue) > 0 {
 			cur := queue[0]
 			queue = queue[1:]
-			kids := []map[string]any{}
+			kids := []any{}
 			for _, cid := range taskChildren(v, cur) {
 				if t, ok := lookupTask(v, cid); ok {
-					kids = append(kids, taskInfoMap(t, withReq))
+					kids = append(kids, taskInfo(t, withReq))
 					queue = append(queue, cid)
 				}
 			}
@@ -457,7 +457,7 @@ func (s *Server) setTaskPriority(ctx context.Context, c *registry.Call) (any, er
 				}
 			}
 			tx.Emit("task.priority", map[string]any{"type": "TaskPriorityChange", "id": cur.ID, "parent": cur.Parent,
-				"method": cur.Method, "attribute": "priority", "new": prio}, map[string]any{"info": taskInfoMap(cur, false)})
+				"method": cur.Method, "attribute": "priority", "new": prio}, map[string]any{"info": taskInfo(cur, false)})
 			if recurse {
 				for _, cid := range taskChildren(tx.View, cur.ID) {
 					if child, ok := lookupTask(tx.View, cid); ok {

@@ -90,22 +90,6 @@ func run(t *testing.T, ctx context.Context, spec Spec) (string, int, error) {
 	return out.String(), code, nil
 }
 
-// hostMountsUnder lists the host's mounts below dir (there must be none).
-func hostMountsUnder(t *testing.T, dir string) []string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir) {
-			out = append(out, f[4])
-		}
-	}
-	return out
-}
-
 func TestCommandRunsInNamespacesAndLeavesNothingMounted(t *testing.T) {
 	spec := layers(t)
 	src := t.TempDir()
@@ -142,7 +126,7 @@ func TestCommandRunsInNamespacesAndLeavesNothingMounted(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(busyboxRoot(t), "builddir/runroot.log")); err == nil {
 		t.Error("the command wrote into the cached root")
 	}
-	if m := hostMountsUnder(t, filepath.Dir(spec.Root)); len(m) != 0 {
+	if m := mountsUnder(filepath.Dir(spec.Root)); len(m) != 0 {
 		t.Fatalf("mounts left on the host: %v", m)
 	}
 }
@@ -166,7 +150,7 @@ func TestSetupErrorsAreReported(t *testing.T) {
 	if _, _, err := run(t, t.Context(), spec); !errors.As(err, &se) || se.Msg != "read-write mount point is not safe: /escape/x" {
 		t.Fatalf("symlinked mount point: %v", err)
 	}
-	if m := hostMountsUnder(t, filepath.Dir(spec.Root)); len(m) != 0 {
+	if m := mountsUnder(filepath.Dir(spec.Root)); len(m) != 0 {
 		t.Fatalf("mounts left on the host: %v", m)
 	}
 }
@@ -218,7 +202,7 @@ func TestTerminateKillsTheWholeTree(t *testing.T) {
 			case <-time.After(20 * time.Second):
 				t.Fatal("init did not end after SIGTERM")
 			}
-			if m := hostMountsUnder(t, filepath.Dir(spec.Root)); len(m) != 0 {
+			if m := mountsUnder(filepath.Dir(spec.Root)); len(m) != 0 {
 				t.Fatalf("mounts left on the host: %v", m)
 			}
 			out, _ := exec.Command("pgrep", "-f", "sleep 7301").Output()

@@ -37,7 +37,7 @@ const (
 
 // Relay finishes committed transactions in commit order: it publishes their
 // events to KOJI_EVENTS (and dispatch messages to their streams) exactly once,
-// writes their keys out as KV entries, and deletes the transaction message.
+// writes their keys out as KV entries, and purges the transaction messages.
 // Void transactions are only deleted.
 //
 // Passes: the relay takes every entry delivered so far (up to relayBatch),
@@ -69,7 +69,7 @@ type Relay struct {
 
 	mu        sync.Mutex
 	consumers map[string]bool // consumers known to exist
-	deletes   chan uint64     // finished entries to purge: all up to the one sent
+	purgeTo   chan uint64     // the last entry of each finished pass: all up to it may be purged
 	// finished is the last transaction this relay finished, acked the last
 	// entry (0: none yet).
 	finished, acked uint64
@@ -89,7 +89,7 @@ func NewRelay(nc *nats.Conn, js jetstream.JetStream, store *Store, log *slog.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Relay{store: store, nc: nc, js: js, log: log, consumers: map[string]bool{}, deletes: make(chan uint64, 4096)}
+	return &Relay{store: store, nc: nc, js: js, log: log, consumers: map[string]bool{}, purgeTo: make(chan uint64, 4096)}
 }
 
 // relayConsumerConfig is the relay consumer, starting after start-1.
@@ -171,6 +171,10 @@ func (r *Relay) Stop() {
 		}
 	}
 }
+
+// isTxn tells a transaction from a KV delete of an outbox key (which has
+// nothing to relay and is acked with the entries around it).
+func isTxn(m jetstream.Msg) bool { return m.Headers().Get(hdrKVOp) == "" }
 
 // outboxEntry is an outbox message delivered to this relay.
 type outboxEntry struct {
@@ -302,11 +306,14 @@ func (r *Relay) pass(ctx context.Context, cons jetstream.Consumer, held map[uint
 	// only waiting in between guarantees that written-out keys mean
 	// published events (what a restarted view relies on).
 	out := &sent{seq: last.seq}
-	var txns []*txnMsg
-	var txnSeqs []uint64
+	type writeOut struct {
+		seq uint64
+		t   *txnMsg
+	}
+	var toWrite []writeOut
 	for _, e := range run {
-		if e.msg.Headers().Get(hdrKVOp) != "" {
-			continue // a KV delete of an outbox key: nothing to relay
+		if !isTxn(e.msg) {
+			continue
 		}
 		v, t := r.store.verdictAndTxn(e.seq)
 		switch v {
@@ -331,7 +338,7 @@ func (r *Relay) pass(ctx context.Context, cons jetstream.Consumer, held map[uint
 			return 0, fmt.Errorf("no verdict for transaction %d", e.seq)
 		}
 		if t != nil {
-			txns, txnSeqs = append(txns, t), append(txnSeqs, e.seq)
+			toWrite = append(toWrite, writeOut{e.seq, t})
 		}
 	}
 	if err := r.await(ctx, out); err != nil {
@@ -343,8 +350,8 @@ func (r *Relay) pass(ctx context.Context, cons jetstream.Consumer, held map[uint
 		_ = r.nc.PublishMsg(note)
 	}
 	keys := &sent{seq: last.seq}
-	for i, t := range txns {
-		if err := r.materialize(keys, txnSeqs[i], t); err != nil {
+	for _, w := range toWrite {
+		if err := r.materialize(keys, w.seq, w.t); err != nil {
 			return 0, err
 		}
 	}
@@ -362,18 +369,18 @@ func (r *Relay) pass(ctx context.Context, cons jetstream.Consumer, held map[uint
 	}
 	r.acked = last.seq
 	for i := len(run) - 1; i >= 0; i-- {
-		if run[i].msg.Headers().Get(hdrKVOp) == "" {
+		if isTxn(run[i].msg) {
 			r.finished = run[i].seq
 			break
 		}
 	}
 	for _, e := range run {
 		delete(held, e.seq)
-		select {
-		case r.deletes <- e.seq:
-		case <-ctx.Done():
-			return len(run), ctx.Err()
-		}
+	}
+	select {
+	case r.purgeTo <- last.seq:
+	case <-ctx.Done():
+		return len(run), ctx.Err()
 	}
 	return len(run), nil
 }
@@ -383,12 +390,10 @@ func (r *Relay) pass(ctx context.Context, cons jetstream.Consumer, held map[uint
 // to a transaction of the view that is not held. Those wait for the entries
 // in between, which another relay left unacked and which come back here.
 func (r *Relay) runnable(ctx context.Context, cons jetstream.Consumer, seqs []uint64, held map[uint64]jetstream.Msg) ([]outboxEntry, error) {
-	// before is the transaction just before seq in the view. An outbox
-	// message that is a KV delete is no transaction: it has nothing to
-	// relay, and is acked with the entries around it.
+	// before is the transaction just before seq in the view.
 	before := func(seq uint64) (uint64, error) {
 		prev, known := r.store.txnBefore(seq)
-		if !known && held[seq].Headers().Get(hdrKVOp) == "" {
+		if !known && isTxn(held[seq]) {
 			return 0, fmt.Errorf("no verdict for transaction %d", seq)
 		}
 		return prev, nil
@@ -417,7 +422,7 @@ func (r *Relay) runnable(ctx context.Context, cons jetstream.Consumer, seqs []ui
 			break
 		}
 		run = append(run, outboxEntry{seq: seq, msg: held[seq]})
-		if held[seq].Headers().Get(hdrKVOp) == "" {
+		if isTxn(held[seq]) {
 			want = seq
 		}
 	}
@@ -459,23 +464,6 @@ func (r *Relay) materialize(e *sent, seq uint64, t *txnMsg) error {
 	return nil
 }
 
-// finish acks an entry, then has its message deleted in the background. The
-// order is safe: an acked entry is never redelivered, and a view that loads
-// an undeleted one recognises it as finished (its keys are materialized) or
-// finds nothing to change (an entry without keys). A full queue of deletions
-// holds the relay back rather than dropping one.
-func (r *Relay) finish(ctx context.Context, m jetstream.Msg, seq uint64) error {
-	if err := m.Ack(); err != nil {
-		return err
-	}
-	select {
-	case r.deletes <- seq:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // purgeEvery spaces the purges of finished entries.
 const purgeEvery = 50 * time.Millisecond
 
@@ -494,7 +482,7 @@ func (r *Relay) purger(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case upTo = <-r.deletes:
+		case upTo = <-r.purgeTo:
 		}
 		// A purge costs the server a recount for every consumer of the
 		// bucket, so under load they are spaced out and cover more.
@@ -504,7 +492,7 @@ func (r *Relay) purger(ctx context.Context) {
 		last = time.Now()
 		for more := true; more; { // take the newest target queued
 			select {
-			case seq := <-r.deletes:
+			case seq := <-r.purgeTo:
 				upTo = max(upTo, seq)
 			default:
 				more = false
