@@ -49,6 +49,8 @@ func Run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	gcPercent, memLimit := bus.TuneGC()
+	log.Debug("garbage collector", "gogc", gcPercent, "memory-limit", memLimit)
 	cfg, err := LoadConfig(*confPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "kojibridge: %v\n", err)

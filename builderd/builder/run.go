@@ -62,6 +62,8 @@ func Run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	gcPercent, memLimit := bus.TuneGC()
+	log.Debug("garbage collector", "gogc", gcPercent, "memory-limit", memLimit)
 	p, err := bus.LoadProfile(*creds, *profile)
 	if err != nil {
 		fmt.Fprintf(stderr, "builderd: %v\n", err)

@@ -64,6 +64,8 @@ func Run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	gcPercent, memLimit := bus.TuneGC()
+	log.Debug("garbage collector", "gogc", gcPercent, "memory-limit", memLimit)
 	cfg := Config{
 		DataDir: *dataDir, NATSUser: *natsUser, NATSPass: *natsPass, NATSCreds: *natsCreds,
 		NATSCA: *natsCA, NATSCert: *natsCert, NATSKey: *natsKey,

@@ -27,6 +27,7 @@ type TestHub struct {
 // the bootstrap admin. Everything stops when the test ends.
 func StartTestHub(t testing.TB, mutate func(*Config)) *TestHub {
 	t.Helper()
+	bus.TuneGC() // as the daemons' Run does, so benchmarks measure what they run
 	dir := t.TempDir()
 	cfg := Config{DataDir: dir, ListenPort: -1, Durability: bus.DurabilityInterval, Logger: slog.New(slog.DiscardHandler)}
 	if mutate != nil {
