@@ -144,7 +144,7 @@ type Store struct {
 	materialized uint64
 	// while loading: transactions not yet finished by the relay, applied at the end
 	loading   bool
-	loadTxns  []jetstream.Msg
+	loadTxns  []loadedTxn
 	loaded    chan struct{}
 	loadAt    uint64
 	reqPruned time.Time
@@ -237,9 +237,15 @@ func (s *Store) applyMsg(m jetstream.Msg) {
 	}
 	seq := md.Sequence.Stream
 	key := strings.TrimPrefix(m.Subject(), kvSubjectPrefix)
+	isTxn := strings.HasPrefix(key, outboxPrefix)
+	var txn *txnMsg
+	var txnErr error
+	if isTxn {
+		// Decoded before taking the lock: readers need not wait for it.
+		txn, txnErr = decodeTxn(m.Data())
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	isTxn := strings.HasPrefix(key, outboxPrefix)
 	if !s.loading && seq > s.applied+1 {
 		// Sequences skipped live were deleted before this view read them:
 		// transactions another hub's relay finished first. Their keys,
@@ -251,9 +257,9 @@ func (s *Store) applyMsg(m jetstream.Msg) {
 	switch {
 	case s.loading && isTxn:
 		// Applied after every materialized key is in: see finishLoad.
-		s.loadTxns = append(s.loadTxns, m)
+		s.loadTxns = append(s.loadTxns, loadedTxn{seq: seq, ts: md.Timestamp, txn: txn, err: txnErr})
 	case isTxn:
-		s.applyTxn(seq, m.Data(), md.Timestamp)
+		s.applyTxn(seq, txn, txnErr, md.Timestamp)
 	default:
 		s.applyKey(key, m, seq, md.Timestamp)
 	}
@@ -268,17 +274,15 @@ func (s *Store) applyMsg(m jetstream.Msg) {
 }
 
 func (s *Store) finishLoad() {
-	for _, m := range s.loadTxns {
-		md, _ := m.Metadata()
-		seq := md.Sequence.Stream
-		if seq <= s.materialized {
+	for _, l := range s.loadTxns {
+		if l.seq <= s.materialized {
 			// The relay published its events and wrote out its keys, but
 			// died before deleting it, perhaps before every key was
 			// stored: fill in what is missing from the transaction.
-			s.completeDone(seq, m.Data(), md.Timestamp)
+			s.completeDone(l.seq, l.txn, l.err, l.ts)
 			continue
 		}
-		s.applyTxn(seq, m.Data(), md.Timestamp)
+		s.applyTxn(l.seq, l.txn, l.err, l.ts)
 	}
 	s.loadTxns = nil
 	s.tombstones = nil
@@ -289,9 +293,8 @@ func (s *Store) finishLoad() {
 // completeDone applies the writes of a written-out transaction whose keys
 // did not all reach the bucket: each key the bucket holds at an older
 // revision (or not at all) takes the transaction's value.
-func (s *Store) completeDone(seq uint64, data []byte, ts time.Time) {
-	var t txnMsg
-	if err := json.Unmarshal(data, &t); err != nil {
+func (s *Store) completeDone(seq uint64, t *txnMsg, decodeErr error, ts time.Time) {
+	if decodeErr != nil {
 		s.setStatus(seq, verdictDone, ts)
 		return
 	}
@@ -305,7 +308,7 @@ func (s *Store) completeDone(seq uint64, data []byte, ts time.Time) {
 		s.reqs[t.Request] = &requestEntry{rev: seq, result: t.Result, at: ts}
 	}
 	s.setStatus(seq, verdictDone, ts)
-	s.statuses[len(s.statuses)-1].txn = &t // the relay writes its keys out again
+	s.statuses[len(s.statuses)-1].txn = t // the relay writes its keys out again
 }
 
 // applyKey applies a materialized key (or a plain KV write).
@@ -385,10 +388,9 @@ func (s *Store) rev(key string) uint64 {
 }
 
 // applyTxn validates and applies a transaction: the same verdict in every view.
-func (s *Store) applyTxn(seq uint64, data []byte, ts time.Time) {
-	var t txnMsg
-	if err := json.Unmarshal(data, &t); err != nil {
-		s.log.Error("state: undecodable transaction is void", "seq", seq, "err", err)
+func (s *Store) applyTxn(seq uint64, t *txnMsg, decodeErr error, ts time.Time) {
+	if decodeErr != nil {
+		s.log.Error("state: undecodable transaction is void", "seq", seq, "err", decodeErr)
 		s.setStatus(seq, verdictConflict, ts)
 		return
 	}
@@ -421,7 +423,24 @@ func (s *Store) applyTxn(seq uint64, data []byte, ts time.Time) {
 		s.pruneRequests(ts)
 	}
 	s.setStatus(seq, verdictValid, ts)
-	s.statuses[len(s.statuses)-1].txn = &t
+	s.statuses[len(s.statuses)-1].txn = t
+}
+
+// decodeTxn decodes a transaction message.
+func decodeTxn(data []byte) (*txnMsg, error) {
+	t := &txnMsg{}
+	if err := json.Unmarshal(data, t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// loadedTxn is a transaction read while loading, applied when loading ends.
+type loadedTxn struct {
+	seq uint64
+	ts  time.Time
+	txn *txnMsg
+	err error
 }
 
 // seqGrows reports whether a sequence bump to val is above the sequence's
