@@ -39,18 +39,6 @@ func Provision(ctx context.Context, js jetstream.JetStream, replicas int) error 
 	}); err != nil {
 		return fmt.Errorf("provision stream %s: %w", TasksStream, err)
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        UploadsStream,
-		Description: "task output chunks as builders write them: live logs, and uploads the hub assembles",
-		Subjects:    []string{UploadPrefix + ">"},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-		MaxAge:      7 * 24 * time.Hour,
-		Duplicates:  10 * time.Minute,
-	}); err != nil {
-		return fmt.Errorf("provision stream %s: %w", UploadsStream, err)
-	}
 	// The state bucket is created as a stream with the KV layout, not through
 	// CreateKeyValue: KV streams deny message deletes and that cannot be undone,
 	// but the outbox relay deletes relayed entries so they leave no tombstones.
@@ -73,7 +61,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, replicas int) error 
 	}
 	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      TaskOutputStore,
-		Description: "finished task output files",
+		Description: "task output files: builders publish the chunks (UploadSubject), the hub writes an object's meta when it accepts the run",
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
 	}); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {

@@ -24,10 +24,12 @@ const (
 
 	// UploadPrefix + "<task>.<attempt>.<escaped file name>" carries a task's
 	// output as the builder writes it, in chunks: live for watch-logs -f, and
-	// assembled into TaskOutputStore by the hub when the attempt's result is accepted.
-	UploadPrefix = "koji.upload."
-	// UploadsStream keeps upload chunks until the hub has assembled them (Limits, MaxAge).
-	UploadsStream = "KOJI_UPLOADS"
+	// the chunks of the file's object in TaskOutputStore once the hub accepts
+	// the attempt's result and writes the object's meta (the object's NUID
+	// is UploadToken). Nothing is copied.
+	UploadPrefix = "$O." + TaskOutputStore + ".C."
+	// UploadsStream is the Object Store's stream, which holds the chunks.
+	UploadsStream = "OBJ_" + TaskOutputStore
 	// NotifyPrefix + "tasks.<channel id>.<arch>" or "tasks.host.<host id>" wakes
 	// idle builders when a task is queued (core NATS; a lost wake-up is caught by
 	// the builder's safety timer).
@@ -46,7 +48,12 @@ const (
 
 // UploadSubject is the subject of a task file's chunks for one attempt.
 func UploadSubject(taskID, attempt int64, name string) string {
-	return UploadPrefix + formatInt(taskID) + "." + formatInt(attempt) + "." + EscapeToken(name)
+	return UploadPrefix + UploadToken(taskID, attempt, name)
+}
+
+// UploadToken names a task file of one attempt: "<task>.<attempt>.<escaped name>".
+func UploadToken(taskID, attempt int64, name string) string {
+	return formatInt(taskID) + "." + formatInt(attempt) + "." + EscapeToken(name)
 }
 
 // EscapeToken turns a file name into one subject token: letters, digits, '-'

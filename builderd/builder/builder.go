@@ -77,8 +77,6 @@ const (
 	nakNoHandler = 10 * time.Second
 	nakCapacity  = 2 * time.Second
 	nakError     = time.Second
-	// uploadChunk is the largest upload message.
-	uploadChunk = 512 << 10
 )
 
 var (

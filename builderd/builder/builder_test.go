@@ -240,7 +240,7 @@ func TestSleepTaskLogIsUploaded(t *testing.T) {
 	id := makeTask(t, h, "sleep", []any{2}, nil)
 	w.waitFor(t, 20*time.Second, "task open", func(evs []*bus.Event) bool { return hasState(evs, id, "task.open") })
 
-	// Live: the first line is on KOJI_UPLOADS while the task still runs.
+	// Live: the first line is published while the task still runs.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	js, err := jetstream.New(h.Admin.Conn())
@@ -264,7 +264,7 @@ func TestSleepTaskLogIsUploaded(t *testing.T) {
 		t.Fatalf("task %s before the live chunk was checked", bus.TaskStateName(info.State))
 	}
 
-	// Finished: the hub assembled the log.
+	// Finished: the log is an output of the task.
 	w.waitFor(t, 20*time.Second, "task closed", func(evs []*bus.Event) bool { return hasState(evs, id, "task.closed") })
 	var names []string
 	if err := h.Admin.Call(ctx, "listTaskOutput", []any{id}, nil, &names); err != nil {

@@ -38,6 +38,36 @@ type runner struct {
 
 	mu   sync.Mutex
 	pids map[int]bool // process groups of the run's commands
+	// uploads are the run's output files, in the order they were started
+	uploads []*bus.Upload
+}
+
+// newUpload starts the upload of an output file of the run; a name can be
+// used once.
+func (r *runner) newUpload(name string) (*bus.Upload, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, u := range r.uploads {
+		if u.Name() == name {
+			return nil, bus.GenericError("task output %s is uploaded already", name)
+		}
+	}
+	u := bus.NewUpload(r.b.js, r.id, r.attempt, name)
+	r.uploads = append(r.uploads, u)
+	return u, nil
+}
+
+// outputs lists the files the run uploaded in full, for its result.
+func (r *runner) outputs() []bus.UploadedFile {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := []bus.UploadedFile{}
+	for _, u := range r.uploads {
+		if f, ok := u.File(); ok {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // kill ends the run: its context is canceled with the cause, which makes
@@ -89,8 +119,11 @@ func (r *runner) run() {
 	dir := b.taskDir(r.id, r.attempt)
 	var t *Task
 	result, runErr := func() (any, error) {
-		logName := r.method + ".log"
-		lw := newLiveUpload(b.ctx, b.js, r.id, r.attempt, logName, b.log)
+		up, err := r.newUpload(r.method + ".log")
+		if err != nil {
+			return nil, err
+		}
+		lw := newLiveUpload(b.ctx, up, b.log)
 		t = &Task{ID: r.id, Attempt: r.attempt, Method: r.method, Info: r.info, dir: dir, Log: lw, Logger: log, r: r}
 		res, err := callHandler(r.ctx, r.handler, t, parseArgs(r.request))
 		if err != nil && !errors.Is(err, errTaskGone) && !errors.Is(err, errShutdown) {
@@ -119,12 +152,13 @@ func (r *runner) run() {
 
 	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Minute)
 	defer cancel()
+	outputs := map[string]any{"outputs": r.outputs()}
 	report := func() error {
 		if runErr != nil {
 			f := bus.AsFault(runErr)
-			return b.client.Call(ctx, "host.failTask", []any{r.id, r.attempt, bus.TaskFault{FaultCode: f.Code, FaultString: f.Message}}, nil, nil)
+			return b.client.Call(ctx, "host.failTask", []any{r.id, r.attempt, bus.TaskFault{FaultCode: f.Code, FaultString: f.Message}}, outputs, nil)
 		}
-		return b.client.Call(ctx, "host.closeTask", []any{r.id, r.attempt, result}, nil, nil)
+		return b.client.Call(ctx, "host.closeTask", []any{r.id, r.attempt, result}, outputs, nil)
 	}
 	if runErr != nil {
 		log.Info("task failed", "err", runErr)
@@ -325,15 +359,18 @@ func (t *Task) Upload(ctx context.Context, path, name string) error {
 		return err
 	}
 	defer func() { _ = f.Close() }()
-	u := &uploader{js: t.r.b.js, taskID: t.ID, attempt: t.Attempt, name: name}
-	buf := make([]byte, uploadChunk)
+	u, err := t.r.newUpload(name)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, bus.UploadChunk)
 	for {
 		n, rerr := io.ReadFull(f, buf)
 		final := errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)
 		if rerr != nil && !final {
 			return rerr
 		}
-		if err := u.publish(ctx, buf[:n], final); err != nil {
+		if err := u.Publish(ctx, buf[:n], final); err != nil {
 			return err
 		}
 		if final {

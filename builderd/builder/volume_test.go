@@ -17,7 +17,7 @@ import (
 
 // TestManyTasksAllClose runs more tasks than any consumer or ack limit of
 // the defaults (1000) through 4 builders: every one must close. It caught
-// the hub leaving a consumer per assembled output file behind.
+// the hub leaving a consumer per output file behind.
 func TestManyTasksAllClose(t *testing.T) {
 	const N = 1500
 	h := hub.StartTestHub(t, nil)

@@ -50,14 +50,14 @@ func (s *Server) registerHostTasks() {
 		},
 		registry.Method{
 			Name: "host.closeTask", Doc: "Report a task's success and result", Access: registry.HostOnly, Write: true,
-			Params: append(idAttempt, registry.P("response")),
+			Params: append(idAttempt, registry.P("response"), registry.Opt("outputs", nil)),
 			Handler: func(ctx context.Context, c *registry.Call) (any, error) {
 				return s.hostFinishTask(ctx, c, bus.TaskClosed)
 			},
 		},
 		registry.Method{
 			Name: "host.failTask", Doc: "Report a task's failure", Access: registry.HostOnly, Write: true,
-			Params: append(idAttempt, registry.P("response")),
+			Params: append(idAttempt, registry.P("response"), registry.Opt("outputs", nil)),
 			Handler: func(ctx context.Context, c *registry.Call) (any, error) {
 				return s.hostFinishTask(ctx, c, bus.TaskFailed)
 			},
@@ -197,9 +197,10 @@ func (s *Server) hostSetTaskWeight(ctx context.Context, c *registry.Call) (any, 
 	return nil, err
 }
 
-// hostFinishTask closes or fails a run: its uploads are assembled into the
-// task output store first (under the attempt, so a stale run's files are
-// never listed), then the state changes if the attempt is still current.
+// hostFinishTask closes or fails a run: the files the builder reports
+// (outputs) become objects of the task output store first (under the
+// attempt, so a stale run's files are never listed), then the state changes
+// if the attempt is still current.
 func (s *Server) hostFinishTask(ctx context.Context, c *registry.Call, final int) (any, error) {
 	id, err := c.Int("task_id")
 	if err != nil {
@@ -213,10 +214,19 @@ func (s *Server) hostFinishTask(ctx context.Context, c *registry.Call, final int
 	if err := c.Decode("response", &response); err != nil {
 		return nil, err
 	}
+	var files []bus.UploadedFile
+	if !c.IsNull("outputs") {
+		if err := c.Decode("outputs", &files); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkUploadedFiles(files); err != nil {
+		return nil, err
+	}
 	if err := s.store.Read(func(v state.View) error { _, err := checkRun(v, c, id, attempt); return err }); err != nil {
 		return nil, err
 	}
-	outputs, err := s.assembleOutputs(ctx, id, attempt)
+	outputs, err := s.recordOutputs(ctx, id, attempt, files)
 	if err != nil {
 		return nil, err
 	}
@@ -234,6 +244,9 @@ func (s *Server) hostFinishTask(ctx context.Context, c *registry.Call, final int
 		t.OutputAttempt = attempt
 		return nil, setTaskState(tx, t, final)
 	})
+	if err == nil && attempt > 1 {
+		s.purgeUploads(ctx, id, 1, attempt-1)
+	}
 	return nil, err
 }
 

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"github.com/kojibus/kojibus/hubd/internal/state"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kojibus/kojibus/bus"
@@ -79,22 +79,14 @@ func TestDispatchClaimCloseWithOutput(t *testing.T) {
 		t.Fatalf("close by another host: %v", err)
 	}
 	// Output: a log written in two chunks, visible while running.
-	subj := bus.UploadSubject(id, attempt, "sleep.log")
-	for i, chunk := range []string{"hello ", "world\n"} {
-		msg := nats.NewMsg(subj)
-		msg.Data = []byte(chunk)
-		if i == 1 {
-			msg.Header.Set(bus.HeaderUploadFinal, "1")
-		}
-		if _, err := b1.JS.PublishMsg(ctx, msg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b1.Upload(t, id, attempt, "sleep.log", "hello ")
+	b1.Upload(t, id, attempt, "sleep.log", "world\n")
 	var names []string
 	if err := h.Admin.Call(ctx, "listTaskOutput", []any{id}, nil, &names); err != nil || len(names) != 1 || names[0] != "sleep.log" {
 		t.Fatalf("live output %v %v", names, err)
 	}
-	if err := b1.Client.Call(ctx, "host.closeTask", []any{id, attempt, "done"}, nil, nil); err != nil {
+	outputs := b1.Finish(t, id, attempt)
+	if err := b1.Client.Call(ctx, "host.closeTask", []any{id, attempt, "done"}, outputs, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.DoubleAck(ctx); err != nil {
@@ -366,5 +358,150 @@ func TestHeartbeatGivesBackLostRuns(t *testing.T) {
 	}
 	if err := b.Client.Call(ctx, "host.closeTask", []any{ids[0], attempts[0], nil}, nil, nil); !isStale(err) {
 		t.Fatalf("late close of a given-back run: %v", err)
+	}
+}
+
+// A run's output files become Object Store objects without a copy: the
+// builder's list (size, chunks, digest) is checked, and the object reads
+// back through the plain Object Store API, which verifies the digest.
+func TestReportedOutputs(t *testing.T) {
+	h := StartTestHub(t, nil)
+	ctx := ctxT(t)
+	b1 := h.AddHost(t, "builder1", "x86_64")
+	heartbeat(t, b1)
+	var id int64
+	if err := h.Admin.Call(ctx, "makeTask", []any{"sleep", []any{0}}, nil, &id); err != nil {
+		t.Fatal(err)
+	}
+	m := pull(t, b1)
+	_, attempt := msgTask(t, m)
+	if err := b1.Client.Call(ctx, "host.openTask", []any{id, attempt}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	b1.Upload(t, id, attempt, "sleep.log", "hello ")
+	b1.Upload(t, id, attempt, "sleep.log", "world\n")
+	good := b1.Finish(t, id, attempt)["outputs"].([]bus.UploadedFile)[0]
+
+	bad := []struct {
+		name    string
+		outputs any
+		want    string
+	}{
+		{"not a list", "sleep.log", "parameter 'outputs'"},
+		{"dotdot", []bus.UploadedFile{{Name: "../sleep.log", Size: good.Size, Chunks: good.Chunks, Digest: good.Digest}}, "invalid output file name"},
+		{"absolute", []bus.UploadedFile{{Name: "/etc/passwd", Size: 1, Chunks: 1, Digest: good.Digest}}, "invalid output file name"},
+		{"negative size", []bus.UploadedFile{{Name: "a.log", Size: -1, Chunks: 1, Digest: good.Digest}}, "invalid size"},
+		{"data without chunks", []bus.UploadedFile{{Name: "a.log", Size: 5, Chunks: 0, Digest: good.Digest}}, "invalid size"},
+		{"bad digest", []bus.UploadedFile{{Name: "a.log", Size: 5, Chunks: 1, Digest: "MD5=abc"}}, "invalid digest"},
+		{"short digest", []bus.UploadedFile{{Name: "a.log", Size: 5, Chunks: 1, Digest: "SHA-256=AAAA"}}, "invalid digest"},
+		{"twice", []bus.UploadedFile{good, good}, "listed twice"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			before := h.Store().Applied()
+			err := b1.Client.Call(ctx, "host.closeTask", []any{id, attempt, "done"}, map[string]any{"outputs": tt.outputs}, nil)
+			var f *bus.Fault
+			if !errors.As(err, &f) || f.Code != bus.CodeParameterError || !strings.Contains(f.Message, tt.want) {
+				t.Fatalf("close with %v: %v, want a ParameterError with %q", tt.outputs, err, tt.want)
+			}
+			if h.Store().Applied() != before {
+				t.Fatal("a refused close changed state")
+			}
+		})
+	}
+	var info bus.Task
+	if err := h.Admin.Call(ctx, "getTaskInfo", []any{id}, nil, &info); err != nil || info.State != bus.TaskOpen {
+		t.Fatalf("after refused closes: %+v %v", info, err)
+	}
+
+	if err := b1.Client.Call(ctx, "host.closeTask", []any{id, attempt, "done"}, map[string]any{"outputs": []bus.UploadedFile{good}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(h.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs, err := js.ObjectStore(ctx, bus.TaskOutputStore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strconv.FormatInt(id, 10) + "/" + strconv.FormatInt(attempt, 10) + "/sleep.log"
+	data, err := obs.GetBytes(ctx, name)
+	if err != nil || string(data) != "hello world\n" {
+		t.Fatalf("object %s: %q %v", name, data, err)
+	}
+	var files map[string]map[string]any
+	if err := h.Admin.Call(ctx, "listTaskOutput", []any{id}, map[string]any{"stat": true}, &files); err != nil {
+		t.Fatal(err)
+	}
+	if st := files["sleep.log"]; len(files) != 1 || st["st_size"] != "12" || st["st_mtime"] == nil {
+		t.Fatalf("listTaskOutput(stat=True) = %v, want sleep.log of 12 bytes", files)
+	}
+}
+
+// The chunks of an attempt that lost its task are purged when a later
+// attempt's result is accepted; the accepted attempt's stay.
+func TestStaleAttemptUploadsArePurged(t *testing.T) {
+	h := StartTestHub(t, nil)
+	ctx := ctxT(t)
+	b1 := h.AddHost(t, "builder1", "x86_64")
+	heartbeat(t, b1)
+	var id int64
+	if err := h.Admin.Call(ctx, "makeTask", []any{"sleep", []any{0}}, nil, &id); err != nil {
+		t.Fatal(err)
+	}
+	m := pull(t, b1)
+	_, first := msgTask(t, m)
+	if err := b1.Client.Call(ctx, "host.openTask", []any{id, first}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	b1.Upload(t, id, first, "sleep.log", "first try\n")
+	if err := h.Admin.Call(ctx, "freeTask", []any{id}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	_ = m.Term()
+	m = pull(t, b1)
+	_, second := msgTask(t, m)
+	if second != first+1 {
+		t.Fatalf("attempt %d after %d", second, first)
+	}
+	if err := b1.Client.Call(ctx, "host.openTask", []any{id, second}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	b1.Upload(t, id, second, "sleep.log", "second try\n")
+	if err := b1.Client.Call(ctx, "host.closeTask", []any{id, second, "done"}, b1.Finish(t, id, second), nil); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(h.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, bus.UploadsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(attempt int64) uint64 {
+		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(bus.UploadSubject(id, attempt, "sleep.log")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		for _, c := range info.State.Subjects {
+			n += c
+		}
+		return n
+	}
+	if n := count(first); n != 0 {
+		t.Errorf("%d chunks of the stale attempt left", n)
+	}
+	if n := count(second); n != 2 {
+		t.Errorf("%d chunks of the accepted attempt, want 2 (data and end)", n)
+	}
+	var b64 string
+	if err := h.Admin.Call(ctx, "downloadTaskOutput", []any{id, "sleep.log"}, nil, &b64); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := base64.StdEncoding.DecodeString(b64); string(data) != "second try\n" {
+		t.Fatalf("output %q", data)
 	}
 }

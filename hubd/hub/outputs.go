@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kojibus/kojibus/bus"
@@ -20,11 +22,13 @@ import (
 )
 
 // Task output. Builders publish each file in chunks to
-// koji.upload.<task>.<attempt>.<escaped name> (stream KOJI_UPLOADS), which is
-// what watch-logs -f follows live. When the hub accepts the run's close or
-// fail, it copies the attempt's files into the object store as
-// <task>/<attempt>/<name> and records them on the task; a stale attempt's
-// uploads are never copied nor listed.
+// bus.UploadSubject(<task>, <attempt>, <name>), which is the chunk subject
+// of the Object Store bus.TaskOutputStore: watch-logs -f follows it live.
+// When the hub accepts the run's close or fail, the builder's list of the
+// files it uploaded in full (size, chunks, digest) becomes one meta message
+// per file, making it the object <task>/<attempt>/<name>: nothing is read or
+// copied. A stale attempt's files get no meta and are never listed; their
+// chunks are purged when a later attempt's result is accepted.
 
 type outputFile struct {
 	Name  string  `json:"name"`
@@ -83,20 +87,16 @@ func (s *Server) liveUploads(ctx context.Context, taskID, attempt int64) (map[st
 	out := map[string]string{}
 	prefix := strings.TrimSuffix(uploadFilter(taskID, attempt), ">")
 	for subj := range info.State.Subjects {
-		if name, ok := bus.UnescapeToken(strings.TrimPrefix(subj, prefix)); ok && validOutputName(name) {
+		if name, ok := bus.UnescapeToken(strings.TrimPrefix(subj, prefix)); ok && bus.ValidOutputName(name) {
 			out[name] = subj
 		}
 	}
 	return out, nil
 }
 
-func validOutputName(name string) bool {
-	return name != "" && !strings.Contains(name, "..") && !strings.HasPrefix(name, "/")
-}
-
 // readUpload streams one uploaded file's chunks in order into w. It reads
 // them by sequence ("next message for this subject") rather than through a
-// consumer, so assembling outputs leaves no consumers behind on the stream.
+// consumer, so reading outputs leaves no consumers behind on the stream.
 func (s *Server) readUpload(ctx context.Context, subject string, w io.Writer) (int64, error) {
 	stream, err := s.uploadsStream(ctx)
 	if err != nil {
@@ -123,39 +123,79 @@ func (s *Server) readUpload(ctx context.Context, subject string, w io.Writer) (i
 	}
 }
 
-// assembleOutputs copies an attempt's uploads into the object store.
-func (s *Server) assembleOutputs(ctx context.Context, taskID, attempt int64) ([]outputFile, error) {
-	files, err := s.liveUploads(ctx, taskID, attempt)
-	if err != nil {
-		return nil, fmt.Errorf("task %d output: %w", taskID, err)
+// checkUploadedFiles checks the files a builder reports before anything is written.
+func checkUploadedFiles(files []bus.UploadedFile) error {
+	seen := make(map[string]bool, len(files))
+	for _, f := range files {
+		if err := f.Check(); err != nil {
+			return err
+		}
+		if seen[f.Name] {
+			return bus.ParameterError("output %s listed twice", f.Name)
+		}
+		seen[f.Name] = true
 	}
+	return nil
+}
+
+// recordOutputs writes the meta of each file an attempt uploaded, which
+// makes its chunks the object <task>/<attempt>/<name> of the output store.
+func (s *Server) recordOutputs(ctx context.Context, taskID, attempt int64, files []bus.UploadedFile) ([]outputFile, error) {
 	if len(files) == 0 {
 		return nil, nil
 	}
-	store, err := s.outputStore(ctx)
-	if err != nil {
-		return nil, err
-	}
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	var out []outputFile
-	for _, name := range names {
-		pr, pw := io.Pipe()
-		go func(subject string) {
-			_, err := s.readUpload(ctx, subject, pw)
-			pw.CloseWithError(err)
-		}(files[name])
-		info, err := store.Put(ctx, jetstream.ObjectMeta{Name: outputObject(taskID, attempt, name)}, pr)
-		pr.Close()
-		if err != nil {
-			return nil, fmt.Errorf("task %d output %s: %w", taskID, name, err)
+	now := float64(time.Now().UnixMicro()) / 1e6
+	acks := make([]jetstream.PubAckFuture, 0, len(files))
+	out := make([]outputFile, 0, len(files))
+	for _, f := range files {
+		info := jetstream.ObjectInfo{
+			ObjectMeta: jetstream.ObjectMeta{Name: outputObject(taskID, attempt, f.Name)},
+			Bucket:     bus.TaskOutputStore, NUID: bus.UploadToken(taskID, attempt, f.Name),
+			Size: uint64(f.Size), Chunks: uint32(f.Chunks), Digest: f.Digest,
 		}
-		out = append(out, outputFile{Name: name, Size: int64(info.Size), MTime: float64(info.ModTime.UnixMicro()) / 1e6})
+		m := nats.NewMsg(outputMetaSubject(info.Name))
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		var err error
+		if m.Data, err = json.Marshal(info); err != nil {
+			return nil, fmt.Errorf("task %d output %s: %w", taskID, f.Name, err)
+		}
+		ack, err := s.js.PublishMsgAsync(m)
+		if err != nil {
+			return nil, fmt.Errorf("task %d output %s: %w", taskID, f.Name, err)
+		}
+		acks = append(acks, ack)
+		out = append(out, outputFile{Name: f.Name, Size: f.Size, MTime: now})
 	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for i, ack := range acks {
+		select {
+		case <-ack.Ok():
+		case err := <-ack.Err():
+			return nil, fmt.Errorf("task %d output %s: %w", taskID, files[i].Name, err)
+		case <-wctx.Done():
+			return nil, fmt.Errorf("task %d output %s: %w", taskID, files[i].Name, wctx.Err())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// outputMetaSubject is the Object Store's meta subject of an object.
+func outputMetaSubject(object string) string {
+	return "$O." + bus.TaskOutputStore + ".M." + base64.URLEncoding.EncodeToString([]byte(object))
+}
+
+// purgeUploads removes the chunks of attempts first..last of a task, which
+// will never be listed. A failure is logged: the chunks only take room.
+func (s *Server) purgeUploads(ctx context.Context, taskID, first, last int64) {
+	stream, err := s.uploadsStream(ctx)
+	for a := first; err == nil && a <= last; a++ {
+		err = stream.Purge(ctx, jetstream.WithPurgeSubject(uploadFilter(taskID, a)))
+	}
+	if err != nil {
+		s.log.Warn("purge uploads of stale attempts", "task", taskID, "err", err)
+	}
 }
 
 func (s *Server) registerOutputs() {

@@ -91,7 +91,7 @@ type Server struct {
 	policyReg *policy.Registry
 
 	handlesMu sync.Mutex
-	uploads   jetstream.Stream      // KOJI_UPLOADS, see uploadsStream
+	uploads   jetstream.Stream      // the output store's stream, see uploadsStream
 	outputs   jetstream.ObjectStore // task outputs, see outputStore
 	monitor   *hostMonitor
 	reg       *registry.Registry

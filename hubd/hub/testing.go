@@ -92,6 +92,50 @@ type TestHost struct {
 	Creds  *bus.HostCredentials
 	// wake receives the queue wake-ups (koji.notify.tasks.>) a builder waits on.
 	wake chan *nats.Msg
+	// uploads are the files Upload started, by task, attempt and name.
+	uploads []*testUpload
+}
+
+type testUpload struct {
+	task, attempt int64
+	up            *bus.Upload
+}
+
+// Upload publishes data as the next chunk of an output file of a run, as
+// builderd does; Finish completes the run's files.
+func (h *TestHost) Upload(t testing.TB, task, attempt int64, name, data string) {
+	t.Helper()
+	var up *bus.Upload
+	for _, u := range h.uploads {
+		if u.task == task && u.attempt == attempt && u.up.Name() == name {
+			up = u.up
+		}
+	}
+	if up == nil {
+		up = bus.NewUpload(h.JS, task, attempt, name)
+		h.uploads = append(h.uploads, &testUpload{task: task, attempt: attempt, up: up})
+	}
+	if err := up.Publish(context.Background(), []byte(data), false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Finish publishes the end of each file Upload started for a run and
+// returns the run's output list, as builderd reports it with the result.
+func (h *TestHost) Finish(t testing.TB, task, attempt int64) map[string]any {
+	t.Helper()
+	files := []bus.UploadedFile{}
+	for _, u := range h.uploads {
+		if u.task != task || u.attempt != attempt {
+			continue
+		}
+		if err := u.up.Publish(context.Background(), nil, true); err != nil {
+			t.Fatal(err)
+		}
+		f, _ := u.up.File()
+		files = append(files, f)
+	}
+	return map[string]any{"outputs": files}
 }
 
 // WaitQueued waits for the wake-up that says task id is stored in its queue

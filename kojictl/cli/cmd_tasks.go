@@ -25,7 +25,7 @@ import (
 // Task commands: koji's make-task, list-tasks, taskinfo, watch-task,
 // watch-logs, cancel, resubmit, set-task-priority, free-task, assign-task,
 // and kojibus' list-task-output and download-task-output. Watching is live:
-// task state events (koji.event.task.>) and upload chunks (KOJI_UPLOADS)
+// task state events (koji.event.task.>) and upload chunks (bus.UploadsStream)
 // drive it, never a poll loop.
 
 func (a *app) taskCommands() []*cobra.Command {
@@ -1022,7 +1022,7 @@ func (p *logPrinter) printStored(ctx context.Context, c *bus.Client, id int64) e
 	return nil
 }
 
-// uploadChunk is one message of KOJI_UPLOADS for a followed task.
+// uploadChunk is one upload message for a followed task.
 type uploadChunk struct {
 	task int64
 	name string
@@ -1038,7 +1038,7 @@ type followedTask struct {
 	stop      func()
 }
 
-// uploadFilter is the KOJI_UPLOADS subject filter of every attempt of a task.
+// uploadFilter is the upload subject filter of every attempt of a task.
 func uploadFilter(id int64) string {
 	return bus.UploadPrefix + strconv.FormatInt(id, 10) + ".*.>"
 }

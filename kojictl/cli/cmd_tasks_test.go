@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/hub"
@@ -98,16 +97,6 @@ func claim(t *testing.T, h *hub.TestHost) (int64, int64) {
 			t.Fatal(err)
 		}
 		return id, attempt
-	}
-}
-
-// upload publishes a chunk of a task's output file as builderd does.
-func upload(t *testing.T, h *hub.TestHost, id, attempt int64, name, data string) {
-	t.Helper()
-	m := nats.NewMsg(bus.UploadSubject(id, attempt, name))
-	m.Data = []byte(data)
-	if _, err := h.JS.PublishMsg(tctx(t), m); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -360,15 +349,15 @@ func TestWatchLogsAndOutput(t *testing.T) {
 
 	w := startKojictl(t, p, "watch-logs", "-f", ids)
 	w.waitOutput(t, "Watching logs (this may be safely interrupted)...\n")
-	upload(t, b1, id, attempt, "build.log", "hello ")
+	b1.Upload(t, id, attempt, "build.log", "hello ")
 	w.waitOutput(t, "==> "+ids+":DEFAULT:build.log: <==\nhello ")
-	upload(t, b1, id, attempt, "result.txt", "not a log")
-	upload(t, b1, id, attempt, "build.log", "world\n")
+	b1.Upload(t, id, attempt, "result.txt", "not a log")
+	b1.Upload(t, id, attempt, "build.log", "world\n")
 	w.waitOutput(t, "hello world\n")
-	upload(t, b1, id, attempt, "mock_output.log", "mock says hi\n")
+	b1.Upload(t, id, attempt, "mock_output.log", "mock says hi\n")
 	w.waitOutput(t, "mock says hi\n")
-	upload(t, b1, id, attempt, "build.log", "bye\n")
-	if err := b1.Client.Call(ctx, "host.closeTask", []any{id, attempt, "ok"}, nil, nil); err != nil {
+	b1.Upload(t, id, attempt, "build.log", "bye\n")
+	if err := b1.Client.Call(ctx, "host.closeTask", []any{id, attempt, "ok"}, b1.Finish(t, id, attempt), nil); err != nil {
 		t.Fatal(err)
 	}
 	if code := w.wait(t); code != 0 {
@@ -419,10 +408,10 @@ func TestDownloadTaskOutputChunks(t *testing.T) {
 	var want strings.Builder
 	for i := 0; i < 3; i++ {
 		chunk := strings.Repeat(strconv.Itoa(i), 300*1024)
-		upload(t, b1, id, attempt, "big.bin", chunk)
+		b1.Upload(t, id, attempt, "big.bin", chunk)
 		want.WriteString(chunk)
 	}
-	if err := b1.Client.Call(tctx(t), "host.closeTask", []any{id, attempt, nil}, nil, nil); err != nil {
+	if err := b1.Client.Call(tctx(t), "host.closeTask", []any{id, attempt, nil}, b1.Finish(t, id, attempt), nil); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "big.bin")

@@ -1,0 +1,115 @@
+package bus
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// UploadChunk is the largest upload message.
+const UploadChunk = 512 << 10
+
+// UploadedFile is a task file a builder published in full. The builder
+// reports it with the run's result (host.closeTask, host.failTask) and the
+// hub makes it an object of TaskOutputStore by writing its meta: the chunks
+// are already where the Object Store reads them.
+type UploadedFile struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	Chunks int64  `json:"chunks"`
+	// Digest is the Object Store's: "SHA-256=" and the base64url sum.
+	Digest string `json:"digest"`
+}
+
+// Check reports what is wrong with an uploaded file's description.
+func (f UploadedFile) Check() error {
+	switch {
+	case !ValidOutputName(f.Name):
+		return ParameterError("invalid output file name %q", f.Name)
+	case f.Size < 0 || f.Chunks < 0 || f.Chunks > 1<<32-1 || f.Size > 0 && f.Chunks == 0:
+		return ParameterError("output %s: invalid size %d in %d chunks", f.Name, f.Size, f.Chunks)
+	}
+	sum, err := jetstream.DecodeObjectDigest(f.Digest)
+	if err != nil || len(sum) != sha256.Size {
+		return ParameterError("output %s: invalid digest %q", f.Name, f.Digest)
+	}
+	return nil
+}
+
+// ValidOutputName reports whether name may name a task output file: not
+// empty, not absolute, no "..".
+func ValidOutputName(name string) bool {
+	return name != "" && !strings.Contains(name, "..") && !strings.HasPrefix(name, "/")
+}
+
+// Upload publishes one task file of one run in chunks of at most
+// UploadChunk bytes to UploadSubject, keeping the size, chunk count and
+// digest the hub records. Calls must not overlap.
+type Upload struct {
+	js      jetstream.JetStream
+	taskID  int64
+	attempt int64
+	name    string
+	size    int64
+	chunks  int64
+	sum     hash.Hash
+	final   bool
+}
+
+// NewUpload starts the upload of file name of a task's attempt.
+func NewUpload(js jetstream.JetStream, taskID, attempt int64, name string) *Upload {
+	return &Upload{js: js, taskID: taskID, attempt: attempt, name: name, sum: sha256.New()}
+}
+
+// Name is the file's name.
+func (u *Upload) Name() string { return u.name }
+
+// Publish sends data; final marks the end of the file (then with no data
+// at all too, so a reader following the file knows it is complete).
+func (u *Upload) Publish(ctx context.Context, data []byte, final bool) error {
+	if u.final {
+		return GenericError("output %s is already complete", u.name)
+	}
+	for {
+		n := min(len(data), UploadChunk)
+		last := final && n == len(data)
+		m := nats.NewMsg(UploadSubject(u.taskID, u.attempt, u.name))
+		m.Data = data[:n]
+		m.Header.Set(HeaderUploadName, u.name)
+		if last {
+			m.Header.Set(HeaderUploadFinal, "1")
+		}
+		// A publish retried by the client is stored once.
+		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%d-%d-%s-%d", u.taskID, u.attempt, EscapeToken(u.name), u.size))
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := u.js.PublishMsg(pctx, m)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("upload %s: %w", u.name, err)
+		}
+		u.sum.Write(data[:n])
+		u.size += int64(n)
+		u.chunks++
+		data = data[n:]
+		if last {
+			u.final = true
+		}
+		if len(data) == 0 {
+			return nil
+		}
+	}
+}
+
+// File describes the upload once its final chunk is stored.
+func (u *Upload) File() (UploadedFile, bool) {
+	if !u.final {
+		return UploadedFile{}, false
+	}
+	return UploadedFile{Name: u.name, Size: u.size, Chunks: u.chunks, Digest: jetstream.GetObjectDigestValue(u.sum)}, true
+}
