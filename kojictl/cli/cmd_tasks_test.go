@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/hub"
 )
