@@ -357,15 +357,6 @@ func (b *Builder) abandonRunning() {
 // hintWait bounds the blocking pull after a wake-up (see fetch).
 const hintWait = 250 * time.Millisecond
 
-// oneOf keeps the first message and gives back any other (there is never
-// more than one: MaxRequestBatch is 1).
-func (b *Builder) oneOf(msgs []jetstream.Msg) jetstream.Msg {
-	for _, m := range msgs[1:] {
-		_ = m.Nak()
-	}
-	return msgs[0]
-}
-
 func (b *Builder) signal() {
 	select {
 	case b.wake <- struct{}{}:
@@ -721,26 +712,21 @@ func (b *Builder) pass() time.Duration {
 }
 
 func (b *Builder) fetch(q *queue) jetstream.Msg {
-	batch, err := q.cons.FetchNoWait(1)
-	if err == nil {
-		// A wake-up can outrun the consumer: the server counts a stored
-		// message as pending a moment after acking its publish, so a no-wait
-		// pull right after a notify may find nothing. For a queue named by a
-		// wake-up, an empty answer gets one short blocking pull.
-		b.mu.Lock()
-		hinted := b.hinted[q.Consumer]
-		delete(b.hinted, q.Consumer)
-		b.mu.Unlock()
-		if hinted {
-			var got []jetstream.Msg
-			for m := range batch.Messages() {
-				got = append(got, m)
-			}
-			if len(got) > 0 {
-				return b.oneOf(got)
-			}
-			batch, err = q.cons.Fetch(1, jetstream.FetchMaxWait(hintWait))
-		}
+	// A wake-up can outrun the consumer: the server counts a stored message
+	// as pending a moment after acking its publish, so a no-wait pull right
+	// after a notify may find nothing. A queue named by a wake-up therefore
+	// gets a short blocking pull, which answers as soon as the message is
+	// there (one round trip); any other queue a no-wait pull.
+	b.mu.Lock()
+	hinted := b.hinted[q.Consumer]
+	delete(b.hinted, q.Consumer)
+	b.mu.Unlock()
+	var batch jetstream.MessageBatch
+	var err error
+	if hinted {
+		batch, err = q.cons.Fetch(1, jetstream.FetchMaxWait(hintWait))
+	} else {
+		batch, err = q.cons.FetchNoWait(1)
 	}
 	if err != nil {
 		if b.ctx.Err() == nil {
