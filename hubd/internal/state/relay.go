@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -569,7 +570,11 @@ func (r *Relay) publish(ctx context.Context, e *sent, seq uint64, all []OutEvent
 	}
 	for i := from; i < len(events); i++ {
 		oe := events[i]
-		msg, err := bus.EventToMsg(&bus.Event{ID: seq, Address: oe.Address, Props: oe.Props, Body: oe.Body})
+		props, err := oe.props()
+		if err != nil {
+			return fmt.Errorf("event %d of %d: %w", i, seq, err)
+		}
+		msg, err := bus.EventToMsg(&bus.Event{ID: seq, Address: oe.Address, Props: props, Body: oe.Body})
 		if err != nil {
 			return err
 		}
@@ -582,6 +587,21 @@ func (r *Relay) publish(ctx context.Context, e *sent, seq uint64, all []OutEvent
 		e.futures = append(e.futures, f)
 	}
 	return nil
+}
+
+// props decodes an event's properties (numbers as json.Number, which keep
+// their text in the message headers).
+func (oe *OutEvent) props() (map[string]any, error) {
+	if len(oe.Props) == 0 {
+		return nil, nil
+	}
+	var props map[string]any
+	dec := json.NewDecoder(bytes.NewReader(oe.Props))
+	dec.UseNumber()
+	if err := dec.Decode(&props); err != nil {
+		return nil, fmt.Errorf("decode properties: %w", err)
+	}
+	return props, nil
 }
 
 // dispatch sends a work-queue message without waiting for its ack (publish

@@ -149,6 +149,12 @@ type Store struct {
 	loadAt    uint64
 	reqPruned time.Time
 
+	// sent holds this hub's transactions from their publish until its view
+	// applies them (by outbox key), so that the view takes them as built
+	// instead of decoding them: the same content, as every part of a
+	// transaction is encoded when it is staged.
+	sent sync.Map
+
 	cancel context.CancelFunc
 	cc     jetstream.ConsumeContext
 	done   chan struct{}
@@ -241,8 +247,12 @@ func (s *Store) applyMsg(m jetstream.Msg) {
 	var txn *txnMsg
 	var txnErr error
 	if isTxn {
-		// Decoded before taking the lock: readers need not wait for it.
-		txn, txnErr = decodeTxn(m.Data())
+		if own, ok := s.sent.LoadAndDelete(key); ok {
+			txn = own.(*txnMsg)
+		} else {
+			// Decoded before taking the lock: readers need not wait for it.
+			txn, txnErr = decodeTxn(m.Data())
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -699,11 +709,12 @@ type write struct {
 // OutEvent is an event staged in a transaction, or (with Subject set) a
 // message for another stream, such as a task for the builders' work queue.
 type OutEvent struct {
-	Address string         `json:"address,omitempty"`
-	Props   map[string]any `json:"props,omitempty"`
-	// Body is encoded once, when staged: views pass it through undecoded
-	// and the relay publishes it as it is.
-	Body json.RawMessage `json:"body"`
+	Address string `json:"address,omitempty"`
+	// Props and Body are encoded once, when staged: views pass them through
+	// undecoded, and the writer's own view takes the transaction as it was
+	// sent, with no decoding at all (Store.sent).
+	Props json.RawMessage `json:"props,omitempty"`
+	Body  json.RawMessage `json:"body"`
 	// Subject, MsgID and Headers describe a dispatch message; Notify is a core
 	// NATS subject told after it is stored, so that idle builders wake up.
 	Subject string            `json:"subject,omitempty"`
@@ -726,6 +737,17 @@ type ConsumerSpec struct {
 // Dispatch stages a message for a work-queue stream: published by the relay,
 // after the commit, exactly like events (and before them).
 func (tx *Txn) Dispatch(msg OutEvent) {
+	// Re-encoded as the transaction message encodes them (compact, HTML
+	// escaped; no body is null), so the sent transaction is what views decode.
+	body, err := json.Marshal(msg.Body)
+	if err == nil && msg.Props != nil {
+		msg.Props, err = json.Marshal(msg.Props)
+	}
+	if err != nil {
+		tx.err = fmt.Errorf("state: encode dispatch to %s: %w", msg.Subject, err)
+		return
+	}
+	msg.Body = body
 	tx.events = append(tx.events, msg)
 }
 
@@ -775,7 +797,14 @@ func (tx *Txn) Emit(address string, props map[string]any, body any) {
 		tx.err = fmt.Errorf("state: encode body of event %s: %w", address, err)
 		return
 	}
-	tx.events = append(tx.events, OutEvent{Address: address, Props: props, Body: raw})
+	var rawProps json.RawMessage
+	if len(props) > 0 {
+		if rawProps, err = json.Marshal(props); err != nil {
+			tx.err = fmt.Errorf("state: encode properties of event %s: %w", address, err)
+			return
+		}
+	}
+	tx.events = append(tx.events, OutEvent{Address: address, Props: rawProps, Body: raw})
 }
 
 // NextID allocates the next id of a sequence (tags, hosts, users, ...), as
@@ -892,16 +921,17 @@ func (s *Store) Update(ctx context.Context, requestID string, fn UpdateFunc) (*R
 		// The commit is sent before the id lock is released (so one hub's
 		// commits reach the log in id order) but awaited after it, so
 		// concurrent creates pipeline instead of taking a round trip each.
-		ack, err := s.send(tx, val)
+		key, ack, err := s.send(tx, val)
 		tx.release()
 		if err != nil {
 			return nil, err
 		}
 		seq, err := awaitAck(ctx, ack)
-		if err != nil {
-			return nil, err
+		if err == nil {
+			err = s.WaitApplied(ctx, seq)
 		}
-		if err := s.WaitApplied(ctx, seq); err != nil {
+		s.sent.Delete(key) // applied, or never will be by this call's wait
+		if err != nil {
 			return nil, err
 		}
 		switch s.verdictOf(seq) {
@@ -930,30 +960,45 @@ type storedRequest struct {
 	Result json.RawMessage `json:"result"`
 }
 
-// send publishes a transaction message without waiting for its ack.
-func (s *Store) send(tx *Txn, val any) (jetstream.PubAckFuture, error) {
-	t := txnMsg{Events: tx.events, Request: tx.requestID}
+// send publishes a transaction message without waiting for its ack and
+// returns its outbox key.
+func (s *Store) send(tx *Txn, val any) (string, jetstream.PubAckFuture, error) {
+	t, data, err := encodeTxn(tx, val)
+	if err != nil {
+		return "", nil, err
+	}
+	key := outboxPrefix + nuid.Next()
+	m := nats.NewMsg(kvSubjectPrefix + key)
+	m.Data = data
+	s.sent.Store(key, t)
+	ack, err := s.js.PublishMsgAsync(m)
+	if err != nil {
+		s.sent.Delete(key)
+		return "", nil, fmt.Errorf("state: commit: %w", err)
+	}
+	return key, ack, nil
+}
+
+// encodeTxn builds the message of a transaction whose function returned
+// val. Every part of it was encoded when staged, so decoding the message
+// gives the returned txnMsg back (TestSentTransactionIsWhatViewsDecode).
+func encodeTxn(tx *Txn, val any) (*txnMsg, []byte, error) {
+	t := &txnMsg{Events: tx.events, Request: tx.requestID}
 	for _, w := range tx.writes {
 		t.Writes = append(t.Writes, txnWrite{Key: w.key, Val: w.val, Del: w.del, Seq: w.seq, Expect: w.expect})
 	}
 	if tx.requestID != "" {
 		res, err := json.Marshal(val)
 		if err != nil {
-			return nil, fmt.Errorf("state: encode result: %w", err)
+			return nil, nil, fmt.Errorf("state: encode result: %w", err)
 		}
 		t.Result = res
 	}
 	data, err := json.Marshal(t)
 	if err != nil {
-		return nil, fmt.Errorf("state: encode transaction: %w", err)
+		return nil, nil, fmt.Errorf("state: encode transaction: %w", err)
 	}
-	m := nats.NewMsg(kvSubjectPrefix + outboxPrefix + nuid.Next())
-	m.Data = data
-	ack, err := s.js.PublishMsgAsync(m)
-	if err != nil {
-		return nil, fmt.Errorf("state: commit: %w", err)
-	}
-	return ack, nil
+	return t, data, nil
 }
 
 // awaitAck waits for a transaction message to be stored and returns its

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -769,4 +771,71 @@ func TestRelayReplacesTheConsumerOfAnEarlierVersion(t *testing.T) {
 	if cfg := c.CachedInfo().Config; cfg.AckPolicy != jetstream.AckAllPolicy || cfg.PriorityPolicy != jetstream.PriorityPolicyPinned {
 		t.Fatalf("relay consumer not replaced: %+v", cfg)
 	}
+}
+
+// A hub's view takes its own transactions as they were sent, other views
+// decode them: both must see the same transaction, or the events a relay
+// publishes would depend on which hub wrote it.
+func TestSentTransactionIsWhatViewsDecode(t *testing.T) {
+	s := New(nil, nil, nil)
+	tests := []struct {
+		name    string
+		request string
+		val     any
+		stage   func(tx *Txn)
+	}{
+		{name: "writes and a result", request: "req-1", val: map[string]any{"id": 7, "name": "<f30>"}, stage: func(tx *Txn) {
+			_ = tx.Put("tag.1", map[string]any{"id": 1, "name": "a&b", "extra": map[string]any{"l": []any{1, "b", nil, 2.5}}})
+			tx.Delete("tag.2")
+			tx.NextID("tag")
+		}},
+		{name: "events", stage: func(tx *Txn) {
+			tx.Emit("tag.create", map[string]any{"type": "TagCreate", "id": int64(7), "f": 1.5, "big": int64(1) << 60, "ok": true,
+				"none": nil, "s": struct {
+					B int `json:"b"`
+					A int `json:"a"`
+				}{2, 1}, "html": "<x>"}, map[string]any{"tag": "x"})
+			tx.Emit("no.props", nil, nil)
+			tx.Emit("empty.props", map[string]any{}, []int{})
+		}},
+		{name: "dispatch", stage: func(tx *Txn) {
+			tx.Dispatch(OutEvent{Subject: "koji.tasks.1.x86_64.p1000", MsgID: "task-1-1", Headers: map[string]string{"Koji-Task-Id": "1"},
+				Body: json.RawMessage(`{ "task_id": 1, "method": "<sleep>" }`), Notify: "koji.notify.tasks.1.x86_64",
+				Consumer: &ConsumerSpec{Stream: "KOJI_TASKS", Name: "q", Filter: "koji.tasks.1.x86_64.p1000"}})
+			tx.Dispatch(OutEvent{Subject: "koji.tasks.host.1"})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tx := &Txn{View: View{s}, requestID: tt.request}
+			tt.stage(tx)
+			tx.release()
+			if tx.err != nil {
+				t.Fatal(tx.err)
+			}
+			sent, data, err := encodeTxn(tx, tt.val)
+			if err != nil {
+				t.Fatal(err)
+			}
+			decoded, err := decodeTxn(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(sent, decoded) {
+				t.Fatalf("sent and decoded transactions differ:\nsent    %s\ndecoded %s", dump(sent), dump(decoded))
+			}
+		})
+	}
+}
+
+func dump(t *txnMsg) string {
+	var b strings.Builder
+	for _, w := range t.Writes {
+		fmt.Fprintf(&b, "write %s %q del=%v seq=%v x=%d; ", w.Key, w.Val, w.Del, w.Seq, w.Expect)
+	}
+	for _, e := range t.Events {
+		fmt.Fprintf(&b, "event %+v props=%q body=%q; ", e, e.Props, e.Body)
+	}
+	fmt.Fprintf(&b, "request %q result %q", t.Request, t.Result)
+	return b.String()
 }
