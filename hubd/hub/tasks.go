@@ -457,7 +457,10 @@ func hostTaskKey(hostID, taskID int64) string {
 
 // indexHostTask keeps hosttask.* in step with the task about to be stored.
 func indexHostTask(tx *state.Txn, t *taskRecord) error {
-	var prev taskRecord
+	var prev struct { // only what the index needs, not the whole record again
+		State  int    `json:"state"`
+		HostID *int64 `json:"host_id"`
+	}
 	if ok, _ := tx.GetJSON(taskKey(t.ID), &prev); ok && prev.HostID != nil &&
 		(prev.State == bus.TaskOpen || prev.State == bus.TaskAssigned) &&
 		(t.HostID == nil || *t.HostID != *prev.HostID || (t.State != bus.TaskOpen && t.State != bus.TaskAssigned)) {
