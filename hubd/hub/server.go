@@ -85,6 +85,8 @@ type Server struct {
 	untagHooks []func(tx *state.Txn, c *registry.Call, t *tagRecord) error
 	sidetag    *sidetagPlugin
 
+	taskInfos taskInfoCache // getTaskInfo answers by task revision
+
 	policyMu  sync.RWMutex
 	policies  *policy.Set
 	hubConf   *HubConf // as read by New; ReloadConfig reads the file again

@@ -208,17 +208,35 @@ func (s *Server) getTaskInfo(ctx context.Context, c *registry.Call) (any, error)
 		})
 		return out, err
 	}
-	var out any
-	_ = s.store.Read(func(v state.View) error {
-		if t, ok := lookupTask(v, id); ok {
-			out = taskInfo(t, withReq)
+	var out json.RawMessage
+	err = s.store.Read(func(v state.View) error {
+		raw, rev, ok := v.Get(taskKey(id))
+		if !ok {
+			return nil
 		}
+		key := taskInfoKey{id: id, rev: rev, withRequest: withReq}
+		if b, ok := s.taskInfos.get(key); ok {
+			out = b
+			return nil
+		}
+		var t taskRecord
+		if err := json.Unmarshal(raw, &t); err != nil {
+			return fmt.Errorf("task %d: %w", id, err)
+		}
+		b, err := json.Marshal(taskInfo(&t, withReq))
+		if err != nil {
+			return err
+		}
+		s.taskInfos.put(key, b)
+		out = b
 		return nil
 	})
-	if out == nil && strict {
+	switch {
+	case err != nil:
+		return nil, err
+	case out == nil && strict:
 		return nil, bus.GenericError("query returned no rows")
-	}
-	if out == nil {
+	case out == nil:
 		return nil, nil
 	}
 	return out, nil
