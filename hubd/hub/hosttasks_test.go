@@ -361,23 +361,39 @@ func TestHeartbeatGivesBackLostRuns(t *testing.T) {
 	}
 }
 
+// openRun is a sleep task a ready builder has claimed.
+type openRun struct {
+	h           *TestHub
+	b           *TestHost
+	id, attempt int64
+	msg         jetstream.Msg
+}
+
+// openSleepTask starts a hub whose one builder claims a new sleep task.
+func openSleepTask(t *testing.T) openRun {
+	t.Helper()
+	h := StartTestHub(t, nil)
+	ctx := ctxT(t)
+	b := h.AddHost(t, "builder1", "x86_64")
+	heartbeat(t, b)
+	run := openRun{h: h, b: b}
+	if err := h.Admin.Call(ctx, "makeTask", []any{"sleep", []any{0}}, nil, &run.id); err != nil {
+		t.Fatal(err)
+	}
+	run.msg = pull(t, b)
+	_, run.attempt = msgTask(t, run.msg)
+	if err := b.Client.Call(ctx, "host.openTask", []any{run.id, run.attempt}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	return run
+}
+
 // A run's output files become Object Store objects without a copy: the
 // builder's list (size, chunks, digest) is checked, and the object reads
 // back through the plain Object Store API, which verifies the digest.
 func TestReportedOutputs(t *testing.T) {
-	h := StartTestHub(t, nil)
-	ctx := ctxT(t)
-	b1 := h.AddHost(t, "builder1", "x86_64")
-	heartbeat(t, b1)
-	var id int64
-	if err := h.Admin.Call(ctx, "makeTask", []any{"sleep", []any{0}}, nil, &id); err != nil {
-		t.Fatal(err)
-	}
-	m := pull(t, b1)
-	_, attempt := msgTask(t, m)
-	if err := b1.Client.Call(ctx, "host.openTask", []any{id, attempt}, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	run := openSleepTask(t)
+	h, b1, id, attempt, ctx := run.h, run.b, run.id, run.attempt, ctxT(t)
 	b1.Upload(t, id, attempt, "sleep.log", "hello ")
 	b1.Upload(t, id, attempt, "sleep.log", "world\n")
 	good := b1.Finish(t, id, attempt)["outputs"].([]bus.UploadedFile)[0]
@@ -442,19 +458,8 @@ func TestReportedOutputs(t *testing.T) {
 // The chunks of an attempt that lost its task are purged when a later
 // attempt's result is accepted; the accepted attempt's stay.
 func TestStaleAttemptUploadsArePurged(t *testing.T) {
-	h := StartTestHub(t, nil)
-	ctx := ctxT(t)
-	b1 := h.AddHost(t, "builder1", "x86_64")
-	heartbeat(t, b1)
-	var id int64
-	if err := h.Admin.Call(ctx, "makeTask", []any{"sleep", []any{0}}, nil, &id); err != nil {
-		t.Fatal(err)
-	}
-	m := pull(t, b1)
-	_, first := msgTask(t, m)
-	if err := b1.Client.Call(ctx, "host.openTask", []any{id, first}, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	run := openSleepTask(t)
+	h, b1, id, first, m, ctx := run.h, run.b, run.id, run.attempt, run.msg, ctxT(t)
 	b1.Upload(t, id, first, "sleep.log", "first try\n")
 	if err := h.Admin.Call(ctx, "freeTask", []any{id}, nil, nil); err != nil {
 		t.Fatal(err)
