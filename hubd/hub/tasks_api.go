@@ -219,11 +219,15 @@ func (s *Server) getTaskInfo(ctx context.Context, c *registry.Call) (any, error)
 			out = b
 			return nil
 		}
-		var t taskRecord
+		// Only the fields of the answer are decoded, not the result or outputs.
+		var t struct {
+			bus.Task
+			Request json.RawMessage `json:"request"`
+		}
 		if err := json.Unmarshal(raw, &t); err != nil {
 			return fmt.Errorf("task %d: %w", id, err)
 		}
-		b, err := json.Marshal(taskInfo(&t, withReq))
+		b, err := json.Marshal(taskInfo(&taskRecord{Task: t.Task, Request: t.Request}, withReq))
 		if err != nil {
 			return err
 		}
