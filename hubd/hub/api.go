@@ -125,7 +125,7 @@ func (s *Server) Dispatch(ctx context.Context, method, session, requestID string
 	if err := s.authorize(m, caller); err != nil {
 		return nil, err
 	}
-	if !m.Write {
+	if !m.Write || m.AnswersRepeats {
 		requestID = ""
 	}
 	result, err := m.Invoke(ctx, caller, requestID, args)

@@ -49,14 +49,14 @@ func (s *Server) registerHostTasks() {
 			Params: append(idAttempt, registry.P("weight")), Handler: s.hostSetTaskWeight,
 		},
 		registry.Method{
-			Name: "host.closeTask", Doc: "Report a task's success and result", Access: registry.HostOnly, Write: true,
+			Name: "host.closeTask", Doc: "Report a task's success and result", Access: registry.HostOnly, Write: true, AnswersRepeats: true,
 			Params: append(idAttempt, registry.P("response"), registry.Opt("outputs", nil)),
 			Handler: func(ctx context.Context, c *registry.Call) (any, error) {
 				return s.hostFinishTask(ctx, c, bus.TaskClosed)
 			},
 		},
 		registry.Method{
-			Name: "host.failTask", Doc: "Report a task's failure", Access: registry.HostOnly, Write: true,
+			Name: "host.failTask", Doc: "Report a task's failure", Access: registry.HostOnly, Write: true, AnswersRepeats: true,
 			Params: append(idAttempt, registry.P("response"), registry.Opt("outputs", nil)),
 			Handler: func(ctx context.Context, c *registry.Call) (any, error) {
 				return s.hostFinishTask(ctx, c, bus.TaskFailed)
@@ -223,8 +223,16 @@ func (s *Server) hostFinishTask(ctx context.Context, c *registry.Call, final int
 	if err := checkUploadedFiles(files); err != nil {
 		return nil, err
 	}
-	if err := s.store.Read(func(v state.View) error { _, err := checkRun(v, c, id, attempt); return err }); err != nil {
+	repeated := false
+	if err := s.store.Read(func(v state.View) error {
+		_, err := checkRun(v, c, id, attempt)
+		repeated = err != nil && finishedBy(v, c, id, attempt, final)
+		return err
+	}); err != nil && !repeated {
 		return nil, err
+	}
+	if repeated {
+		return nil, nil // the run's result is in already: a repeated report
 	}
 	outputs, err := s.recordOutputs(ctx, id, attempt, files)
 	if err != nil {
@@ -236,6 +244,9 @@ func (s *Server) hostFinishTask(ctx context.Context, c *registry.Call, final int
 	}
 	_, err = s.update(ctx, c, func(tx *state.Txn) (any, error) {
 		t, err := checkRun(tx.View, c, id, attempt)
+		if err != nil && finishedBy(tx.View, c, id, attempt, final) {
+			return nil, nil // a concurrent repeat was first
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -248,6 +259,14 @@ func (s *Server) hostFinishTask(ctx context.Context, c *registry.Call, final int
 		s.purgeUploads(ctx, id, 1, attempt-1)
 	}
 	return nil, err
+}
+
+// finishedBy reports whether the caller's run (attempt) already ended the
+// task in state final: a repeated close or fail is answered as the first was.
+func finishedBy(v state.View, c *registry.Call, taskID, attempt int64, final int) bool {
+	t, ok := lookupTask(v, taskID)
+	return ok && t.State == final && t.OutputAttempt == attempt && t.Attempt == attempt &&
+		t.HostID != nil && *t.HostID == c.Caller.HostID
 }
 
 // faultFromResponse turns failTask's response ({faultCode, faultString} as

@@ -113,13 +113,24 @@ func TestDispatchClaimCloseWithOutput(t *testing.T) {
 	if err := h.Admin.Call(ctx, "downloadTaskOutput", []any{id, "../etc/passwd"}, nil, nil); err == nil || err.(*bus.Fault).Message != "Invalid file name: ../etc/passwd" {
 		t.Fatalf("dotdot: %v", err)
 	}
-	// A late close of the finished run changes nothing.
+	// A repeated close of the finished run (a retry whose first answer was
+	// lost) is answered as the first and changes nothing; a fail of it, or
+	// a close from another host, is stale.
 	before := h.Store().Applied()
-	if err := b1.Client.Call(ctx, "host.closeTask", []any{id, attempt, "again"}, nil, nil); !isStale(err) {
-		t.Fatalf("second close: %v", err)
+	if err := b1.Client.Call(ctx, "host.closeTask", []any{id, attempt, "again"}, nil, nil); err != nil {
+		t.Fatalf("repeated close: %v", err)
+	}
+	if err := b1.Client.Call(ctx, "host.failTask", []any{id, attempt, "no"}, nil, nil); !isStale(err) {
+		t.Fatalf("fail after close: %v", err)
+	}
+	if err := b2.Client.Call(ctx, "host.closeTask", []any{id, attempt, "x"}, nil, nil); !isStale(err) {
+		t.Fatalf("close by another host after close: %v", err)
 	}
 	if h.Store().Applied() != before {
-		t.Fatal("a refused close changed state")
+		t.Fatal("a repeated or refused close changed state")
+	}
+	if err := h.Admin.Call(ctx, "getTaskResult", []any{id}, nil, &result); err != nil || result != "done" {
+		t.Fatalf("result after repeats %q %v", result, err)
 	}
 }
 

@@ -55,8 +55,12 @@ type Method struct {
 	Access Access
 	Perm   string
 	// Write marks methods that change state; they honour Koji-Request-Id.
-	Write   bool
-	Handler Handler
+	Write bool
+	// AnswersRepeats marks writes that answer a repeated call from the state
+	// itself (a run's close, say), so they keep no request record: one
+	// write less for each call.
+	AnswersRepeats bool
+	Handler        Handler
 }
 
 // ArgDesc renders the signature as koji list-api does: "(tagInfo, arch, command, channel=None, **opts)".
