@@ -350,9 +350,21 @@ func (r *Relay) pass(ctx context.Context, cons jetstream.Consumer, held map[uint
 	for _, note := range out.notes {
 		_ = r.nc.PublishMsg(note)
 	}
+	// A key several entries of the pass write is written out once, with the
+	// last value: the keys still come out in commit order, so a crash part
+	// of the way leaves every key up to some transaction, which is what a
+	// restarted view completes from the entries (completeDone); and a view
+	// that missed an entry of the pass missed all later ones too (a purge
+	// takes whole passes), so it reads their keys, not the entries.
+	lastWriter := map[string]uint64{}
+	for _, w := range toWrite {
+		for _, kw := range w.t.Writes {
+			lastWriter[kw.Key] = w.seq
+		}
+	}
 	keys := &sent{seq: last.seq}
 	for _, w := range toWrite {
-		if err := r.materialize(keys, w.seq, w.t); err != nil {
+		if err := r.materialize(keys, w.seq, w.t, lastWriter); err != nil {
 			return 0, err
 		}
 	}
@@ -432,7 +444,7 @@ func (r *Relay) runnable(ctx context.Context, cons jetstream.Consumer, seqs []ui
 
 // materialize writes a transaction's keys as ordinary KV entries stamped
 // with its sequence, so a restarted view can load them instead of the log.
-func (r *Relay) materialize(e *sent, seq uint64, t *txnMsg) error {
+func (r *Relay) materialize(e *sent, seq uint64, t *txnMsg, lastWriter map[string]uint64) error {
 	rev := strconv.FormatUint(seq, 10)
 	add := func(m *nats.Msg) error {
 		m.Header.Set(hdrRev, rev)
@@ -444,6 +456,9 @@ func (r *Relay) materialize(e *sent, seq uint64, t *txnMsg) error {
 		return nil
 	}
 	for _, w := range t.Writes {
+		if lastWriter[w.Key] != seq {
+			continue // a later entry of the pass writes it
+		}
 		m := nats.NewMsg(kvSubjectPrefix + w.Key)
 		if w.Del {
 			m.Header.Set(hdrKVOp, "DEL")

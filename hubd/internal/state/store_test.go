@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -838,4 +839,79 @@ func dump(t *txnMsg) string {
 	}
 	fmt.Fprintf(&b, "request %q result %q", t.Request, t.Result)
 	return b.String()
+}
+
+// A key that several entries of one relay pass write is written out once,
+// with the last value and that entry's revision, and a view that loads the
+// bucket afterwards has the same state as the one that applied the entries.
+func TestRelayWritesAKeyOncePerPass(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	r, _ := testRelay(b)
+	cons, err := r.relayConsumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i := 1; i <= 3; i++ {
+		res, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) {
+			if err := tx.Put("thing.shared", i); err != nil {
+				return nil, err
+			}
+			return nil, tx.Put(fmt.Sprintf("thing.own%d", i), i)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = res.Rev
+	}
+	kvs, err := b.js.Stream(ctx, kvStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := kvs.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := info.State.LastSeq
+	// One pass over all three entries, as the relay makes when they are
+	// delivered together.
+	batch, err := cons.Fetch(3, jetstream.FetchPriorityGroup(relayGroup), jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[uint64]jetstream.Msg{}
+	for m := range batch.Messages() {
+		r.hold(held, m)
+	}
+	if len(held) != 3 {
+		t.Fatalf("%d entries delivered, want 3", len(held))
+	}
+	if n, err := r.pass(ctx, cons, held, false); err != nil || n != 3 {
+		t.Fatalf("pass: %d entries, %v", n, err)
+	}
+	if info, err = kvs.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if written := info.State.LastSeq - before; written != 4 {
+		t.Fatalf("%d keys written out, want 4 (thing.shared once, three own keys)", written)
+	}
+	m, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+"thing.shared")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Data) != "3" || m.Header.Get(hdrRev) != strconv.FormatUint(last, 10) {
+		t.Fatalf("thing.shared = %s at %s, want 3 at %d", m.Data, m.Header.Get(hdrRev), last)
+	}
+	// A view that loads now: the same values and revisions.
+	fresh := setupOn(t, b.srv)
+	for _, key := range []string{"thing.shared", "thing.own1", "thing.own2", "thing.own3"} {
+		var want, got []byte
+		var wantRev, gotRev uint64
+		_ = b.store.Read(func(v View) error { want, wantRev, _ = v.Get(key); return nil })
+		_ = fresh.store.Read(func(v View) error { got, gotRev, _ = v.Get(key); return nil })
+		if string(got) != string(want) || gotRev != wantRev || want == nil {
+			t.Fatalf("%s: loaded %s@%d, applied %s@%d", key, got, gotRev, want, wantRev)
+		}
+	}
 }
