@@ -198,9 +198,13 @@ func (s *Server) getTaskInfo(ctx context.Context, c *registry.Call) (any, error)
 		out := make([]any, len(ids))
 		err := s.store.Read(func(v state.View) error {
 			for i, id := range ids {
-				if t, ok := lookupTask(v, id); ok {
-					out[i] = taskInfo(t, withReq)
-				} else if strict {
+				b, err := s.taskInfoAnswer(v, id, withReq)
+				switch {
+				case err != nil:
+					return err
+				case b != nil:
+					out[i] = b
+				case strict:
 					return bus.GenericError("No such task: %d", id)
 				}
 			}
@@ -210,30 +214,8 @@ func (s *Server) getTaskInfo(ctx context.Context, c *registry.Call) (any, error)
 	}
 	var out json.RawMessage
 	err = s.store.Read(func(v state.View) error {
-		raw, rev, ok := v.Get(taskKey(id))
-		if !ok {
-			return nil
-		}
-		key := taskInfoKey{id: id, rev: rev, withRequest: withReq}
-		if b, ok := s.taskInfos.get(key); ok {
-			out = b
-			return nil
-		}
-		// Only the fields of the answer are decoded, not the result or outputs.
-		var t struct {
-			bus.Task
-			Request json.RawMessage `json:"request"`
-		}
-		if err := json.Unmarshal(raw, &t); err != nil {
-			return fmt.Errorf("task %d: %w", id, err)
-		}
-		b, err := json.Marshal(taskInfo(&taskRecord{Task: t.Task, Request: t.Request}, withReq))
-		if err != nil {
-			return err
-		}
-		s.taskInfos.put(key, b)
-		out = b
-		return nil
+		out, err = s.taskInfoAnswer(v, id, withReq)
+		return err
 	})
 	switch {
 	case err != nil:
@@ -244,6 +226,33 @@ func (s *Server) getTaskInfo(ctx context.Context, c *registry.Call) (any, error)
 		return nil, nil
 	}
 	return out, nil
+}
+
+// taskInfoAnswer is getTaskInfo's encoded answer for one task (nil: no
+// such task), from the cache of answers by revision when it has it.
+func (s *Server) taskInfoAnswer(v state.View, id int64, withReq bool) (json.RawMessage, error) {
+	raw, rev, ok := v.Get(taskKey(id))
+	if !ok {
+		return nil, nil
+	}
+	key := taskInfoKey{id: id, rev: rev, withRequest: withReq}
+	if b, ok := s.taskInfos.get(key); ok {
+		return b, nil
+	}
+	// Only the fields of the answer are decoded, not the result or outputs.
+	var t struct {
+		bus.Task
+		Request json.RawMessage `json:"request"`
+	}
+	if err := json.Unmarshal(raw, &t); err != nil {
+		return nil, fmt.Errorf("task %d: %w", id, err)
+	}
+	b, err := json.Marshal(taskInfo(&taskRecord{Task: t.Task, Request: t.Request}, withReq))
+	if err != nil {
+		return nil, err
+	}
+	s.taskInfos.put(key, b)
+	return b, nil
 }
 
 func (s *Server) getTaskResult(ctx context.Context, c *registry.Call) (any, error) {
