@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -112,4 +113,70 @@ func (u *Upload) File() (UploadedFile, bool) {
 		return UploadedFile{}, false
 	}
 	return UploadedFile{Name: u.name, Size: u.size, Chunks: u.chunks, Digest: jetstream.GetObjectDigestValue(u.sum)}, true
+}
+
+// Uploads are the output files of one run: each name is started once, and
+// Files lists those uploaded in full, as the run reports them with its result.
+type Uploads struct {
+	js              jetstream.JetStream
+	taskID, attempt int64
+
+	mu   sync.Mutex
+	list []*Upload // in the order started
+}
+
+// NewUploads returns the output files of a task's attempt.
+func NewUploads(js jetstream.JetStream, taskID, attempt int64) *Uploads {
+	return &Uploads{js: js, taskID: taskID, attempt: attempt}
+}
+
+// Start starts the upload of file name; a name can be used once.
+func (s *Uploads) Start(name string) (*Upload, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.find(name) != nil {
+		return nil, GenericError("task output %s is uploaded already", name)
+	}
+	u := NewUpload(s.js, s.taskID, s.attempt, name)
+	s.list = append(s.list, u)
+	return u, nil
+}
+
+// Get returns the upload of file name, started if it was not.
+func (s *Uploads) Get(name string) *Upload {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.find(name); u != nil {
+		return u
+	}
+	u := NewUpload(s.js, s.taskID, s.attempt, name)
+	s.list = append(s.list, u)
+	return u
+}
+
+func (s *Uploads) find(name string) *Upload {
+	for _, u := range s.list {
+		if u.name == name {
+			return u
+		}
+	}
+	return nil
+}
+
+// All returns every upload started, in order.
+func (s *Uploads) All() []*Upload {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Upload(nil), s.list...)
+}
+
+// Files lists the files uploaded in full (never nil: the hub gets a list).
+func (s *Uploads) Files() []UploadedFile {
+	out := []UploadedFile{}
+	for _, u := range s.All() {
+		if f, ok := u.File(); ok {
+			out = append(out, f)
+		}
+	}
+	return out
 }

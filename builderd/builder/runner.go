@@ -36,38 +36,10 @@ type runner struct {
 	cancel  context.CancelCauseFunc
 	waiting atomic.Bool
 
+	uploads *bus.Uploads // the run's output files
+
 	mu   sync.Mutex
 	pids map[int]bool // process groups of the run's commands
-	// uploads are the run's output files, in the order they were started
-	uploads []*bus.Upload
-}
-
-// newUpload starts the upload of an output file of the run; a name can be
-// used once.
-func (r *runner) newUpload(name string) (*bus.Upload, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, u := range r.uploads {
-		if u.Name() == name {
-			return nil, bus.GenericError("task output %s is uploaded already", name)
-		}
-	}
-	u := bus.NewUpload(r.b.js, r.id, r.attempt, name)
-	r.uploads = append(r.uploads, u)
-	return u, nil
-}
-
-// outputs lists the files the run uploaded in full, for its result.
-func (r *runner) outputs() []bus.UploadedFile {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := []bus.UploadedFile{}
-	for _, u := range r.uploads {
-		if f, ok := u.File(); ok {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 // kill ends the run: its context is canceled with the cause, which makes
@@ -119,7 +91,7 @@ func (r *runner) run() {
 	dir := b.taskDir(r.id, r.attempt)
 	var t *Task
 	result, runErr := func() (any, error) {
-		up, err := r.newUpload(r.method + ".log")
+		up, err := r.uploads.Start(r.method + ".log")
 		if err != nil {
 			return nil, err
 		}
@@ -152,7 +124,7 @@ func (r *runner) run() {
 
 	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Minute)
 	defer cancel()
-	outputs := map[string]any{"outputs": r.outputs()}
+	outputs := map[string]any{"outputs": r.uploads.Files()}
 	report := func() error {
 		if runErr != nil {
 			f := bus.AsFault(runErr)
@@ -359,7 +331,7 @@ func (t *Task) Upload(ctx context.Context, path, name string) error {
 		return err
 	}
 	defer func() { _ = f.Close() }()
-	u, err := t.r.newUpload(name)
+	u, err := t.r.uploads.Start(name)
 	if err != nil {
 		return err
 	}

@@ -92,30 +92,26 @@ type TestHost struct {
 	Creds  *bus.HostCredentials
 	// wake receives the queue wake-ups (koji.notify.tasks.>) a builder waits on.
 	wake chan *nats.Msg
-	// uploads are the files Upload started, by task, attempt and name.
-	uploads []*testUpload
+	// uploads are the output files Upload started, by run.
+	uploads map[[2]int64]*bus.Uploads
 }
 
-type testUpload struct {
-	task, attempt int64
-	up            *bus.Upload
+func (h *TestHost) runUploads(task, attempt int64) *bus.Uploads {
+	if h.uploads == nil {
+		h.uploads = map[[2]int64]*bus.Uploads{}
+	}
+	run := [2]int64{task, attempt}
+	if h.uploads[run] == nil {
+		h.uploads[run] = bus.NewUploads(h.JS, task, attempt)
+	}
+	return h.uploads[run]
 }
 
 // Upload publishes data as the next chunk of an output file of a run, as
 // builderd does; Finish completes the run's files.
 func (h *TestHost) Upload(t testing.TB, task, attempt int64, name, data string) {
 	t.Helper()
-	var up *bus.Upload
-	for _, u := range h.uploads {
-		if u.task == task && u.attempt == attempt && u.up.Name() == name {
-			up = u.up
-		}
-	}
-	if up == nil {
-		up = bus.NewUpload(h.JS, task, attempt, name)
-		h.uploads = append(h.uploads, &testUpload{task: task, attempt: attempt, up: up})
-	}
-	if err := up.Publish(context.Background(), []byte(data), false); err != nil {
+	if err := h.runUploads(task, attempt).Get(name).Publish(context.Background(), []byte(data), false); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -124,18 +120,13 @@ func (h *TestHost) Upload(t testing.TB, task, attempt int64, name, data string) 
 // returns the run's output list, as builderd reports it with the result.
 func (h *TestHost) Finish(t testing.TB, task, attempt int64) map[string]any {
 	t.Helper()
-	files := []bus.UploadedFile{}
-	for _, u := range h.uploads {
-		if u.task != task || u.attempt != attempt {
-			continue
-		}
-		if err := u.up.Publish(context.Background(), nil, true); err != nil {
+	uploads := h.runUploads(task, attempt)
+	for _, u := range uploads.All() {
+		if err := u.Publish(context.Background(), nil, true); err != nil {
 			t.Fatal(err)
 		}
-		f, _ := u.up.File()
-		files = append(files, f)
 	}
-	return map[string]any{"outputs": files}
+	return map[string]any{"outputs": uploads.Files()}
 }
 
 // WaitQueued waits for the wake-up that says task id is stored in its queue
