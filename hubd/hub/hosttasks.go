@@ -225,14 +225,11 @@ func (s *Server) hostFinishTask(ctx context.Context, c *registry.Call, final int
 	}
 	repeated := false
 	if err := s.store.Read(func(v state.View) error {
-		_, err := checkRun(v, c, id, attempt)
-		repeated = err != nil && finishedBy(v, c, id, attempt, final)
-		return err
-	}); err != nil && !repeated {
-		return nil, err
-	}
-	if repeated {
-		return nil, nil // the run's result is in already: a repeated report
+		var rerr error
+		_, repeated, rerr = acceptsRun(v, c, id, attempt, final)
+		return rerr
+	}); err != nil || repeated {
+		return nil, err // a repeated report is answered as the first was
 	}
 	outputs, err := s.recordOutputs(ctx, id, attempt, files)
 	if err != nil {
@@ -243,30 +240,34 @@ func (s *Server) hostFinishTask(ctx context.Context, c *registry.Call, final int
 		result, _ = json.Marshal(faultFromResponse(response, id))
 	}
 	_, err = s.update(ctx, c, func(tx *state.Txn) (any, error) {
-		t, err := checkRun(tx.View, c, id, attempt)
-		if err != nil && finishedBy(tx.View, c, id, attempt, final) {
-			return nil, nil // a concurrent repeat was first
-		}
-		if err != nil {
-			return nil, err
+		t, repeated, err := acceptsRun(tx.View, c, id, attempt, final)
+		if err != nil || repeated {
+			return nil, err // a concurrent repeat was first
 		}
 		t.Result = result
 		t.Outputs = outputs
 		t.OutputAttempt = attempt
 		return nil, setTaskState(tx, t, final)
 	})
-	if err == nil && attempt > 1 {
-		s.purgeUploads(ctx, id, 1, attempt-1)
+	if err == nil {
+		s.purgeStaleUploads(ctx, id, attempt)
 	}
 	return nil, err
 }
 
-// finishedBy reports whether the caller's run (attempt) already ended the
-// task in state final: a repeated close or fail is answered as the first was.
-func finishedBy(v state.View, c *registry.Call, taskID, attempt int64, final int) bool {
+// acceptsRun checks that the caller's run (attempt) may report its result
+// (checkRun), or tells that it already ended the task in state final: a
+// repeated close or fail is answered as the first was.
+func acceptsRun(v state.View, c *registry.Call, taskID, attempt int64, final int) (t *taskRecord, repeated bool, err error) {
+	if t, err = checkRun(v, c, taskID, attempt); err == nil {
+		return t, false, nil
+	}
 	t, ok := lookupTask(v, taskID)
-	return ok && t.State == final && t.OutputAttempt == attempt && t.Attempt == attempt &&
-		t.HostID != nil && *t.HostID == c.Caller.HostID
+	if ok && t.State == final && t.OutputAttempt == attempt && t.Attempt == attempt &&
+		t.HostID != nil && *t.HostID == c.Caller.HostID {
+		return t, true, nil
+	}
+	return nil, false, err
 }
 
 // faultFromResponse turns failTask's response ({faultCode, faultString} as

@@ -186,11 +186,15 @@ func outputMetaSubject(object string) string {
 	return "$O." + bus.TaskOutputStore + ".M." + base64.URLEncoding.EncodeToString([]byte(object))
 }
 
-// purgeUploads removes the chunks of attempts first..last of a task, which
-// will never be listed. A failure is logged: the chunks only take room.
-func (s *Server) purgeUploads(ctx context.Context, taskID, first, last int64) {
+// purgeStaleUploads removes the chunks of the attempts before the accepted
+// one, which will never be listed. A failure is logged: the chunks only
+// take room.
+func (s *Server) purgeStaleUploads(ctx context.Context, taskID, accepted int64) {
+	if accepted <= 1 {
+		return
+	}
 	stream, err := s.uploadsStream(ctx)
-	for a := first; err == nil && a <= last; a++ {
+	for a := int64(1); err == nil && a < accepted; a++ {
 		err = stream.Purge(ctx, jetstream.WithPurgeSubject(uploadFilter(taskID, a)))
 	}
 	if err != nil {
