@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,6 +35,14 @@ const (
 	// again after this long, and another hub's relay takes the pin when the
 	// pinned one has not pulled for as long.
 	relayAckWait = 5 * time.Second
+	// writeOutEvery and writeOutBatch bound how long and how many finished
+	// entries wait for their keys to be written out (and to be acked): a
+	// key several of them write is written once, so a burst of tasks writes
+	// each task record once instead of once per state.
+	writeOutEvery = 200 * time.Millisecond
+	writeOutBatch = relayBatch / 2
+	// writeOutChunk bounds the keys a write-out has on their way at once.
+	writeOutChunk = 4
 )
 
 // Relay finishes committed transactions in commit order: it publishes their
@@ -43,9 +52,12 @@ const (
 //
 // Passes: the relay takes every entry delivered so far (up to relayBatch),
 // sends the events and dispatches of all of them in commit order and waits
-// for them once, writes out all their keys and waits once, then acks the
-// last one (AckAll, confirmed) and has them deleted. So a burst of commits
-// costs a few round trips, not a few per commit.
+// for them once. Their keys are written out later, for the entries of
+// several passes at once (writeOutEvery, writeOutBatch): each key once, with
+// its last value, awaited once; then the last entry is acked (AckAll,
+// confirmed) and they are deleted. So a burst of commits costs a few round
+// trips, not a few per commit, and a record several of them change is
+// written once.
 //
 // Order across hubs: the consumer is pinned to one relay; a relay that takes
 // the pin over may find entries of the previous one still unacked (they come
@@ -71,9 +83,15 @@ type Relay struct {
 	mu        sync.Mutex
 	consumers map[string]bool // consumers known to exist
 	purgeTo   chan uint64     // the last entry of each finished pass: all up to it may be purged
-	// finished is the last transaction this relay finished, acked the last
-	// entry (0: none yet).
-	finished, acked uint64
+	// finished is the last transaction whose events this relay published,
+	// relayed the last entry so (a transaction or not), acked the last entry
+	// it acked (0: none yet). The entries after acked wait for their keys
+	// to be written out: in writing, the one write-out under way (its
+	// outcome comes on done), then in unwritten. Only the relay's loop
+	// touches these.
+	finished, relayed, acked uint64
+	unwritten, writing       writeOut
+	done                     chan error
 	// deleted, when set (tests), is told the last entry of each purge, so a
 	// test waits on the relay instead of polling the stream.
 	deleted chan<- uint64
@@ -195,13 +213,28 @@ func (r *Relay) run(ctx context.Context, cons jetstream.Consumer) {
 		}
 		stop := context.AfterFunc(ctx, it.Stop)
 		for ctx.Err() == nil {
+			resume = r.collectWriteOut(ctx, false) || resume
+			if r.done == nil && r.unwritten.due() {
+				resume = r.startWriteOut(ctx) || resume
+			}
 			// Block for one entry (or, while entries wait for an earlier
-			// one held elsewhere, a while), then take what else is there.
+			// one held elsewhere or for their keys, a while), then take
+			// what else is there.
 			var m jetstream.Msg
-			if len(held) == 0 {
+			wait := time.Duration(0)
+			if len(held) > 0 {
+				wait = relayAckWait / 10
+			}
+			switch {
+			case r.done != nil && r.unwritten.due():
+				wait = time.Millisecond // the next write-out waits for this one
+			case r.unwritten.last != nil:
+				wait = min(cmp.Or(wait, writeOutEvery), max(time.Until(r.unwritten.since.Add(writeOutEvery)), time.Millisecond))
+			}
+			if wait == 0 {
 				m, err = it.Next()
 			} else {
-				m, err = it.Next(jetstream.NextMaxWait(relayAckWait / 10))
+				m, err = it.Next(jetstream.NextMaxWait(wait))
 			}
 			if err != nil && !errors.Is(err, nats.ErrTimeout) {
 				break
@@ -232,6 +265,168 @@ func (r *Relay) run(ctx context.Context, cons jetstream.Consumer) {
 		stop()
 		it.Stop()
 	}
+	// Stopping: write out what is finished, so the next relay need not
+	// find out how far this one got.
+	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	r.collectWriteOut(fctx, true)
+	if r.unwritten.last != nil {
+		w := r.unwritten
+		if err := r.writeOut(fctx, &w); err != nil {
+			r.log.Warn("relay: write out on stop", "err", err)
+		}
+	}
+}
+
+// writeOut is what the entries finished since the last ack leave to do:
+// write out the keys of their transactions and ack the last of them.
+type writeOut struct {
+	txns []txnToWrite // valid transactions, in commit order
+	last *outboxEntry // the last entry finished: its ack covers them all
+	// since is when the first of them was finished; prevFinished is the
+	// relay's finished before it.
+	since        time.Time
+	prevFinished uint64
+	entries      int
+}
+
+type txnToWrite struct {
+	seq uint64
+	t   *txnMsg
+}
+
+// due tells whether the unwritten entries are to be written out now.
+func (w *writeOut) due() bool {
+	return w.last != nil && (w.entries >= writeOutBatch || time.Since(w.since) >= writeOutEvery)
+}
+
+// then is w followed by the later entries of next.
+func (w writeOut) then(next writeOut) writeOut {
+	if next.last == nil {
+		return w
+	}
+	w.txns = append(w.txns, next.txns...)
+	w.last = next.last
+	w.entries += next.entries
+	return w
+}
+
+// startWriteOut starts writing out the unwritten entries beside the relay's
+// passes, unless they are so old that the consumer may have delivered them
+// again to another relay (this one stalled): then it leaves them, as
+// collectWriteOut does, and returns true (the relay resumes).
+func (r *Relay) startWriteOut(ctx context.Context) (resume bool) {
+	if time.Since(r.unwritten.since) > relayAckWait/2 {
+		r.leave(r.unwritten)
+		return true
+	}
+	r.writing, r.unwritten = r.unwritten, writeOut{}
+	done := make(chan error, 1)
+	r.done = done
+	w := r.writing
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		done <- r.writeOut(ctx, &w)
+	}()
+	return false
+}
+
+// collectWriteOut takes the outcome of the write-out under way, if it has
+// one (or waits for it, with wait). A failed one is tried again with the
+// next, unless it is too old (see startWriteOut). It returns true when the
+// relay is to resume.
+func (r *Relay) collectWriteOut(ctx context.Context, wait bool) (resume bool) {
+	if r.done == nil {
+		return false
+	}
+	var err error
+	if wait {
+		select {
+		case err = <-r.done:
+		case <-ctx.Done():
+			return false
+		}
+	} else {
+		select {
+		case err = <-r.done:
+		default:
+			return false
+		}
+	}
+	w := r.writing
+	r.writing, r.done = writeOut{}, nil
+	switch {
+	case err == nil:
+		r.acked = w.last.seq
+		return false
+	case time.Since(w.since) > relayAckWait/2:
+		r.leave(w)
+		return true
+	}
+	if !errors.Is(err, context.Canceled) {
+		r.log.Error("relay: write out keys", "through", w.last.seq, "err", err)
+	}
+	r.unwritten = w.then(r.unwritten)
+	r.unwritten.entries = writeOutBatch // due at once
+	return false
+}
+
+// leave gives up writing out w and every entry finished after it: the
+// consumer delivers them again after the ack wait, perhaps to another relay
+// that writes newer values of the same keys in the meantime, so writing them
+// now could bring older values back. Whoever gets them finishes them as
+// after a crash.
+func (r *Relay) leave(w writeOut) {
+	r.log.Warn("relay: finished entries waited too long to be written out; leaving them for redelivery",
+		"after", r.acked, "through", max(w.last.seq, r.relayed))
+	r.finished, r.relayed = w.prevFinished, r.acked
+	r.unwritten = writeOut{}
+}
+
+// writeOut writes out the keys of the entries of w and acks the last.
+//
+// A key several entries write is written out once, with the last value:
+// the keys still come out in commit order, so a crash part of the way
+// leaves every key up to some transaction, which is what a restarted view
+// completes from the entries (completeDone); and a view that missed an entry
+// missed all later ones of the same write-out too (a purge takes whole
+// write-outs), so it reads their keys, not the entries.
+func (r *Relay) writeOut(ctx context.Context, w *writeOut) error {
+	lastWriter := map[string]uint64{}
+	for _, tw := range w.txns {
+		for _, kw := range tw.t.Writes {
+			lastWriter[kw.Key] = tw.seq
+		}
+	}
+	// The keys go out a few at a time: they share the bucket's stream with
+	// new commits, which would otherwise wait behind the whole write-out.
+	keys := &sent{seq: w.last.seq}
+	for i, tw := range w.txns {
+		if err := r.materialize(keys, tw.seq, tw.t, lastWriter); err != nil {
+			return err
+		}
+		if len(keys.futures) >= writeOutChunk || i == len(w.txns)-1 {
+			if err := r.await(ctx, keys); err != nil {
+				return err
+			}
+			keys.futures = keys.futures[:0]
+		}
+	}
+	// One confirmed ack finishes them all (AckAll). Confirmed, because an
+	// entry whose ack was lost would come back after later entries wrote
+	// out the same keys.
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := w.last.msg.DoubleAck(actx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("ack through %d: %w", w.last.seq, err)
+	}
+	select {
+	case r.purgeTo <- w.last.seq:
+	default: // the purger is behind: a later target covers this one
+	}
+	return nil
 }
 
 // hold adds a delivered entry to those held; a redelivery of one held
@@ -242,8 +437,8 @@ func (r *Relay) hold(held map[uint64]jetstream.Msg, m jetstream.Msg) {
 		r.log.Error("relay: message without metadata", "subject", m.Subject(), "err", err)
 		return
 	}
-	if md.Sequence.Stream <= r.acked {
-		return // acked by this relay already: its ack is covered by a later one
+	if md.Sequence.Stream <= max(r.acked, r.relayed) {
+		return // finished by this relay already: its ack is covered by a later one
 	}
 	held[md.Sequence.Stream] = m
 }
@@ -307,11 +502,7 @@ func (r *Relay) pass(ctx context.Context, cons jetstream.Consumer, held map[uint
 	// only waiting in between guarantees that written-out keys mean
 	// published events (what a restarted view relies on).
 	out := &sent{seq: last.seq}
-	type writeOut struct {
-		seq uint64
-		t   *txnMsg
-	}
-	var toWrite []writeOut
+	var toWrite []txnToWrite
 	for _, e := range run {
 		if !isTxn(e.msg) {
 			continue
@@ -331,15 +522,15 @@ func (r *Relay) pass(ctx context.Context, cons jetstream.Consumer, held map[uint
 			}
 		case verdictDone:
 			// Its keys were written out, perhaps not all of them, before a
-			// crash: they are written again below (no later entry can have
-			// been written out, as this one was never acked).
+			// crash: they are written out again with the others (no later
+			// entry can have been written out, as this one was never acked).
 		case verdictConflict, verdictDuplicate:
 			continue // void: nothing to publish
 		default:
 			return 0, fmt.Errorf("no verdict for transaction %d", e.seq)
 		}
 		if t != nil {
-			toWrite = append(toWrite, writeOut{e.seq, t})
+			toWrite = append(toWrite, txnToWrite{e.seq, t})
 		}
 	}
 	if err := r.await(ctx, out); err != nil {
@@ -350,37 +541,15 @@ func (r *Relay) pass(ctx context.Context, cons jetstream.Consumer, held map[uint
 	for _, note := range out.notes {
 		_ = r.nc.PublishMsg(note)
 	}
-	// A key several entries of the pass write is written out once, with the
-	// last value: the keys still come out in commit order, so a crash part
-	// of the way leaves every key up to some transaction, which is what a
-	// restarted view completes from the entries (completeDone); and a view
-	// that missed an entry of the pass missed all later ones too (a purge
-	// takes whole passes), so it reads their keys, not the entries.
-	lastWriter := map[string]uint64{}
-	for _, w := range toWrite {
-		for _, kw := range w.t.Writes {
-			lastWriter[kw.Key] = w.seq
-		}
+	// Their keys are written out with those of later passes (writeOut).
+	w := &r.unwritten
+	if w.last == nil {
+		w.since, w.prevFinished = time.Now(), r.finished
 	}
-	keys := &sent{seq: last.seq}
-	for _, w := range toWrite {
-		if err := r.materialize(keys, w.seq, w.t, lastWriter); err != nil {
-			return 0, err
-		}
-	}
-	if err := r.await(ctx, keys); err != nil {
-		return 0, err
-	}
-	// One confirmed ack finishes the run (AckAll). Confirmed, because an
-	// entry whose ack was lost would come back after later entries wrote
-	// out the same keys.
-	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = last.msg.DoubleAck(actx)
-	cancel()
-	if err != nil {
-		return 0, fmt.Errorf("ack through %d: %w", last.seq, err)
-	}
-	r.acked = last.seq
+	w.txns = append(w.txns, toWrite...)
+	w.last = &last
+	w.entries += len(run)
+	r.relayed = last.seq
 	for i := len(run) - 1; i >= 0; i-- {
 		if isTxn(run[i].msg) {
 			r.finished = run[i].seq
@@ -389,11 +558,6 @@ func (r *Relay) pass(ctx context.Context, cons jetstream.Consumer, held map[uint
 	}
 	for _, e := range run {
 		delete(held, e.seq)
-	}
-	select {
-	case r.purgeTo <- last.seq:
-	case <-ctx.Done():
-		return len(run), ctx.Err()
 	}
 	return len(run), nil
 }

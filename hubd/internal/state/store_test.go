@@ -741,6 +741,54 @@ func TestRelayWaitsForAnEntryADeadRelayHeld(t *testing.T) {
 	relayThrough(t, b, r, deleted, second, "[first second]")
 }
 
+// A relay that stalled after publishing entries' events, longer than the
+// consumer may wait for their ack, does not write their keys out late (a
+// relay that took them over may have written newer values since): it
+// leaves them, and when they come back its next pass publishes none of
+// their events again and writes out their keys.
+func TestRelayLeavesEntriesItHeldTooLongForRedelivery(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	r, deleted := testRelay(b)
+	cons, err := r.relayConsumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emit(t, b.store, "first")
+	second := emit(t, b.store, "second")
+	batch, err := cons.Fetch(2, jetstream.FetchPriorityGroup(relayGroup), jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[uint64]jetstream.Msg{}
+	for m := range batch.Messages() {
+		r.hold(held, m)
+	}
+	if n, err := r.pass(ctx, cons, held, false); err != nil || n != 2 {
+		t.Fatalf("pass: %d entries, %v", n, err)
+	}
+	r.unwritten.since = time.Now().Add(-relayAckWait) // the stall
+	if !r.startWriteOut(ctx) {
+		t.Fatal("entries held past half the ack wait were written out")
+	}
+	if r.finished != 0 || r.relayed != 0 || r.unwritten.last != nil || r.done != nil {
+		t.Fatalf("after leaving them: finished %d, relayed %d, unwritten %+v", r.finished, r.relayed, r.unwritten)
+	}
+	kvs, err := b.js.Stream(ctx, kvStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+"thing.second"); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("key of a left entry written out: %v", err)
+	}
+	// The entries come back after the ack wait; the running relay finishes them.
+	relayThrough(t, b, r, deleted, second, "[first second]")
+	m, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+"thing.second")
+	if err != nil || string(m.Data) != `"second"` {
+		t.Fatalf("thing.second after redelivery: %v %v", m, err)
+	}
+}
+
 // The relay consumer of an earlier kojibus (explicit acks, one entry at a
 // time, no pin) is replaced by one that starts after its ack floor: what it
 // finished is not relayed again, what it had not is.
@@ -841,10 +889,12 @@ func dump(t *txnMsg) string {
 	return b.String()
 }
 
-// A key that several entries of one relay pass write is written out once,
-// with the last value and that entry's revision, and a view that loads the
-// bucket afterwards has the same state as the one that applied the entries.
-func TestRelayWritesAKeyOncePerPass(t *testing.T) {
+// A key that several entries write is written out once, with the last
+// value and that entry's revision, even when the entries were finished in
+// different passes; nothing is written out before the write-out, and a view
+// that loads the bucket afterwards has the same state as the one that
+// applied the entries.
+func TestRelayWritesAKeyOncePerWriteOut(t *testing.T) {
 	b := setup(t)
 	ctx := ctxT(t)
 	r, _ := testRelay(b)
@@ -869,32 +919,43 @@ func TestRelayWritesAKeyOncePerPass(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := kvs.Info(ctx)
-	if err != nil {
+	written := func() uint64 {
+		info, err := kvs.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.LastSeq
+	}
+	before := written()
+	// Two passes, the first over one entry and the second over two, as the
+	// relay makes when they are delivered so.
+	for _, n := range []int{1, 2} {
+		batch, err := cons.Fetch(n, jetstream.FetchPriorityGroup(relayGroup), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held := map[uint64]jetstream.Msg{}
+		for m := range batch.Messages() {
+			r.hold(held, m)
+		}
+		if len(held) != n {
+			t.Fatalf("%d entries delivered, want %d", len(held), n)
+		}
+		if got, err := r.pass(ctx, cons, held, false); err != nil || got != n {
+			t.Fatalf("pass: %d entries, %v", got, err)
+		}
+	}
+	if n := written() - before; n != 0 {
+		t.Fatalf("%d keys written out by the passes, want none before the write-out", n)
+	}
+	if err := r.writeOut(ctx, &r.unwritten); err != nil {
 		t.Fatal(err)
 	}
-	before := info.State.LastSeq
-	// One pass over all three entries, as the relay makes when they are
-	// delivered together.
-	batch, err := cons.Fetch(3, jetstream.FetchPriorityGroup(relayGroup), jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
+	if n := written() - before; n != 4 {
+		t.Fatalf("%d keys written out, want 4 (thing.shared once, three own keys)", n)
 	}
-	held := map[uint64]jetstream.Msg{}
-	for m := range batch.Messages() {
-		r.hold(held, m)
-	}
-	if len(held) != 3 {
-		t.Fatalf("%d entries delivered, want 3", len(held))
-	}
-	if n, err := r.pass(ctx, cons, held, false); err != nil || n != 3 {
-		t.Fatalf("pass: %d entries, %v", n, err)
-	}
-	if info, err = kvs.Info(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if written := info.State.LastSeq - before; written != 4 {
-		t.Fatalf("%d keys written out, want 4 (thing.shared once, three own keys)", written)
+	if info, err := cons.Info(ctx); err != nil || info.AckFloor.Stream != last {
+		t.Fatalf("ack floor after the write-out: %+v, %v; want %d", info, err, last)
 	}
 	m, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+"thing.shared")
 	if err != nil {
