@@ -2,7 +2,6 @@ package state
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -221,17 +220,7 @@ func (r *Relay) run(ctx context.Context, cons jetstream.Consumer) {
 			// one held elsewhere or for their keys, a while), then take
 			// what else is there.
 			var m jetstream.Msg
-			wait := time.Duration(0)
-			if len(held) > 0 {
-				wait = relayAckWait / 10
-			}
-			switch {
-			case r.done != nil && r.unwritten.due():
-				wait = time.Millisecond // the next write-out waits for this one
-			case r.unwritten.last != nil:
-				wait = min(cmp.Or(wait, writeOutEvery), max(time.Until(r.unwritten.since.Add(writeOutEvery)), time.Millisecond))
-			}
-			if wait == 0 {
+			if wait := r.wait(len(held) > 0); wait == 0 {
 				m, err = it.Next()
 			} else {
 				m, err = it.Next(jetstream.NextMaxWait(wait))
@@ -276,6 +265,30 @@ func (r *Relay) run(ctx context.Context, cons jetstream.Consumer) {
 			r.log.Warn("relay: write out on stop", "err", err)
 		}
 	}
+}
+
+// wait is how long the relay's loop may block for the next entry (0: until
+// one comes): while entries wait for an earlier one held elsewhere, it looks
+// again now and then; it collects a write-out under way in time, and starts
+// the next when it is due.
+func (r *Relay) wait(holding bool) time.Duration {
+	var d time.Duration
+	sooner := func(next time.Duration) {
+		next = max(next, time.Millisecond)
+		if d == 0 || next < d {
+			d = next
+		}
+	}
+	if holding {
+		sooner(relayAckWait / 10)
+	}
+	if r.done != nil {
+		sooner(writeOutEvery)
+	}
+	if r.unwritten.last != nil {
+		sooner(time.Until(r.unwritten.since.Add(writeOutEvery)))
+	}
+	return d
 }
 
 // writeOut is what the entries finished since the last ack leave to do:
@@ -366,6 +379,7 @@ func (r *Relay) collectWriteOut(ctx context.Context, wait bool) (resume bool) {
 	}
 	if !errors.Is(err, context.Canceled) {
 		r.log.Error("relay: write out keys", "through", w.last.seq, "err", err)
+		bus.Sleep(ctx, 200*time.Millisecond)
 	}
 	r.unwritten = w.then(r.unwritten)
 	r.unwritten.entries = writeOutBatch // due at once

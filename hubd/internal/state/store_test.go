@@ -705,11 +705,9 @@ func emit(t *testing.T, st *Store, address string) uint64 {
 	return res.Rev
 }
 
-// A relay that takes the pin over while a dead relay still holds an earlier
-// entry unacked does not relay later entries first: it waits until the
-// earlier one comes back to it (after the ack wait), then relays both, in
-// commit order, once each.
-func TestRelayWaitsForAnEntryADeadRelayHeld(t *testing.T) {
+// setupRelay is setup plus a relay (not started) and its consumer.
+func setupRelay(t *testing.T) (*bundle, context.Context, *Relay, <-chan uint64, jetstream.Consumer) {
+	t.Helper()
 	b := setup(t)
 	ctx := ctxT(t)
 	r, deleted := testRelay(b)
@@ -717,19 +715,36 @@ func TestRelayWaitsForAnEntryADeadRelayHeld(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emit(t, b.store, "first")
-	// The dead relay: it was pinned, took the entry, never acked it.
-	batch, err := cons.Fetch(1, jetstream.FetchPriorityGroup(relayGroup), jetstream.FetchMaxWait(5*time.Second))
+	return b, ctx, r, deleted, cons
+}
+
+// deliver fetches n entries from the relay consumer, as the server delivers
+// them to the pinned relay, and holds them as r's next pass takes them.
+func deliver(t *testing.T, r *Relay, cons jetstream.Consumer, n int) map[uint64]jetstream.Msg {
+	t.Helper()
+	batch, err := cons.Fetch(n, jetstream.FetchPriorityGroup(relayGroup), jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := 0
-	for range batch.Messages() {
-		got++
+	held := map[uint64]jetstream.Msg{}
+	for m := range batch.Messages() {
+		r.hold(held, m)
 	}
-	if got != 1 {
-		t.Fatalf("dead relay took %d entries (%v)", got, batch.Error())
+	if len(held) != n {
+		t.Fatalf("%d entries delivered, want %d (%v)", len(held), n, batch.Error())
 	}
+	return held
+}
+
+// A relay that takes the pin over while a dead relay still holds an earlier
+// entry unacked does not relay later entries first: it waits until the
+// earlier one comes back to it (after the ack wait), then relays both, in
+// commit order, once each.
+func TestRelayWaitsForAnEntryADeadRelayHeld(t *testing.T) {
+	b, ctx, r, deleted, cons := setupRelay(t)
+	emit(t, b.store, "first")
+	// The dead relay: it was pinned, took the entry, never acked it.
+	deliver(t, r, cons, 1)
 	kv, err := b.js.Stream(ctx, kvStream)
 	if err != nil {
 		t.Fatal(err)
@@ -747,24 +762,10 @@ func TestRelayWaitsForAnEntryADeadRelayHeld(t *testing.T) {
 // leaves them, and when they come back its next pass publishes none of
 // their events again and writes out their keys.
 func TestRelayLeavesEntriesItHeldTooLongForRedelivery(t *testing.T) {
-	b := setup(t)
-	ctx := ctxT(t)
-	r, deleted := testRelay(b)
-	cons, err := r.relayConsumer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, ctx, r, deleted, cons := setupRelay(t)
 	emit(t, b.store, "first")
 	second := emit(t, b.store, "second")
-	batch, err := cons.Fetch(2, jetstream.FetchPriorityGroup(relayGroup), jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	held := map[uint64]jetstream.Msg{}
-	for m := range batch.Messages() {
-		r.hold(held, m)
-	}
-	if n, err := r.pass(ctx, cons, held, false); err != nil || n != 2 {
+	if n, err := r.pass(ctx, cons, deliver(t, r, cons, 2), false); err != nil || n != 2 {
 		t.Fatalf("pass: %d entries, %v", n, err)
 	}
 	r.unwritten.since = time.Now().Add(-relayAckWait) // the stall
@@ -786,6 +787,42 @@ func TestRelayLeavesEntriesItHeldTooLongForRedelivery(t *testing.T) {
 	m, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+"thing.second")
 	if err != nil || string(m.Data) != `"second"` {
 		t.Fatalf("thing.second after redelivery: %v %v", m, err)
+	}
+}
+
+// A write-out that failed is tried again at once, together with the entries
+// finished since, in commit order, and its entries are acked only then.
+func TestRelayTriesAFailedWriteOutAgain(t *testing.T) {
+	b, ctx, r, _, cons := setupRelay(t)
+	emit(t, b.store, "first")
+	if n, err := r.pass(ctx, cons, deliver(t, r, cons, 1), false); err != nil || n != 1 {
+		t.Fatalf("pass: %d entries, %v", n, err)
+	}
+	// The write-out of the first entry fails (as when the server is away).
+	r.writing, r.unwritten = r.unwritten, writeOut{}
+	r.done = make(chan error, 1)
+	r.done <- errors.New("publish failed")
+	second := emit(t, b.store, "second")
+	if n, err := r.pass(ctx, cons, deliver(t, r, cons, 1), false); err != nil || n != 1 {
+		t.Fatalf("pass: %d entries, %v", n, err)
+	}
+	if r.collectWriteOut(ctx, false) {
+		t.Fatal("a fresh failed write-out was left for redelivery")
+	}
+	if r.done != nil || r.acked != 0 || !r.unwritten.due() || len(r.unwritten.txns) != 2 || r.unwritten.last.seq != second {
+		t.Fatalf("after the failure: acked %d, unwritten %+v", r.acked, r.unwritten)
+	}
+	if r.startWriteOut(ctx) || r.collectWriteOut(ctx, true) || r.acked != second {
+		t.Fatalf("retry: acked %d, want %d", r.acked, second)
+	}
+	kvs, err := b.js.Stream(ctx, kvStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"thing.first", "thing.second"} {
+		if _, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+key); err != nil {
+			t.Fatalf("%s not written out: %v", key, err)
+		}
 	}
 }
 
@@ -895,13 +932,7 @@ func dump(t *txnMsg) string {
 // that loads the bucket afterwards has the same state as the one that
 // applied the entries.
 func TestRelayWritesAKeyOncePerWriteOut(t *testing.T) {
-	b := setup(t)
-	ctx := ctxT(t)
-	r, _ := testRelay(b)
-	cons, err := r.relayConsumer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, ctx, r, _, cons := setupRelay(t)
 	var last uint64
 	for i := 1; i <= 3; i++ {
 		res, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) {
@@ -930,18 +961,7 @@ func TestRelayWritesAKeyOncePerWriteOut(t *testing.T) {
 	// Two passes, the first over one entry and the second over two, as the
 	// relay makes when they are delivered so.
 	for _, n := range []int{1, 2} {
-		batch, err := cons.Fetch(n, jetstream.FetchPriorityGroup(relayGroup), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		held := map[uint64]jetstream.Msg{}
-		for m := range batch.Messages() {
-			r.hold(held, m)
-		}
-		if len(held) != n {
-			t.Fatalf("%d entries delivered, want %d", len(held), n)
-		}
-		if got, err := r.pass(ctx, cons, held, false); err != nil || got != n {
+		if got, err := r.pass(ctx, cons, deliver(t, r, cons, n), false); err != nil || got != n {
 			t.Fatalf("pass: %d entries, %v", got, err)
 		}
 	}
