@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -56,10 +57,14 @@ func orderedReceiver(b *testing.B, r *rabbittest.Broker, n int, seqOf func(*amqp
 	}
 }
 
-func benchConf(b *testing.B, r *rabbittest.Broker) *bridge.Config {
-	conf := fmt.Sprintf("[broker]\nurls = %s\ncert = %s\ncacert = %s\ntopic_prefix = /topic/koji\nconnect_timeout = 5\nsend_timeout = 60\n[queue]\nenabled = true\n",
+// benchConfText is the protonmsg.conf of the benchmarks.
+func benchConfText(r *rabbittest.Broker) string {
+	return fmt.Sprintf("[broker]\nurls = %s\ncert = %s\ncacert = %s\ntopic_prefix = /topic/koji\nconnect_timeout = 5\nsend_timeout = 60\n[queue]\nenabled = true\n",
 		r.URL(), r.HubPEM, r.CA)
-	cfg, err := bridge.ParseConfig("protonmsg.conf", []byte(conf))
+}
+
+func benchConf(b *testing.B, r *rabbittest.Broker) *bridge.Config {
+	cfg, err := bridge.ParseConfig("protonmsg.conf", []byte(benchConfText(r)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -220,8 +225,9 @@ func archiveAcks(b *testing.B, nc *nats.Conn) func(seq uint64) {
 }
 
 // BenchmarkHubWithBridge: runroot tasks created per second (8 clients
-// calling runroot as koji's CLI does) with the bridge off, then on, in the
-// same run.
+// calling runroot as koji's CLI does) with the bridge off, then on in the
+// hub's process, then as its own process with the broker, both at nice 19,
+// in the same run.
 func BenchmarkHubWithBridge(b *testing.B) {
 	r := rabbittest.Start(b)
 	conf := filepath.Join(b.TempDir(), "hub.conf")
@@ -296,6 +302,79 @@ func BenchmarkHubWithBridge(b *testing.B) {
 			b.ReportMetric(on/off, "x-of-bridge-off")
 		}
 	})
+	// As a deployment that shares the hub's machine would run them: the
+	// bridge as its own process and the broker, both below the hub's
+	// processor priority (nice 19). The hub never waits for the bridge, so
+	// under a load that takes every core the events wait in the stream
+	// and the bridge catches up when the load ends; catch-up-ms is how long
+	// after the last call it had delivered every event.
+	b.Run("bridge-process-nice19", func(b *testing.B) {
+		name := fmt.Sprintf("hubbenchproc%d", b.N)
+		bridgeProcess(b, h, r, name)
+		if err := r.Renice(19); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = r.Renice(0) }()
+		on := create(b)
+		if off > 0 {
+			b.ReportMetric(on/off, "x-of-bridge-off")
+		}
+		start := time.Now()
+		js, err := jetstream.New(h.Conn())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for deadline := time.Now().Add(2 * time.Minute); ; {
+			info, err := js.Consumer(ctx, bus.EventsStream, "bridge-"+name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if ci := info.CachedInfo(); ci.NumPending == 0 && ci.NumAckPending == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("the bridge did not catch up within 2 minutes")
+			}
+			time.Sleep(5 * time.Millisecond) // polling the consumer's state, with a deadline
+		}
+		b.ReportMetric(float64(time.Since(start).Milliseconds()), "catch-up-ms")
+	})
+}
+
+// bridgeProcess starts kojibridge (this test binary, see TestMain) at nice
+// 19 on the hub's event stream, waits until its consumer is there, and
+// stops it with SIGTERM when the benchmark ends.
+func bridgeProcess(b *testing.B, h *hub.TestHub, r *rabbittest.Broker, name string) {
+	dir := b.TempDir()
+	conf := filepath.Join(dir, "protonmsg.conf")
+	if err := os.WriteFile(conf, []byte(benchConfText(r)), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command("nice", "-n", "19", os.Args[0], "--config", conf, "--data-dir", dir, "--name", name,
+		"--nats", h.URL(), "--log-level", "warn")
+	cmd.Env = append(os.Environ(), asKojibridge+"=1", "KOJIBRIDGE_NATS_PASSWORD="+h.Embedded().Secrets[bus.RoleBridge])
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	js, err := jetstream.New(h.Conn())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if _, err := js.Consumer(ctx, bus.EventsStream, "bridge-"+name); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("kojibridge did not start within 30 s")
+		}
+		time.Sleep(10 * time.Millisecond) // polling for the consumer, with a deadline
+	}
 }
 
 // selfCPU is the processor time this process (hub, bridge, clients) has used.

@@ -22,7 +22,16 @@ import (
 	"github.com/kojibus/kojibus/hubd/hub"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, bustest.LeakOptions()...) }
+// asKojibridge in the environment makes the test binary kojibridge, so a
+// benchmark can run the bridge as its own process (see bridgeProcess).
+const asKojibridge = "KOJIBRIDGE_TEST_AS_KOJIBRIDGE"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asKojibridge) == "1" {
+		os.Exit(bridge.Run(os.Args[1:], os.Stderr))
+	}
+	goleak.VerifyTestMain(m, bustest.LeakOptions()...)
+}
 
 type stack struct {
 	hub    *hub.TestHub

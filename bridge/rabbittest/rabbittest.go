@@ -14,6 +14,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -363,4 +364,12 @@ func writePEM(t testing.TB, path string, data []byte) {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Renice sets the nice value of every thread of the broker's processes.
+func (r *Broker) Renice(nice int) error {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return errors.New("rabbittest: broker not running")
+	}
+	return syscall.Setpriority(syscall.PRIO_PGRP, r.cmd.Process.Pid, nice)
 }
