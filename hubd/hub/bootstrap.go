@@ -36,6 +36,11 @@ func (s *Server) bootstrap(ctx context.Context) error {
 				return nil, err
 			}
 		}
+		// Earlier versions stored an index of the tasks on each host
+		// (hosttask.<host>.<task>); views now keep it (hostTaskGroup).
+		for _, k := range tx.Keys("hosttask", "") {
+			tx.Delete(k)
+		}
 		if _, _, ok := tx.Get(userNameKey(bootstrapAdmin)); ok {
 			return false, nil
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"github.com/kojibus/kojibus/hubd/internal/state"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/hubd/internal/state"
 )
 
 type queue struct {
@@ -520,4 +520,26 @@ func TestStaleAttemptUploadsArePurged(t *testing.T) {
 	if data, _ := base64.StdEncoding.DecodeString(b64); string(data) != "second try\n" {
 		t.Fatalf("output %q", data)
 	}
+}
+
+// The data directory of an earlier version holds a stored index of the
+// tasks on each host (hosttask.<host>.<task>); views keep that index now,
+// and the hub deletes the stored one when it starts.
+func TestStartDeletesTheStoredHostTaskIndex(t *testing.T) {
+	h := StartTestHub(t, nil)
+	ctx := context.Background()
+	if _, err := h.store.Update(ctx, "", func(tx *state.Txn) (any, error) {
+		return nil, tx.Put("hosttask.1.2", true)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_ = h.store.Read(func(v state.View) error {
+		if keys := v.Keys("hosttask", ""); len(keys) != 0 {
+			t.Fatalf("stored index left: %v", keys)
+		}
+		return nil
+	})
 }

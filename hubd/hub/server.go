@@ -220,6 +220,7 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 		return err
 	}
 	s.store = state.New(stateJS.Conn(), stateJS, s.log)
+	s.store.Index("task", hostTaskGroup)
 	if err := s.store.Start(ctx); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}

@@ -17,8 +17,10 @@ import (
 //	task.<id>                     taskRecord (getTaskInfo's fields, request, result, attempt)
 //	taskchild.<parent>.<child>    true: child is a subtask of parent
 //	tasklabel.<parent>.<label>    child id: a child with this label exists (Koji's UNIQUE(parent, label))
-//	hosttask.<host>.<task>        true: the task is ASSIGNED to or OPEN on the host
 //	seq.task                      the task id sequence
+//
+// Each hub's view files the tasks ASSIGNED to or OPEN on a host under that
+// host (hostTaskGroup); the index is not stored.
 //
 // Dispatch to builders (the work queue, fencing by attempt) is in
 // dispatch.go and hosttasks.go; this file holds Koji's task model.
@@ -163,9 +165,6 @@ func (s *Server) createTaskTx(tx *state.Txn, caller *registry.Caller, method str
 		t.State = bus.TaskAssigned
 		t.HostID = &h.ID
 		t.Pinned = true
-	}
-	if err := indexHostTask(tx, t); err != nil {
-		return nil, err
 	}
 	if err := dispatchTaskTx(tx, t); err != nil {
 		return nil, err
@@ -438,9 +437,6 @@ func setTaskState(tx *state.Txn, t *taskRecord, newState int) error {
 	case bus.TaskFree:
 		t.HostID = nil
 	}
-	if err := indexHostTask(tx, t); err != nil {
-		return err
-	}
 	if err := tx.Put(taskKey(t.ID), t); err != nil {
 		return err
 	}
@@ -448,36 +444,26 @@ func setTaskState(tx *state.Txn, t *taskRecord, newState int) error {
 	return nil
 }
 
-// hostTaskKey indexes the tasks ASSIGNED to or OPEN on a host, so that
-// heartbeats, the host monitor and host.getHostTasks read a host's tasks
-// without scanning every task.
-func hostTaskKey(hostID, taskID int64) string {
-	return "hosttask." + strconv.FormatInt(hostID, 10) + "." + strconv.FormatInt(taskID, 10)
-}
-
-// indexHostTask keeps hosttask.* in step with the task about to be stored.
-func indexHostTask(tx *state.Txn, t *taskRecord) error {
-	var prev struct { // only what the index needs, not the whole record again
+// hostTaskGroup files a task under the host it is ASSIGNED to or OPEN on
+// (state.Indexer of the task kind), so that heartbeats, the host monitor
+// and host.getHostTasks find a host's tasks without scanning every task.
+// It reads only those two fields of the record.
+func hostTaskGroup(_ string, val []byte) (string, bool) {
+	var t struct {
 		State  int    `json:"state"`
 		HostID *int64 `json:"host_id"`
 	}
-	if ok, _ := tx.GetJSON(taskKey(t.ID), &prev); ok && prev.HostID != nil &&
-		(prev.State == bus.TaskOpen || prev.State == bus.TaskAssigned) &&
-		(t.HostID == nil || *t.HostID != *prev.HostID || (t.State != bus.TaskOpen && t.State != bus.TaskAssigned)) {
-		tx.Delete(hostTaskKey(*prev.HostID, t.ID))
+	if json.Unmarshal(val, &t) != nil || t.HostID == nil || (t.State != bus.TaskOpen && t.State != bus.TaskAssigned) {
+		return "", false
 	}
-	if t.HostID != nil && (t.State == bus.TaskOpen || t.State == bus.TaskAssigned) {
-		return tx.Put(hostTaskKey(*t.HostID, t.ID), true)
-	}
-	return nil
+	return strconv.FormatInt(*t.HostID, 10), true
 }
 
 // hostTasks returns the tasks ASSIGNED to or OPEN on a host.
 func hostTasks(v state.View, hostID int64) []*taskRecord {
-	prefix := "hosttask." + strconv.FormatInt(hostID, 10) + "."
 	var out []*taskRecord
-	for _, k := range v.Keys("hosttask", prefix) {
-		id, err := strconv.ParseInt(strings.TrimPrefix(k, prefix), 10, 64)
+	for _, k := range v.Group("task", strconv.FormatInt(hostID, 10)) {
+		id, err := strconv.ParseInt(strings.TrimPrefix(k, "task."), 10, 64)
 		if err != nil {
 			continue
 		}

@@ -126,9 +126,14 @@ type Store struct {
 	// (one lock for all sequences: no lock order to get wrong).
 	seqSend sync.Mutex
 	kinds   map[string]map[string]*entry // first key segment -> key -> entry
-	reqs    map[string]*requestEntry     // committed request ids (idempotency)
-	kindRev map[string]uint64            // newest revision written per kind
-	missed  map[uint64]bool              // transactions deleted before this view read them (see applyMsg)
+	// indexers file the keys of their kind under groups (see Index):
+	// groups is kind -> group -> keys, groupOf each filed key's group.
+	indexers map[string]Indexer
+	groups   map[string]map[string]map[string]struct{}
+	groupOf  map[string]string
+	reqs     map[string]*requestEntry // committed request ids (idempotency)
+	kindRev  map[string]uint64        // newest revision written per kind
+	missed   map[uint64]bool          // transactions deleted before this view read them (see applyMsg)
 	// tombstones, while loading, holds the revision of each deleted key
 	// (see completeDone).
 	tombstones map[string]uint64
@@ -167,14 +172,17 @@ func New(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *Store {
 	}
 	return &Store{
 		nc: nc, js: js, log: log,
-		kinds:   map[string]map[string]*entry{},
-		reqs:    map[string]*requestEntry{},
-		kindRev: map[string]uint64{},
-		missed:  map[uint64]bool{},
-		changed: make(chan struct{}),
-		loaded:  make(chan struct{}),
-		done:    make(chan struct{}),
-		loading: true,
+		kinds:    map[string]map[string]*entry{},
+		indexers: map[string]Indexer{},
+		groups:   map[string]map[string]map[string]struct{}{},
+		groupOf:  map[string]string{},
+		reqs:     map[string]*requestEntry{},
+		kindRev:  map[string]uint64{},
+		missed:   map[uint64]bool{},
+		changed:  make(chan struct{}),
+		loaded:   make(chan struct{}),
+		done:     make(chan struct{}),
+		loading:  true,
 	}
 }
 
@@ -365,9 +373,60 @@ func (s *Store) applyKey(key string, m jetstream.Msg, seq uint64, ts time.Time) 
 	s.put(kind, key, m.Data(), rev, deleted)
 }
 
+// An Indexer files a key of its kind under a group, from the key's value
+// (ok false: under none), so that View.Group lists the keys of one group
+// without scanning the kind. It is a view's own index, kept in step with
+// every value the view takes and never stored: so it costs no writes and
+// cannot disagree with the values. It runs while the view is locked, so it
+// must be cheap.
+type Indexer func(key string, val []byte) (group string, ok bool)
+
+// Index files the keys of kind with fn; call it before Start.
+func (s *Store) Index(kind string, fn Indexer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.indexers[kind] = fn
+}
+
+// refile moves key to the group its new value files it under (deleted:
+// under none).
+func (s *Store) refile(kind string, ix Indexer, key string, val []byte, deleted bool) {
+	group, ok := "", false
+	if !deleted {
+		group, ok = ix(key, val)
+	}
+	old, had := s.groupOf[key]
+	if had && ok && old == group {
+		return
+	}
+	if had {
+		g := s.groups[kind][old]
+		delete(g, key)
+		if len(g) == 0 {
+			delete(s.groups[kind], old)
+		}
+		delete(s.groupOf, key)
+	}
+	if ok {
+		if s.groups[kind] == nil {
+			s.groups[kind] = map[string]map[string]struct{}{}
+		}
+		g := s.groups[kind][group]
+		if g == nil {
+			g = map[string]struct{}{}
+			s.groups[kind][group] = g
+		}
+		g[key] = struct{}{}
+		s.groupOf[key] = group
+	}
+}
+
 func (s *Store) put(kind, key string, val []byte, rev uint64, deleted bool) {
 	if rev > s.kindRev[kind] {
 		s.kindRev[kind] = rev
+	}
+	if ix := s.indexers[kind]; ix != nil {
+		s.refile(kind, ix, key, val, deleted)
 	}
 	if deleted && s.loading {
 		if s.tombstones == nil {
@@ -660,6 +719,17 @@ func (v View) Keys(kind, prefix string) []string {
 		if strings.HasPrefix(k, prefix) {
 			keys = append(keys, k)
 		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Group returns the keys an Indexer of kind files under group, sorted.
+func (v View) Group(kind, group string) []string {
+	g := v.s.groups[kind][group]
+	keys := make([]string, 0, len(g))
+	for k := range g {
+		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	return keys

@@ -35,8 +35,17 @@ func setup(t *testing.T) *bundle {
 
 func setupOn(t *testing.T, srv *bustest.Server) *bundle {
 	t.Helper()
+	return setupWith(t, srv, nil)
+}
+
+// setupWith is setupOn with prepare run on the store before it starts.
+func setupWith(t *testing.T, srv *bustest.Server, prepare func(*Store)) *bundle {
+	t.Helper()
 	nc, js := srv.Connect(t)
 	st := New(nc, js, nil)
+	if prepare != nil {
+		prepare(st)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := st.Start(ctx); err != nil {
@@ -823,6 +832,72 @@ func TestRelayTriesAFailedWriteOutAgain(t *testing.T) {
 		if _, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+key); err != nil {
 			t.Fatalf("%s not written out: %v", key, err)
 		}
+	}
+}
+
+// An Indexer's groups follow every value a view takes: a key moves between
+// groups when its value does, leaves them when it is deleted or filed under
+// none, and a view that loads the written-out keys files them the same way.
+func TestIndexFilesKeysByGroupInEveryView(t *testing.T) {
+	byOwner := func(_ string, val []byte) (string, bool) {
+		var v struct {
+			Owner string `json:"owner"`
+		}
+		if json.Unmarshal(val, &v) != nil || v.Owner == "" {
+			return "", false
+		}
+		return v.Owner, true
+	}
+	index := func(s *Store) { s.Index("thing", byOwner) }
+	b := setupWith(t, bustest.StartServer(t, bustest.Options{}), index)
+	ctx := ctxT(t)
+	groups := func(st *Store, want map[string]string) error {
+		for group, w := range want {
+			var got []string
+			_ = st.Read(func(v View) error { got = v.Group("thing", group); return nil })
+			if fmt.Sprint(got) != w {
+				return fmt.Errorf("group %s = %v, want %s", group, got, w)
+			}
+		}
+		return nil
+	}
+	owner := func(o string) map[string]string { return map[string]string{"owner": o} }
+	steps := []struct {
+		name string
+		key  string
+		val  any // nil: delete the key
+		want map[string]string
+	}{
+		{"filed", "thing.1", owner("ann"), map[string]string{"ann": "[thing.1]", "bob": "[]"}},
+		{"another", "thing.2", owner("ann"), map[string]string{"ann": "[thing.1 thing.2]"}},
+		{"moved", "thing.1", owner("bob"), map[string]string{"ann": "[thing.2]", "bob": "[thing.1]"}},
+		{"filed under none", "thing.2", owner(""), map[string]string{"ann": "[]", "bob": "[thing.1]"}},
+		{"deleted", "thing.1", nil, map[string]string{"bob": "[]"}},
+		{"another kind is not filed", "other.1", owner("ann"), map[string]string{"ann": "[]"}},
+		{"filed again", "thing.3", owner("cid"), map[string]string{"cid": "[thing.3]"}},
+	}
+	var last uint64
+	for _, st := range steps {
+		res, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) {
+			if st.val == nil {
+				tx.Delete(st.key)
+				return nil, nil
+			}
+			return nil, tx.Put(st.key, st.val)
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		last = res.Rev
+		if err := groups(b.store, st.want); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+	}
+	r, deleted := testRelay(b)
+	relayThrough(t, b, r, deleted, last, "[]")
+	loaded := setupWith(t, b.srv, index)
+	if err := groups(loaded.store, map[string]string{"ann": "[]", "bob": "[]", "cid": "[thing.3]"}); err != nil {
+		t.Fatalf("loaded view: %v", err)
 	}
 }
 
