@@ -89,7 +89,7 @@ type Relay struct {
 	// outcome comes on done), then in unwritten. Only the relay's loop
 	// touches these.
 	finished, relayed, acked uint64
-	unwritten, writing       writeOut
+	unwritten, writing       toWriteOut
 	done                     chan error
 	// deleted, when set (tests), is told the last entry of each purge, so a
 	// test waits on the relay instead of polling the stream.
@@ -291,9 +291,9 @@ func (r *Relay) wait(holding bool) time.Duration {
 	return d
 }
 
-// writeOut is what the entries finished since the last ack leave to do:
+// toWriteOut is what the entries finished since the last ack leave to do:
 // write out the keys of their transactions and ack the last of them.
-type writeOut struct {
+type toWriteOut struct {
 	txns []txnToWrite // valid transactions, in commit order
 	last *outboxEntry // the last entry finished: its ack covers them all
 	// since is when the first of them was finished; prevFinished is the
@@ -309,12 +309,12 @@ type txnToWrite struct {
 }
 
 // due tells whether the unwritten entries are to be written out now.
-func (w *writeOut) due() bool {
+func (w *toWriteOut) due() bool {
 	return w.last != nil && (w.entries >= writeOutBatch || time.Since(w.since) >= writeOutEvery)
 }
 
 // then is w followed by the later entries of next.
-func (w writeOut) then(next writeOut) writeOut {
+func (w toWriteOut) then(next toWriteOut) toWriteOut {
 	if next.last == nil {
 		return w
 	}
@@ -333,7 +333,7 @@ func (r *Relay) startWriteOut(ctx context.Context) (resume bool) {
 		r.leave(r.unwritten)
 		return true
 	}
-	r.writing, r.unwritten = r.unwritten, writeOut{}
+	r.writing, r.unwritten = r.unwritten, toWriteOut{}
 	done := make(chan error, 1)
 	r.done = done
 	w := r.writing
@@ -368,7 +368,7 @@ func (r *Relay) collectWriteOut(ctx context.Context, wait bool) (resume bool) {
 		}
 	}
 	w := r.writing
-	r.writing, r.done = writeOut{}, nil
+	r.writing, r.done = toWriteOut{}, nil
 	switch {
 	case err == nil:
 		r.acked = w.last.seq
@@ -391,11 +391,11 @@ func (r *Relay) collectWriteOut(ctx context.Context, wait bool) (resume bool) {
 // that writes newer values of the same keys in the meantime, so writing them
 // now could bring older values back. Whoever gets them finishes them as
 // after a crash.
-func (r *Relay) leave(w writeOut) {
+func (r *Relay) leave(w toWriteOut) {
 	r.log.Warn("relay: finished entries waited too long to be written out; leaving them for redelivery",
 		"after", r.acked, "through", max(w.last.seq, r.relayed))
 	r.finished, r.relayed = w.prevFinished, r.acked
-	r.unwritten = writeOut{}
+	r.unwritten = toWriteOut{}
 }
 
 // writeOut writes out the keys of the entries of w and acks the last.
@@ -406,7 +406,7 @@ func (r *Relay) leave(w writeOut) {
 // completes from the entries (completeDone); and a view that missed an entry
 // missed all later ones of the same write-out too (a purge takes whole
 // write-outs), so it reads their keys, not the entries.
-func (r *Relay) writeOut(ctx context.Context, w *writeOut) error {
+func (r *Relay) writeOut(ctx context.Context, w *toWriteOut) error {
 	lastWriter := map[string]uint64{}
 	for _, tw := range w.txns {
 		for _, kw := range tw.t.Writes {

@@ -808,7 +808,7 @@ func TestRelayTriesAFailedWriteOutAgain(t *testing.T) {
 		t.Fatalf("pass: %d entries, %v", n, err)
 	}
 	// The write-out of the first entry fails (as when the server is away).
-	r.writing, r.unwritten = r.unwritten, writeOut{}
+	r.writing, r.unwritten = r.unwritten, toWriteOut{}
 	r.done = make(chan error, 1)
 	r.done <- errors.New("publish failed")
 	second := emit(t, b.store, "second")
