@@ -43,6 +43,12 @@ func (a *Args) raw(name string) (json.RawMessage, bool) {
 	}
 	for _, p := range a.params {
 		if p.Name == name && p.HasDefault {
+			switch d := p.Default.(type) { // the usual defaults, without reflection
+			case nil:
+				return jsonNull, true
+			case bool:
+				return strconv.AppendBool(nil, d), true
+			}
 			b, _ := json.Marshal(p.Default)
 			return b, true
 		}
@@ -122,10 +128,24 @@ func (a *Args) OptInt(name string) (*int64, error) {
 	return &n, err
 }
 
+var jsonNull = json.RawMessage("null")
+
 func toInt(v json.RawMessage) (int64, bool) {
 	if isNull(v) {
 		return 0, false
 	}
+	// A plain integer, as clients send ids: no decoder needed.
+	if len(v) > 0 && len(v) <= 18 && (v[0] == '-' || v[0] >= '0' && v[0] <= '9') {
+		if n, err := strconv.ParseInt(string(v), 10, 64); err == nil {
+			return n, true
+		}
+	}
+	return decodeInt(v)
+}
+
+// decodeInt is toInt by the JSON decoder: any number that is a whole one
+// (a float only up to 2^53, where floats still count every integer).
+func decodeInt(v json.RawMessage) (int64, bool) {
 	var num json.Number
 	dec := json.NewDecoder(bytes.NewReader(v))
 	dec.UseNumber()
@@ -165,6 +185,12 @@ func (a *Args) OptFloat(name string) (*float64, error) {
 func (a *Args) Bool(name string) (bool, error) {
 	v, _ := a.raw(name)
 	if isNull(v) {
+		return false, nil
+	}
+	switch string(v) {
+	case "true":
+		return true, nil
+	case "false":
 		return false, nil
 	}
 	var b bool

@@ -88,6 +88,14 @@ func exercise(t *testing.T, method string, a *Args, name string) {
 	if err == nil && (n > 1<<53 || n < -(1<<53)) && !isIntLiteral(a, name) {
 		t.Fatalf("%s: Int(%q) = %d from a float beyond 2^53", method, name, n)
 	}
+	if raw, ok := a.raw(name); ok && !isNull(raw) {
+		// The plain-integer shortcut agrees with the decoder.
+		fast, fastOK := toInt(raw)
+		slow, slowOK := decodeInt(raw)
+		if fast != slow || fastOK != slowOK {
+			t.Fatalf("%s: toInt(%s) = %d %v, the decoder says %d %v", method, raw, fast, fastOK, slow, slowOK)
+		}
+	}
 	_, err = a.OptInt(name)
 	check("OptInt", err)
 	_, err = a.Float(name)
