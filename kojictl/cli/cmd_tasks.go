@@ -205,6 +205,7 @@ type taskSelection struct {
 	user, arch, method, channel, hst string
 	after, before                    string
 	all                              bool
+	states                           []string // --state: names, instead of the active states
 }
 
 func (s *taskSelection) flags(cmd *cobra.Command) {
@@ -215,10 +216,24 @@ func (s *taskSelection) flags(cmd *cobra.Command) {
 	f.StringVar(&s.method, "method", "", "Only tasks of this method")
 	f.StringVar(&s.channel, "channel", "", "Only tasks in this channel")
 	f.StringVar(&s.hst, "host", "", "Only tasks for this host")
+	f.StringSliceVar(&s.states, "state", nil, "Only tasks in this state (FREE, OPEN, ASSIGNED, CLOSED, CANCELED, FAILED; repeat or separate with commas; default: FREE, OPEN and ASSIGNED)")
 }
 
 func (s *taskSelection) any() bool {
-	return s.mine || s.user != "" || s.arch != "" || s.method != "" || s.channel != "" || s.hst != ""
+	return s.mine || s.user != "" || s.arch != "" || s.method != "" || s.channel != "" || s.hst != "" || len(s.states) > 0
+}
+
+// stateNumbers reads --state.
+func (s *taskSelection) stateNumbers(cmd *cobra.Command) ([]int, error) {
+	var states []int
+	for _, name := range s.states {
+		n := bus.TaskStateByName(strings.TrimSpace(name))
+		if n < 0 {
+			return nil, usagef(cmd, "unknown task state: %s (one of %s)", name, strings.Join(bus.TaskStateNames, ", "))
+		}
+		states = append(states, n)
+	}
+	return states, nil
 }
 
 // parseTimeOpt reads koji's TimeOption values: a unix timestamp or a date/time.
@@ -238,7 +253,13 @@ func parseTimeOpt(v string) (float64, error) {
 // children threaded under their parents (koji's _list_tasks).
 func (s *taskSelection) list(ctx context.Context, cmd *cobra.Command, c *bus.Client) ([]*taskRow, json.RawMessage, error) {
 	opts := map[string]any{"decode": true}
-	if !s.all {
+	states, err := s.stateNumbers(cmd)
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case len(states) > 0:
+		opts["state"] = states
+	case !s.all:
 		opts["state"] = []int{bus.TaskFree, bus.TaskOpen, bus.TaskAssigned}
 	}
 	for name, v := range map[string]string{"startedAfter": s.after, "startedBefore": s.before} {
