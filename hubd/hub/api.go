@@ -73,7 +73,13 @@ func (s *Server) handle(m *nats.Msg) {
 	result, err := s.Dispatch(ctx, method, session, requestID, m.Data)
 	var out []byte
 	if err == nil {
-		b, merr := json.Marshal(result)
+		var b []byte
+		var merr error
+		if raw, ok := result.(json.RawMessage); ok && len(raw) > 0 {
+			b = raw // encoded by the hub itself: no need to check and compact it again
+		} else {
+			b, merr = json.Marshal(result)
+		}
 		if merr != nil {
 			err = bus.GenericError("cannot encode result of %s: %v", method, merr)
 		} else {
