@@ -310,7 +310,7 @@ func BenchmarkHubWithBridge(b *testing.B) {
 	// after the last call it had delivered every event.
 	b.Run("bridge-process-nice19", func(b *testing.B) {
 		name := fmt.Sprintf("hubbenchproc%d", b.N)
-		bridgeProcess(b, h, r, name)
+		acked := bridgeProcess(b, h, r, name)
 		if err := r.Renice(19); err != nil {
 			b.Fatal(err)
 		}
@@ -324,32 +324,51 @@ func BenchmarkHubWithBridge(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		for deadline := time.Now().Add(2 * time.Minute); ; {
-			info, err := js.Consumer(ctx, bus.EventsStream, "bridge-"+name)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if ci := info.CachedInfo(); ci.NumPending == 0 && ci.NumAckPending == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatal("the bridge did not catch up within 2 minutes")
-			}
-			time.Sleep(5 * time.Millisecond) // polling the consumer's state, with a deadline
+		stream, err := js.Stream(ctx, bus.EventsStream)
+		if err != nil {
+			b.Fatal(err)
 		}
+		info, err := stream.Info(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		acked(info.State.LastSeq)
 		b.ReportMetric(float64(time.Since(start).Milliseconds()), "catch-up-ms")
 	})
 }
 
 // bridgeProcess starts kojibridge (this test binary, see TestMain) at nice
-// 19 on the hub's event stream, waits until its consumer is there, and
-// stops it with SIGTERM when the benchmark ends.
-func bridgeProcess(b *testing.B, h *hub.TestHub, r *rabbittest.Broker, name string) {
+// 19 on the hub's event stream, returns once its consumer is created, and
+// stops it with SIGTERM when the benchmark ends. The function it returns
+// waits until the bridge has acked the event at a stream sequence (and so,
+// with AckAll, every one before it): it watches the bridge's acks go by.
+func bridgeProcess(b *testing.B, h *hub.TestHub, r *rabbittest.Broker, name string) (waitAcked func(seq uint64)) {
 	dir := b.TempDir()
 	conf := filepath.Join(dir, "protonmsg.conf")
 	if err := os.WriteFile(conf, []byte(benchConfText(r)), 0o600); err != nil {
 		b.Fatal(err)
 	}
+	consumer := bridge.ConsumerPrefix + name
+	created, err := h.Conn().SubscribeSync(fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.CREATED.%s.%s", bus.EventsStream, consumer))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = created.Unsubscribe() }()
+	var highest atomic.Uint64
+	progress := make(chan struct{}, 1)
+	acks, err := h.Conn().Subscribe("$JS.ACK.>", func(m *nats.Msg) {
+		if seq, ok := ackedSeq(m.Subject, consumer); ok && seq > highest.Load() {
+			highest.Store(seq)
+			select {
+			case progress <- struct{}{}:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = acks.Unsubscribe() })
 	cmd := exec.Command("nice", "-n", "19", os.Args[0], "--config", conf, "--data-dir", dir, "--name", name,
 		"--nats", h.URL(), "--log-level", "warn")
 	cmd.Env = append(os.Environ(), asKojibridge+"=1", "KOJIBRIDGE_NATS_PASSWORD="+h.Embedded().Secrets[bus.RoleBridge])
@@ -361,20 +380,34 @@ func bridgeProcess(b *testing.B, h *hub.TestHub, r *rabbittest.Broker, name stri
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 	})
-	js, err := jetstream.New(h.Conn())
-	if err != nil {
-		b.Fatal(err)
+	if _, err := created.NextMsg(30 * time.Second); err != nil {
+		b.Fatalf("kojibridge did not create its consumer: %v", err)
 	}
-	ctx := context.Background()
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if _, err := js.Consumer(ctx, bus.EventsStream, "bridge-"+name); err == nil {
-			return
+	return func(seq uint64) {
+		deadline := time.After(2 * time.Minute)
+		for highest.Load() < seq {
+			select {
+			case <-progress:
+			case <-deadline:
+				b.Fatalf("the bridge acked up to %d of %d within 2 minutes", highest.Load(), seq)
+			}
 		}
-		if time.Now().After(deadline) {
-			b.Fatal("kojibridge did not start within 30 s")
-		}
-		time.Sleep(10 * time.Millisecond) // polling for the consumer, with a deadline
 	}
+}
+
+// ackedSeq reads the stream sequence from the ack subject of a message
+// delivered to consumer: $JS.ACK.<stream>.<consumer>.<delivered>.<seq>...,
+// or with a domain and account hash before the stream.
+func ackedSeq(subject, consumer string) (uint64, bool) {
+	t := strings.Split(strings.TrimPrefix(subject, "$JS.ACK."), ".")
+	if len(t) >= 9 {
+		t = t[2:]
+	}
+	if len(t) < 4 || t[0] != bus.EventsStream || t[1] != consumer {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(t[3], 10, 64)
+	return seq, err == nil
 }
 
 // selfCPU is the processor time this process (hub, bridge, clients) has used.

@@ -393,7 +393,7 @@ func (r *Relay) collectWriteOut(ctx context.Context, wait bool) (resume bool) {
 // after a crash.
 func (r *Relay) leave(w toWriteOut) {
 	r.log.Warn("relay: finished entries waited too long to be written out; leaving them for redelivery",
-		"after", r.acked, "through", max(w.last.seq, r.relayed))
+		"after", r.acked, "through", r.relayed)
 	r.finished, r.relayed = w.prevFinished, r.acked
 	r.unwritten = toWriteOut{}
 }
@@ -451,7 +451,7 @@ func (r *Relay) hold(held map[uint64]jetstream.Msg, m jetstream.Msg) {
 		r.log.Error("relay: message without metadata", "subject", m.Subject(), "err", err)
 		return
 	}
-	if md.Sequence.Stream <= max(r.acked, r.relayed) {
+	if md.Sequence.Stream <= r.relayed { // relayed is never below acked
 		return // finished by this relay already: its ack is covered by a later one
 	}
 	held[md.Sequence.Stream] = m
