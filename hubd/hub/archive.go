@@ -136,10 +136,16 @@ func (a *archiveService) openConsumer(ctx context.Context, arc *storage.Archive)
 	cons, err := stream.Consumer(ctx, a.consumer)
 	switch {
 	case err == nil:
-		if floor := cons.CachedInfo().AckFloor.Stream; floor <= lastSeq {
-			return cons, nil
-		} else {
+		info := cons.CachedInfo()
+		switch floor := info.AckFloor.Stream; {
+		case floor > lastSeq:
 			a.log.Warn("archive: behind its consumer; recreating it", "consumer", a.consumer, "archived", lastSeq, "acked", floor)
+		case info.Config.AckPolicy != jetstream.AckAllPolicy:
+			// An earlier version acked every event; the archive is the
+			// consumer's position, so it resumes from there.
+			a.log.Info("archive: recreating its consumer to ack a batch at once", "consumer", a.consumer, "archived", lastSeq)
+		default:
+			return cons, nil
 		}
 		if err := stream.DeleteConsumer(ctx, a.consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, err
@@ -148,10 +154,11 @@ func (a *archiveService) openConsumer(ctx context.Context, arc *storage.Archive)
 		return nil, err
 	}
 	cfg := jetstream.ConsumerConfig{
-		Durable:           a.consumer,
-		Description:       "event archive of one hubd",
-		FilterSubject:     bus.EventPrefix + ">",
-		AckPolicy:         jetstream.AckExplicitPolicy,
+		Durable:       a.consumer,
+		Description:   "event archive of one hubd",
+		FilterSubject: bus.EventPrefix + ">",
+		// One ack per stored batch acks the events before it too.
+		AckPolicy:         jetstream.AckAllPolicy,
 		AckWait:           30 * time.Second,
 		MaxAckPending:     4 * archiveBatch,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
@@ -207,7 +214,7 @@ func (a *archiveService) run(ctx context.Context, cons jetstream.Consumer) {
 }
 
 // store archives a batch, retrying until it succeeds or the hub stops, then
-// acks it. Unacked messages are redelivered after a restart.
+// acks it with one ack. Unacked messages are redelivered after a restart.
 func (a *archiveService) store(ctx context.Context, batch []jetstream.Msg) {
 	events := make([]storage.Event, 0, len(batch))
 	for _, m := range batch {
@@ -229,10 +236,16 @@ func (a *archiveService) store(ctx context.Context, batch []jetstream.Msg) {
 			return
 		}
 	}
+	// The consumer acks all: acking the newest message acks the batch (a
+	// redelivered, older one may come last).
+	newest, newestSeq := batch[len(batch)-1], uint64(0)
 	for _, m := range batch {
-		if err := m.Ack(); err != nil {
-			a.log.Warn("archive: ack", "err", err)
+		if md, err := m.Metadata(); err == nil && md.Sequence.Stream > newestSeq {
+			newest, newestSeq = m, md.Sequence.Stream
 		}
+	}
+	if err := newest.Ack(); err != nil {
+		a.log.Warn("archive: ack", "err", err)
 	}
 }
 

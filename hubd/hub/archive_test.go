@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/storage"
 )
 
 // queryEventsUntil polls queryEvents until it returns want events (the
@@ -293,4 +296,79 @@ func TestArchiveResumesAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	run()
+}
+
+// An archive consumer an earlier version made with one ack per event is
+// replaced by one that acks a stored batch at once, from the archive's own
+// position: every event is archived, and a single ack per batch leaves
+// nothing pending.
+func TestArchiveReplacesAConsumerThatAckedEachEvent(t *testing.T) {
+	h := StartTestHub(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, u := range []string{"a1", "a2", "a3"} {
+		if err := h.Admin.Call(ctx, "createUser", []any{u}, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream, err := h.js.Stream(ctx, bus.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second archive in its own directory, whose consumer an earlier
+	// version created with explicit acks and never got to use.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "hub-id"), []byte("earlier\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable: archiveConsumerPrefix + "earlier", FilterSubject: bus.EventPrefix + ">", AckPolicy: jetstream.AckExplicitPolicy,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a := newArchiveService(h.js, dir, slog.New(slog.DiscardHandler))
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := info.State.LastSeq
+	for {
+		ci, err := stream.Consumer(ctx, archiveConsumerPrefix+"earlier")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cinfo := ci.CachedInfo()
+		if cinfo.Config.AckPolicy != jetstream.AckAllPolicy {
+			t.Fatalf("archive consumer acks with %v, want all", cinfo.Config.AckPolicy)
+		}
+		if cinfo.AckFloor.Stream >= last && cinfo.NumAckPending == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("archive consumer acked up to %d with %d pending, want %d and none", cinfo.AckFloor.Stream, cinfo.NumAckPending, last)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	got, ok, err := a.arc.Last()
+	if err != nil || !ok || got.Seq != last {
+		t.Fatalf("archive's last event %d (%v, %v), want %d", got.Seq, ok, err, last)
+	}
+	n := 0
+	for seq := uint64(1); seq <= last; seq++ {
+		if _, err := stream.GetMsg(ctx, seq); err == nil {
+			n++
+		}
+	}
+	evs, _, err := a.arc.Query(storage.Filter{Limit: storage.MaxLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != n {
+		t.Fatalf("archived %d events, want the stream's %d", len(evs), n)
+	}
 }
