@@ -154,11 +154,72 @@ func repoMatches(r *bus.Repo, opts map[string]bool) bool {
 	return true
 }
 
+// Groups of the view's indexes (state.Indexer) that the repo machinery
+// reads, so that a generation pass and a tag's repos cost what they find,
+// not a scan of every tag, repo and request.
+const (
+	groupRepoAuto      = "repo.auto" // tag: its extra names repo.auto
+	groupRepoInit      = "init"      // repo: INIT (being generated)
+	groupActiveRequest = "active"    // repoqueue: an active request
+)
+
+var (
+	repoAutoGroups      = []string{groupRepoAuto}
+	activeRequestGroups = []string{groupActiveRequest}
+)
+
+func repoTagGroup(tagID int64) string { return "tag." + strconv.FormatInt(tagID, 10) }
+
+// repoAutoTagGroups files a tag that may set repo.auto: the pass decodes
+// those alone.
+func repoAutoTagGroups(_ string, val []byte) []string {
+	if bytes.Contains(val, []byte(`"repo.auto"`)) {
+		return repoAutoGroups
+	}
+	return nil
+}
+
+// repoGroups files a repo under its tag, and under groupRepoInit while it
+// is being generated.
+func repoGroups(_ string, val []byte) []string {
+	var r struct {
+		TagID int64 `json:"tag_id"`
+		State int   `json:"state"`
+	}
+	if json.Unmarshal(val, &r) != nil {
+		return nil
+	}
+	if r.State == bus.RepoInit {
+		return []string{repoTagGroup(r.TagID), groupRepoInit}
+	}
+	return []string{repoTagGroup(r.TagID)}
+}
+
+// repoRequestGroups files an active repo request.
+func repoRequestGroups(_ string, val []byte) []string {
+	var r struct {
+		Active bool `json:"active"`
+	}
+	if json.Unmarshal(val, &r) != nil || !r.Active {
+		return nil
+	}
+	return activeRequestGroups
+}
+
+// readRepos returns the repos of a tag (0: of every tag), by id.
 func readRepos(v state.View, tagID int64) []*repoRecord {
+	keys := v.Keys("repo", "repo.")
+	if tagID != 0 {
+		keys = v.Group("repo", repoTagGroup(tagID))
+	}
+	return decodeRepos(v, keys)
+}
+
+func decodeRepos(v state.View, keys []string) []*repoRecord {
 	var out []*repoRecord
-	for _, k := range v.Keys("repo", "repo.") {
+	for _, k := range keys {
 		var r repoRecord
-		if ok, _ := v.GetJSON(k, &r); ok && (tagID == 0 || r.TagID == tagID) {
+		if ok, _ := v.GetJSON(k, &r); ok {
 			out = append(out, &r)
 		}
 	}
@@ -239,7 +300,7 @@ func readRequest(v state.View, id int64) (*bus.RepoRequest, bool) {
 
 func activeRequests(v state.View) []*bus.RepoRequest {
 	var out []*bus.RepoRequest
-	for _, k := range v.Keys("repoqueue", "repoqueue.") {
+	for _, k := range v.Group("repoqueue", groupActiveRequest) {
 		id, err := strconv.ParseInt(strings.TrimPrefix(k, "repoqueue."), 10, 64)
 		if err != nil {
 			continue
@@ -844,18 +905,12 @@ func (rs *repoService) pass(ctx context.Context) error {
 	now := nowTS()
 	_ = rs.s.store.Read(func(v state.View) error {
 		inProgress := map[int64][]*repoRecord{}
-		latest := map[int64]int64{} // newest non-custom INIT/READY repo event per tag
-		for _, r := range readRepos(v, 0) {
-			if r.State == bus.RepoInit {
-				if now-r.InitTS > repoStaleAfter.Seconds() {
-					stale = append(stale, r.ID)
-					continue
-				}
-				inProgress[r.TagID] = append(inProgress[r.TagID], r)
+		for _, r := range decodeRepos(v, v.Group("repo", groupRepoInit)) {
+			if repoStale(r, now) {
+				stale = append(stale, r.ID)
+				continue
 			}
-			if (r.State == bus.RepoInit || r.State == bus.RepoReady) && len(r.CustomOpts) == 0 && r.CreateEvent > latest[r.TagID] {
-				latest[r.TagID] = r.CreateEvent
-			}
+			inProgress[r.TagID] = append(inProgress[r.TagID], r)
 		}
 		for _, req := range activeRequests(v) {
 			if findRepoForRequest(v, req) != nil {
@@ -878,17 +933,14 @@ func (rs *repoService) pass(ctx context.Context) error {
 		// Only a tag that sets repo.auto, or inherits from one that does,
 		// can have it in its build config.
 		var auto []int64
-		v.Range("tag", func(_ string, raw []byte) {
-			if !bytes.Contains(raw, []byte(`"repo.auto"`)) {
-				return // decoded only when it may set repo.auto
-			}
+		for _, k := range v.Group("tag", groupRepoAuto) {
 			var t tagRecord
-			if json.Unmarshal(raw, &t) == nil {
+			if ok, err := v.GetJSON(k, &t); ok && err == nil {
 				if _, has := t.Extra["repo.auto"]; has {
 					auto = append(auto, t.ID)
 				}
 			}
-		})
+		}
 		candidates := map[int64]bool{}
 		for len(auto) > 0 {
 			id := auto[len(auto)-1]
@@ -915,7 +967,7 @@ func (rs *repoService) pass(ctx context.Context) error {
 				continue
 			}
 			last := chainLastChange(v, t.ID)
-			if latest[t.ID] >= last {
+			if latestRepoEvent(v, t.ID, now) >= last {
 				continue
 			}
 			jobs = append(jobs, repoJob{tagID: t.ID, need: last})
@@ -936,6 +988,24 @@ func (rs *repoService) pass(ctx context.Context) error {
 		errs = append(errs, rs.generate(ctx, j))
 	}
 	return errors.Join(errs...)
+}
+
+// repoStale is an INIT repo whose generator has had more than
+// repoStaleAfter: another hub marks it PROBLEM.
+func repoStale(r *repoRecord, now float64) bool {
+	return r.State == bus.RepoInit && now-r.InitTS > repoStaleAfter.Seconds()
+}
+
+// latestRepoEvent is the create event of a tag's newest automatic (no
+// custom options) repo that is READY or being generated.
+func latestRepoEvent(v state.View, tagID int64, now float64) int64 {
+	var latest int64
+	for _, r := range readRepos(v, tagID) {
+		if (r.State == bus.RepoInit && !repoStale(r, now) || r.State == bus.RepoReady) && len(r.CustomOpts) == 0 && r.CreateEvent > latest {
+			latest = r.CreateEvent
+		}
+	}
+	return latest
 }
 
 func findRepoForRequest(v state.View, req *bus.RepoRequest) *bus.Repo {

@@ -2,9 +2,15 @@ package hub
 
 import (
 	"encoding/json"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/hubd/internal/state"
 )
 
 func TestRepoRegeneratedAfterTagChange(t *testing.T) {
@@ -218,4 +224,114 @@ func TestRepoGenerationWithTwoHubs(t *testing.T) {
 	if ready != 1 {
 		t.Fatalf("%d READY repos, want 1: %+v", ready, rows)
 	}
+}
+
+// The view's indexes that the repo machinery reads (tags that may set
+// repo.auto, children by parent, repos by tag and while INIT, active
+// requests) give what a scan of every key gives, through creates, edits,
+// link removals, generation and deletes.
+func TestRepoIndexesAgreeWithAScan(t *testing.T) {
+	h := StartTestHub(t, nil)
+	w := watchEvents(t, h)
+	ids := func(v state.View, kind string) []int64 {
+		var out []int64
+		for _, k := range v.Keys(kind, kind+".") {
+			if id, err := strconv.ParseInt(strings.TrimPrefix(k, kind+"."), 10, 64); err == nil {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	check := func(step string) {
+		t.Helper()
+		_ = h.store.Read(func(v state.View) error {
+			auto := v.Group("tag", groupRepoAuto)
+			for _, id := range ids(v, "tag") {
+				tag, _ := tagByID(v, id)
+				if _, has := tag.Extra["repo.auto"]; has && !slices.Contains(auto, tagKey(id)) {
+					t.Errorf("%s: tag %s sets repo.auto but is not in its group %v", step, tag.Name, auto)
+				}
+				var children []descendantLink
+				for _, child := range ids(v, "taginh") {
+					for _, l := range readInheritance(v, child) {
+						if l.ParentID == id {
+							children = append(children, descendantLink{inheritanceRecord: l, TagID: child})
+						}
+					}
+				}
+				sort.SliceStable(children, func(i, j int) bool { return children[i].Priority < children[j].Priority })
+				if got := readDescendants(v, id); !reflect.DeepEqual(got, children) {
+					t.Errorf("%s: children of %s %+v, a scan finds %+v", step, tag.Name, got, children)
+				}
+				var repos []*repoRecord
+				for _, r := range readRepos(v, 0) {
+					if r.TagID == id {
+						repos = append(repos, r)
+					}
+				}
+				if got := readRepos(v, id); !reflect.DeepEqual(got, repos) {
+					t.Errorf("%s: repos of %s %v, a scan finds %v", step, tag.Name, got, repos)
+				}
+			}
+			var init []string
+			for _, r := range readRepos(v, 0) {
+				if r.State == bus.RepoInit {
+					init = append(init, repoKey(r.ID))
+				}
+			}
+			sort.Strings(init)
+			if got := v.Group("repo", groupRepoInit); !slices.Equal(got, init) {
+				t.Errorf("%s: INIT repos %v, a scan finds %v", step, got, init)
+			}
+			var active []int64
+			for _, id := range ids(v, "repoqueue") {
+				if r, ok := readRequest(v, id); ok && r.Active {
+					active = append(active, id)
+				}
+			}
+			var got []int64
+			for _, r := range activeRequests(v) {
+				got = append(got, r.ID)
+			}
+			slices.Sort(active)
+			slices.Sort(got)
+			if !slices.Equal(got, active) {
+				t.Errorf("%s: active requests %v, a scan finds %v", step, got, active)
+			}
+			return nil
+		})
+	}
+	setupTag(t, h, "base", nil, map[string]any{"repo.auto": true})
+	setupTag(t, h, "other", nil, nil)
+	setupTag(t, h, "child", "base", nil)
+	setupTag(t, h, "grandchild", "child", nil)
+	var base, other map[string]any
+	call(t, h.Admin, "getTag", []any{"base"}, nil, &base)
+	call(t, h.Admin, "getTag", []any{"other"}, nil, &other)
+	link := func(parent map[string]any, priority int, del bool) map[string]any {
+		l := map[string]any{"parent_id": parent["id"], "priority": priority, "maxdepth": nil, "intransitive": false, "noconfig": false, "pkg_filter": ""}
+		if del {
+			l["delete link"] = true
+		}
+		return l
+	}
+	call(t, h.Admin, "setInheritanceData", []any{"child", []any{link(other, 10, false)}}, nil, nil)
+	check("created, child of two parents")
+	w.next(t, "repo.init")
+	check("an automatic repo being generated")
+	var req bus.RepoRequestResult
+	call(t, h.Admin, "repo.request", []any{"other"}, nil, &req)
+	check("requested")
+	call(t, h.Admin, "setInheritanceData", []any{"child", []any{link(base, 0, true)}}, nil, nil)
+	call(t, h.Admin, "editTag2", []any{"base"}, map[string]any{"remove_extra": []string{"repo.auto"}}, nil)
+	check("a link removed, repo.auto removed")
+	for {
+		if done := w.next(t, "repo.done"); done.Props["tag"] == "other" {
+			break
+		}
+	}
+	check("the request done")
+	call(t, h.Admin, "deleteTag", []any{"grandchild"}, nil, nil)
+	call(t, h.Admin, "deleteTag", []any{"child"}, nil, nil)
+	check("deleted")
 }

@@ -221,6 +221,10 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 	}
 	s.store = state.New(stateJS.Conn(), stateJS, s.log)
 	s.store.Index("task", hostTaskGroup)
+	s.store.Index("tag", repoAutoTagGroups)
+	s.store.Index("taginh", inheritanceParentGroups)
+	s.store.Index("repo", repoGroups)
+	s.store.Index("repoqueue", repoRequestGroups)
 	if err := s.store.Start(ctx); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}

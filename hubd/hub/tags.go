@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -108,7 +109,7 @@ func readInheritance(v state.View, tagID int64) []inheritanceRecord {
 // with the child's id, ordered by priority (Koji's readDescendantsData).
 func readDescendants(v state.View, tagID int64) []descendantLink {
 	var out []descendantLink
-	for _, k := range v.Keys("taginh", "taginh.") {
+	for _, k := range v.Group("taginh", inheritanceParentGroup(tagID)) {
 		child, err := strconv.ParseInt(k[len("taginh."):], 10, 64)
 		if err != nil {
 			continue
@@ -121,6 +122,29 @@ func readDescendants(v state.View, tagID int64) []descendantLink {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Priority < out[j].Priority })
 	return out
+}
+
+func inheritanceParentGroup(parentID int64) string {
+	return "parent." + strconv.FormatInt(parentID, 10)
+}
+
+// inheritanceParentGroups files a tag's inheritance under each of its
+// parents (state.Indexer), so that a tag's children are found without
+// reading every tag's inheritance.
+func inheritanceParentGroups(_ string, val []byte) []string {
+	var links []struct {
+		ParentID int64 `json:"parent_id"`
+	}
+	if json.Unmarshal(val, &links) != nil {
+		return nil
+	}
+	groups := make([]string, 0, len(links))
+	for _, l := range links {
+		if g := inheritanceParentGroup(l.ParentID); !slices.Contains(groups, g) {
+			groups = append(groups, g)
+		}
+	}
+	return groups
 }
 
 type descendantLink struct {

@@ -448,15 +448,15 @@ func setTaskState(tx *state.Txn, t *taskRecord, newState int) error {
 // (state.Indexer of the task kind), so that heartbeats, the host monitor
 // and host.getHostTasks find a host's tasks without scanning every task.
 // It reads only those two fields of the record.
-func hostTaskGroup(_ string, val []byte) (string, bool) {
+func hostTaskGroup(_ string, val []byte) []string {
 	var t struct {
 		State  int    `json:"state"`
 		HostID *int64 `json:"host_id"`
 	}
 	if json.Unmarshal(val, &t) != nil || t.HostID == nil || (t.State != bus.TaskOpen && t.State != bus.TaskAssigned) {
-		return "", false
+		return nil
 	}
-	return strconv.FormatInt(*t.HostID, 10), true
+	return []string{strconv.FormatInt(*t.HostID, 10)}
 }
 
 // hostTasks returns the tasks ASSIGNED to or OPEN on a host.

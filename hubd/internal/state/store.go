@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -127,10 +128,10 @@ type Store struct {
 	seqSend sync.Mutex
 	kinds   map[string]map[string]*entry // first key segment -> key -> entry
 	// indexers file the keys of their kind under groups (see Index):
-	// groups is kind -> group -> keys, groupOf each filed key's group.
+	// groups is kind -> group -> keys, groupOf each filed key's groups.
 	indexers map[string]Indexer
 	groups   map[string]map[string]map[string]struct{}
-	groupOf  map[string]string
+	groupOf  map[string][]string
 	reqs     map[string]*requestEntry // committed request ids (idempotency)
 	kindRev  map[string]uint64        // newest revision written per kind
 	missed   map[uint64]bool          // transactions deleted before this view read them (see applyMsg)
@@ -175,7 +176,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *Store {
 		kinds:    map[string]map[string]*entry{},
 		indexers: map[string]Indexer{},
 		groups:   map[string]map[string]map[string]struct{}{},
-		groupOf:  map[string]string{},
+		groupOf:  map[string][]string{},
 		reqs:     map[string]*requestEntry{},
 		kindRev:  map[string]uint64{},
 		missed:   map[uint64]bool{},
@@ -373,13 +374,13 @@ func (s *Store) applyKey(key string, m jetstream.Msg, seq uint64, ts time.Time) 
 	s.put(kind, key, m.Data(), rev, deleted)
 }
 
-// An Indexer files a key of its kind under a group, from the key's value
-// (ok false: under none), so that View.Group lists the keys of one group
+// An Indexer files a key of its kind under groups, from the key's value
+// (none: under no group), so that View.Group lists the keys of one group
 // without scanning the kind. It is a view's own index, kept in step with
 // every value the view takes and never stored: so it costs no writes and
 // cannot disagree with the values. It runs while the view is locked, so it
 // must be cheap.
-type Indexer func(key string, val []byte) (group string, ok bool)
+type Indexer func(key string, val []byte) (groups []string)
 
 // Index files the keys of kind with fn; call it before Start.
 func (s *Store) Index(kind string, fn Indexer) {
@@ -388,37 +389,43 @@ func (s *Store) Index(kind string, fn Indexer) {
 	s.indexers[kind] = fn
 }
 
-// refile moves key to the group its new value files it under (deleted:
+// refile moves key to the groups its new value files it under (deleted:
 // under none).
 func (s *Store) refile(kind string, ix Indexer, key string, val []byte, deleted bool) {
-	group, ok := "", false
+	var groups []string
 	if !deleted {
-		group, ok = ix(key, val)
+		groups = ix(key, val)
 	}
-	old, had := s.groupOf[key]
-	if had && ok && old == group {
+	old := s.groupOf[key]
+	if slices.Equal(old, groups) {
 		return
 	}
-	if had {
-		g := s.groups[kind][old]
+	for _, group := range old {
+		if slices.Contains(groups, group) {
+			continue
+		}
+		g := s.groups[kind][group]
 		delete(g, key)
 		if len(g) == 0 {
-			delete(s.groups[kind], old)
+			delete(s.groups[kind], group)
 		}
-		delete(s.groupOf, key)
 	}
-	if ok {
-		if s.groups[kind] == nil {
-			s.groups[kind] = map[string]map[string]struct{}{}
-		}
+	if len(groups) == 0 {
+		delete(s.groupOf, key)
+		return
+	}
+	if s.groups[kind] == nil {
+		s.groups[kind] = map[string]map[string]struct{}{}
+	}
+	for _, group := range groups {
 		g := s.groups[kind][group]
 		if g == nil {
 			g = map[string]struct{}{}
 			s.groups[kind][group] = g
 		}
 		g[key] = struct{}{}
-		s.groupOf[key] = group
 	}
+	s.groupOf[key] = groups
 }
 
 func (s *Store) put(kind, key string, val []byte, rev uint64, deleted bool) {

@@ -837,16 +837,17 @@ func TestRelayTriesAFailedWriteOutAgain(t *testing.T) {
 
 // An Indexer's groups follow every value a view takes: a key moves between
 // groups when its value does, leaves them when it is deleted or filed under
-// none, and a view that loads the written-out keys files them the same way.
+// none, can stand in several at once, and a view that loads the written-out
+// keys files them the same way.
 func TestIndexFilesKeysByGroupInEveryView(t *testing.T) {
-	byOwner := func(_ string, val []byte) (string, bool) {
+	byOwner := func(_ string, val []byte) []string {
 		var v struct {
 			Owner string `json:"owner"`
 		}
 		if json.Unmarshal(val, &v) != nil || v.Owner == "" {
-			return "", false
+			return nil
 		}
-		return v.Owner, true
+		return strings.Split(v.Owner, ",") // "ann,bob": owned by both
 	}
 	index := func(s *Store) { s.Index("thing", byOwner) }
 	b := setupWith(t, bustest.StartServer(t, bustest.Options{}), index)
@@ -875,6 +876,8 @@ func TestIndexFilesKeysByGroupInEveryView(t *testing.T) {
 		{"deleted", "thing.1", nil, map[string]string{"bob": "[]"}},
 		{"another kind is not filed", "other.1", owner("ann"), map[string]string{"ann": "[]"}},
 		{"filed again", "thing.3", owner("cid"), map[string]string{"cid": "[thing.3]"}},
+		{"under two groups", "thing.4", owner("ann,cid"), map[string]string{"ann": "[thing.4]", "cid": "[thing.3 thing.4]"}},
+		{"leaves one, joins another", "thing.4", owner("cid,dee"), map[string]string{"ann": "[]", "cid": "[thing.3 thing.4]", "dee": "[thing.4]"}},
 	}
 	var last uint64
 	for _, st := range steps {
@@ -896,7 +899,7 @@ func TestIndexFilesKeysByGroupInEveryView(t *testing.T) {
 	r, deleted := testRelay(b)
 	relayThrough(t, b, r, deleted, last, "[]")
 	loaded := setupWith(t, b.srv, index)
-	if err := groups(loaded.store, map[string]string{"ann": "[]", "bob": "[]", "cid": "[thing.3]"}); err != nil {
+	if err := groups(loaded.store, map[string]string{"ann": "[]", "bob": "[]", "cid": "[thing.3 thing.4]", "dee": "[thing.4]"}); err != nil {
 		t.Fatalf("loaded view: %v", err)
 	}
 }
