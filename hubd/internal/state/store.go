@@ -1071,7 +1071,7 @@ func encodeTxn(tx *Txn, val any) (*txnMsg, []byte, error) {
 		}
 		t.Result = res
 	}
-	data, err := json.Marshal(t)
+	data, err := appendTxn(make([]byte, 0, txnSize(t)), t)
 	if err != nil {
 		return nil, nil, fmt.Errorf("state: encode transaction: %w", err)
 	}

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -980,6 +981,9 @@ func TestSentTransactionIsWhatViewsDecode(t *testing.T) {
 			sent, data, err := encodeTxn(tx, tt.val)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if want, err := json.Marshal(sent); err != nil || !bytes.Equal(data, want) {
+				t.Fatalf("sent transaction is not what json.Marshal gives (%v):\nsent %s\nwant %s", err, data, want)
 			}
 			decoded, err := decodeTxn(data)
 			if err != nil {
