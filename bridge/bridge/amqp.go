@@ -22,7 +22,12 @@ import (
 const sendWindow = 256
 
 // errNotAccepted is a message the broker rejected, released or modified.
-var errNotAccepted = errors.New("not accepted")
+var (
+	errNotAccepted = errors.New("not accepted")
+	// errStopping ends a send the bridge's stop interrupted: the unsent
+	// events stay unacked and go first at the next start.
+	errStopping = errors.New("bridge stopping")
+)
 
 // brokers holds one connection, one session and one sender per address to
 // the first broker of the list that accepts a connection.
@@ -162,6 +167,7 @@ func (b *brokers) send(ctx context.Context, msgs []*Outgoing) (int, error) {
 	if err := b.connect(ctx); err != nil {
 		return 0, err
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.SendTimeout)
 	defer cancel()
 	receipts := make([]amqp.SendReceipt, 0, sendWindow)
@@ -181,6 +187,15 @@ func (b *brokers) send(ctx context.Context, msgs []*Outgoing) (int, error) {
 	}
 	fail := func(err error) (int, error) {
 		b.drop()
+		// go-amqp reports a send whose context ended before the transfer
+		// was queued as amqp:link:transfer-limit-exceeded, whatever ended
+		// it: name the cause.
+		switch {
+		case parent.Err() != nil:
+			err = fmt.Errorf("%w: %w", errStopping, parent.Err())
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			err = fmt.Errorf("send_timeout (%s) expired with %d of %d messages accepted: %w", b.cfg.SendTimeout, accepted, len(msgs), err)
+		}
 		return accepted, err
 	}
 	for _, m := range msgs {

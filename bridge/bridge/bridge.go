@@ -509,6 +509,11 @@ func (b *Bridge) sendNow(ctx context.Context, outs []*Outgoing) int {
 		n, err = b.brokers.send(ctx, outs)
 	}
 	b.count(func(s *Status) { s.Sent += int64(n) })
+	if errors.Is(err, errStopping) {
+		// Not a broker's failure: nothing to report or back off from.
+		b.log.Info("bridge: stopped while sending; the next start sends the rest", "sent", n, "of", len(outs))
+		return n
+	}
 	if err != nil {
 		b.log.Warn("bridge: send", "sent", n, "of", len(outs), "err", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -27,11 +28,12 @@ type endpointMsg struct {
 	TTL        float64           `json:"ttl"`
 }
 
-// startEndpoint runs the proton test endpoint on a free port.
-func startEndpoint(t *testing.T) (string, <-chan endpointMsg) {
+// startEndpoint runs the proton test endpoint on a free port (args:
+// amqp_endpoint.py's options after the URL).
+func startEndpoint(t *testing.T, args ...string) (string, <-chan endpointMsg) {
 	t.Helper()
 	url := fmt.Sprintf("amqp://127.0.0.1:%d", rabbittest.FreePort(t))
-	cmd := exec.Command("/usr/bin/python3", filepath.Join("testdata", "amqp_endpoint.py"), url)
+	cmd := exec.Command("/usr/bin/python3", append([]string{filepath.Join("testdata", "amqp_endpoint.py"), url}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -98,5 +100,32 @@ func TestTopicPrefixForm(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the endpoint got nothing")
+	}
+}
+
+// A peer that attaches the link but never grants credit: go-amqp reports
+// the send as amqp:link:transfer-limit-exceeded when send_timeout ends it.
+// The bridge names the cause, counts the failure and queues the event.
+func TestBridgeNamesAnExpiredSendTimeout(t *testing.T) {
+	url, msgs := startEndpoint(t, "no-credit")
+	h := hub.StartTestHub(t, nil)
+	dir := t.TempDir()
+	conf := fmt.Sprintf("[broker]\nurls = %s\ntopic_prefix = koji\nconnect_timeout = 5\nsend_timeout = 1\n[queue]\nenabled = true\n", url)
+	cfg, err := bridge.ParseConfig("protonmsg.conf", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{hub: h, dir: dir}
+	b := s.start(t, cfg, nil)
+	call(t, "makeTask", h.Admin, []any{"sleep", []any{0}}, nil, nil)
+	waitStatus(t, b, func(st bridge.Status) bool { return st.Failed > 0 && st.QueueDepth > 0 })
+	st := b.Status()
+	if !strings.Contains(st.LastError, "send_timeout (1s) expired with 0 of 1 messages accepted") {
+		t.Errorf("last error %q does not name the expired send_timeout", st.LastError)
+	}
+	select {
+	case m := <-msgs:
+		t.Fatalf("a peer granting no credit received %+v", m)
+	default:
 	}
 }

@@ -5,7 +5,10 @@ link to any target address -- topic://koji.task.open included, which
 RabbitMQ refuses -- accepts every message, and prints each as one JSON line:
 target address, application properties, body, message id and ttl.
 
-usage: amqp_endpoint.py amqp://127.0.0.1:PORT
+usage: amqp_endpoint.py amqp://127.0.0.1:PORT [no-credit]
+
+With no-credit it attaches links but never grants link credit, so a sender
+can never transfer (a broker that stalls).
 """
 import json
 import sys
@@ -15,8 +18,8 @@ from proton.reactor import Container
 
 
 class Endpoint(MessagingHandler):
-    def __init__(self, url):
-        super().__init__()
+    def __init__(self, url, credit=True):
+        super().__init__(prefetch=10 if credit else 0)
         self.url = url
 
     def on_start(self, event):
@@ -41,4 +44,4 @@ class Endpoint(MessagingHandler):
         }), flush=True)
 
 
-Container(Endpoint(sys.argv[1])).run()
+Container(Endpoint(sys.argv[1], credit=sys.argv[2:3] != ["no-credit"])).run()
