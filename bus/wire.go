@@ -48,13 +48,10 @@ func DecodeRequest(data []byte) (*Request, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return &req, nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	if err := dec.Decode(&req); err != nil {
+	// Arguments stay raw (decoded when bound), so plain Unmarshal does:
+	// it refuses trailing data too, without a Decoder's buffer.
+	if err := json.Unmarshal(data, &req); err != nil {
 		return nil, ParameterError("malformed request: %v", err)
-	}
-	if dec.More() {
-		return nil, ParameterError("malformed request: trailing data")
 	}
 	return &req, nil
 }
