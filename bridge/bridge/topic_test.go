@@ -68,20 +68,26 @@ func startEndpoint(t *testing.T, args ...string) (string, <-chan endpointMsg) {
 	return url, msgs
 }
 
+// bridgeToEndpoint starts a hub and a bridge sending to a proton test
+// endpoint (started with args) with topic_prefix koji; conf follows
+// connect_timeout in the [broker] section.
+func bridgeToEndpoint(t *testing.T, conf string, args ...string) (*hub.TestHub, *bridge.Bridge, <-chan endpointMsg) {
+	t.Helper()
+	url, msgs := startEndpoint(t, args...)
+	h := hub.StartTestHub(t, nil)
+	cfg, err := bridge.ParseConfig("protonmsg.conf", []byte(fmt.Sprintf("[broker]\nurls = %s\ntopic_prefix = koji\nconnect_timeout = 5\n%s", url, conf)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{hub: h, dir: t.TempDir()}
+	return h, s.start(t, cfg, nil), msgs
+}
+
 // protonmsg's default prefix form, topic://koji, against an AMQP 1.0 peer
 // that accepts it (RabbitMQ refuses topic:// addresses; Debian's ActiveMQ
 // has no AMQP transport): a proton endpoint receives the bridge's message.
 func TestTopicPrefixForm(t *testing.T) {
-	url, msgs := startEndpoint(t)
-	h := hub.StartTestHub(t, nil)
-	dir := t.TempDir()
-	conf := fmt.Sprintf("[broker]\nurls = %s\ntopic_prefix = koji\nconnect_timeout = 5\nsend_timeout = 10\n[message]\nttl = 60\n", url)
-	cfg, err := bridge.ParseConfig("protonmsg.conf", []byte(conf))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &stack{hub: h, dir: dir}
-	s.start(t, cfg, nil)
+	h, _, msgs := bridgeToEndpoint(t, "send_timeout = 10\n[message]\nttl = 60\n")
 	var id int64
 	call(t, "makeTask", h.Admin, []any{"sleep", []any{0}}, nil, &id)
 	select {
@@ -107,16 +113,7 @@ func TestTopicPrefixForm(t *testing.T) {
 // the send as amqp:link:transfer-limit-exceeded when send_timeout ends it.
 // The bridge names the cause, counts the failure and queues the event.
 func TestBridgeNamesAnExpiredSendTimeout(t *testing.T) {
-	url, msgs := startEndpoint(t, "no-credit")
-	h := hub.StartTestHub(t, nil)
-	dir := t.TempDir()
-	conf := fmt.Sprintf("[broker]\nurls = %s\ntopic_prefix = koji\nconnect_timeout = 5\nsend_timeout = 1\n[queue]\nenabled = true\n", url)
-	cfg, err := bridge.ParseConfig("protonmsg.conf", []byte(conf))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &stack{hub: h, dir: dir}
-	b := s.start(t, cfg, nil)
+	h, b, msgs := bridgeToEndpoint(t, "send_timeout = 1\n[queue]\nenabled = true\n", "no-credit")
 	call(t, "makeTask", h.Admin, []any{"sleep", []any{0}}, nil, nil)
 	waitStatus(t, b, func(st bridge.Status) bool { return st.Failed > 0 && st.QueueDepth > 0 })
 	st := b.Status()
