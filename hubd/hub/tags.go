@@ -21,7 +21,8 @@ import (
 //	tagname.<name>       tag id
 //	taginh.<id>          []inheritanceRecord: the tag's parents, by priority
 //	tagchg.<id>          tagChange: rewritten on every content change of the
-//	                     tag; its revision is tagLastChangeEvent
+//	                     tag after its creation; its revision (or, before
+//	                     any change, the tag's own) is tagLastChangeEvent
 //	seq.tag              the tag id sequence
 
 // tagRecord is a tag as stored.
@@ -292,10 +293,14 @@ func touchTag(tx *state.Txn, tagID int64) error {
 	return tx.Put(tagChgKey(tagID), tagChange{TagID: tagID, TS: nowTS()})
 }
 
-// tagLastChange is tagLastChangeEvent: the revision of tagchg.<id>, or 0.
+// tagLastChange is tagLastChangeEvent: the revision of tagchg.<id>, or of
+// the tag itself when it has not changed since its creation (which writes
+// no tagchg: one key less per new tag); 0 for no such tag. Every write of
+// tag.<id> after the creation touches tagchg too.
 func tagLastChange(v state.View, tagID int64) uint64 {
-	_, rev, _ := v.Get(tagChgKey(tagID))
-	return rev
+	_, changed, _ := v.Get(tagChgKey(tagID))
+	_, created, _ := v.Get(tagKey(tagID))
+	return max(changed, created)
 }
 
 // --- shared helpers of the tag side -------------------------------------
@@ -1034,9 +1039,7 @@ func (s *Server) createTagTx(tx *state.Txn, c *registry.Call, t *tagRecord, pare
 		}
 		body["parent"] = parent.info()
 	}
-	if err := touchTag(tx, t.ID); err != nil {
-		return err
-	}
+	// No touchTag: the tag's own revision is its last change (tagLastChange).
 	s.emitTagEvent(tx, c, "tag.create", "TagCreate", t, body)
 	return nil
 }

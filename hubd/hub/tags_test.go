@@ -457,6 +457,9 @@ func TestTagEvents(t *testing.T) {
 	}
 	var last1, last2 int64
 	call(t, a, "tagLastChangeEvent", []any{"evt"}, nil, &last1)
+	if last1 != int64(e.ID) {
+		t.Fatalf("a new tag's tagLastChangeEvent is %d, want its creation event %d", last1, e.ID)
+	}
 	call(t, a, "editTag2", []any{"evt"}, map[string]any{"extra": map[string]any{"mock.new_chroot": 1}}, nil)
 	e = ev.next(t, "tag.edit")
 	if e.Props["tag"] != "evt" {
