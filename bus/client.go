@@ -127,14 +127,15 @@ func (c *Client) CallBody(ctx context.Context, method string, body []byte) (json
 			for cur := c.seenRev.Load(); rev > cur && !c.seenRev.CompareAndSwap(cur, rev); cur = c.seenRev.Load() {
 			}
 		}
-		var r Response
-		if err := json.Unmarshal(resp.Data, &r); err != nil {
+		result, err := DecodeResponse(resp.Data)
+		var fault *Fault
+		if errors.As(err, &fault) {
+			return nil, fault
+		}
+		if err != nil {
 			return nil, fmt.Errorf("%s: bad response: %w", method, err)
 		}
-		if r.Error != nil {
-			return nil, r.Error
-		}
-		return r.Result, nil
+		return result, nil
 	}
 	if errors.Is(lastErr, nats.ErrNoResponders) {
 		return nil, NewFault(CodeServerOffline, "no hub is answering on %s", c.nc.ConnectedUrlRedacted())

@@ -42,6 +42,30 @@ func NewRequest(args []any, kwargs map[string]any) ([]byte, error) {
 	return json.Marshal(req)
 }
 
+// resultPrefix begins a hub's reply to a call that succeeded: the hub writes
+// it as {"result":<value>} exactly.
+const resultPrefix = `{"result":`
+
+// DecodeResponse returns the result of a reply, or its fault. A reply of
+// the hub's success form is taken with one validity scan of the value (the
+// whole reply is then an object whose only key is result); any other is
+// decoded in full (FuzzDecodeResponse holds both to the same answer).
+func DecodeResponse(data []byte) (json.RawMessage, error) {
+	if len(data) > len(resultPrefix)+1 && bytes.HasPrefix(data, []byte(resultPrefix)) && data[len(data)-1] == '}' {
+		if raw := data[len(resultPrefix) : len(data)-1]; json.Valid(raw) {
+			return raw, nil
+		}
+	}
+	var r Response
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, err
+	}
+	if r.Error != nil {
+		return nil, r.Error
+	}
+	return r.Result, nil
+}
+
 // DecodeRequest parses a request body; malformed input is a ParameterError.
 func DecodeRequest(data []byte) (*Request, error) {
 	var req Request

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -149,4 +150,35 @@ func TestSubjects(t *testing.T) {
 	if APISubject("getTag") != "koji.api.getTag" || EventSubject("tag.create") != "koji.event.tag.create" {
 		t.Error("subjects")
 	}
+}
+
+// The hub's success form and a full decode give the same answer for any
+// reply: the same fault, or results equal once compacted.
+func FuzzDecodeResponse(f *testing.F) {
+	for _, s := range []string{`{"result":{"id":1,"state":2}}`, `{"result":null,"error":{"faultCode":1000,"faultString":"x"}}`,
+		`{"result":1,"result":2}`, `{"result":{},"error":{}}`, `{"result": [1, "a"] }`, `{"result":"}"}`, `{"result":}`, `{}`, `[]`, `x`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, gotErr := DecodeResponse(data)
+		var r Response
+		wantErr := json.Unmarshal(data, &r)
+		if wantErr == nil && r.Error != nil {
+			wantErr = r.Error
+		}
+		if (gotErr == nil) != (wantErr == nil) {
+			t.Fatalf("DecodeResponse(%q) = %s, %v; a full decode gives %s, %v", data, got, gotErr, r.Result, wantErr)
+		}
+		if gotErr != nil {
+			var gf, wf *Fault
+			if errors.As(gotErr, &gf) != errors.As(wantErr, &wf) || (gf != nil && *gf != *wf) {
+				t.Fatalf("DecodeResponse(%q): fault %v, a full decode gives %v", data, gotErr, wantErr)
+			}
+			return
+		}
+		var a, b bytes.Buffer
+		if (json.Compact(&a, got) == nil) != (json.Compact(&b, r.Result) == nil) || a.String() != b.String() {
+			t.Fatalf("DecodeResponse(%q) = %q, a full decode gives %q", data, got, r.Result)
+		}
+	})
 }
