@@ -43,8 +43,15 @@ func NewRequest(args []any, kwargs map[string]any) ([]byte, error) {
 }
 
 // resultPrefix begins a hub's reply to a call that succeeded: the hub writes
-// it as {"result":<value>} exactly.
+// it as {"result":<value>} exactly (EncodeResult).
 const resultPrefix = `{"result":`
+
+// EncodeResult is the reply to a call that succeeded, around its encoded
+// result, which it does not scan again.
+func EncodeResult(result []byte) []byte {
+	out := make([]byte, 0, len(resultPrefix)+len(result)+1)
+	return append(append(append(out, resultPrefix...), result...), '}')
+}
 
 // DecodeResponse returns the result of a reply, or its fault. A reply of
 // the hub's success form is taken with one validity scan of the value (the

@@ -160,6 +160,12 @@ func FuzzDecodeResponse(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if json.Valid(data) {
+			// A result the hub encoded comes back as it was.
+			if got, err := DecodeResponse(EncodeResult(data)); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("DecodeResponse(EncodeResult(%q)) = %q, %v", data, got, err)
+			}
+		}
 		got, gotErr := DecodeResponse(data)
 		var r Response
 		wantErr := json.Unmarshal(data, &r)

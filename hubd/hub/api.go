@@ -83,10 +83,7 @@ func (s *Server) handle(m *nats.Msg) {
 		if merr != nil {
 			err = bus.GenericError("cannot encode result of %s: %v", method, merr)
 		} else {
-			// The envelope around the encoded result, without encoding
-			// (and so scanning) the result a second time.
-			out = make([]byte, 0, len(b)+len(`{"result":}`))
-			out = append(append(append(out, `{"result":`...), b...), '}')
+			out = bus.EncodeResult(b)
 		}
 	}
 	if err != nil {
