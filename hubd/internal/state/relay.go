@@ -254,16 +254,22 @@ func (r *Relay) run(ctx context.Context, cons jetstream.Consumer) {
 		stop()
 		it.Stop()
 	}
-	// Stopping: write out what is finished, so the next relay need not
-	// find out how far this one got.
-	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	r.flush()
+}
+
+// flush, on stop, writes out what is finished, so the next relay need not
+// find out how far this one got; entries held too long are left, as while
+// running.
+func (r *Relay) flush() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	r.collectWriteOut(fctx, true)
-	if r.unwritten.last != nil {
-		w := r.unwritten
-		if err := r.writeOut(fctx, &w); err != nil {
-			r.log.Warn("relay: write out on stop", "err", err)
-		}
+	r.collectWriteOut(ctx, true)
+	if r.unwritten.last == nil || r.unwritten.stale() {
+		return
+	}
+	w := r.unwritten
+	if err := r.writeOut(ctx, &w); err != nil {
+		r.log.Warn("relay: write out on stop", "err", err)
 	}
 }
 
@@ -308,6 +314,14 @@ type txnToWrite struct {
 	t   *txnMsg
 }
 
+// stale tells whether the entries were finished so long ago that the
+// consumer may have delivered them again to another relay (this one
+// stalled), which may write newer values of the same keys: writing these
+// out could bring older values back (see leave).
+func (w *toWriteOut) stale() bool {
+	return time.Since(w.since) > relayAckWait/2
+}
+
 // due tells whether the unwritten entries are to be written out now.
 func (w *toWriteOut) due() bool {
 	return w.last != nil && (w.entries >= writeOutBatch || time.Since(w.since) >= writeOutEvery)
@@ -325,11 +339,10 @@ func (w toWriteOut) then(next toWriteOut) toWriteOut {
 }
 
 // startWriteOut starts writing out the unwritten entries beside the relay's
-// passes, unless they are so old that the consumer may have delivered them
-// again to another relay (this one stalled): then it leaves them, as
-// collectWriteOut does, and returns true (the relay resumes).
+// passes, unless they are stale: then it leaves them, as collectWriteOut
+// does, and returns true (the relay resumes).
 func (r *Relay) startWriteOut(ctx context.Context) (resume bool) {
-	if time.Since(r.unwritten.since) > relayAckWait/2 {
+	if r.unwritten.stale() {
 		r.leave(r.unwritten)
 		return true
 	}
@@ -373,7 +386,7 @@ func (r *Relay) collectWriteOut(ctx context.Context, wait bool) (resume bool) {
 	case err == nil:
 		r.acked = w.last.seq
 		return false
-	case time.Since(w.since) > relayAckWait/2:
+	case w.stale():
 		r.leave(w)
 		return true
 	}

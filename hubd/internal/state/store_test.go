@@ -800,6 +800,38 @@ func TestRelayLeavesEntriesItHeldTooLongForRedelivery(t *testing.T) {
 	}
 }
 
+// A relay that stops writes out what it finished, but not entries it held
+// too long: another relay may have them by now.
+func TestRelayStoppingWritesOutOnlyWhatIsFresh(t *testing.T) {
+	b, ctx, r, _, cons := setupRelay(t)
+	kvs, err := b.js.Stream(ctx, kvStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := func(key string) bool {
+		_, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+key)
+		return err == nil
+	}
+	emit(t, b.store, "stale")
+	if n, err := r.pass(ctx, cons, deliver(t, r, cons, 1), false); err != nil || n != 1 {
+		t.Fatalf("pass: %d entries, %v", n, err)
+	}
+	r.unwritten.since = time.Now().Add(-relayAckWait) // the stall
+	r.flush()
+	if written("thing.stale") || r.acked != 0 {
+		t.Fatalf("a stopping relay wrote out entries it held too long (acked %d)", r.acked)
+	}
+	r.unwritten = toWriteOut{}
+	fresh := emit(t, b.store, "fresh")
+	if n, err := r.pass(ctx, cons, deliver(t, r, cons, 1), false); err != nil || n < 1 {
+		t.Fatalf("pass: %d entries, %v", n, err)
+	}
+	r.flush()
+	if !written("thing.fresh") {
+		t.Fatalf("a stopping relay left its fresh entries through %d unwritten", fresh)
+	}
+}
+
 // A write-out that failed is tried again at once, together with the entries
 // finished since, in commit order, and its entries are acked only then.
 func TestRelayTriesAFailedWriteOutAgain(t *testing.T) {
