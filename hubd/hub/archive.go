@@ -217,14 +217,24 @@ func (a *archiveService) run(ctx context.Context, cons jetstream.Consumer) {
 // acks it with one ack. Unacked messages are redelivered after a restart.
 func (a *archiveService) store(ctx context.Context, batch []jetstream.Msg) {
 	events := make([]storage.Event, 0, len(batch))
+	// The consumer acks all: acking the newest message acks the batch (a
+	// redelivered, older one may come last).
+	newest, newestSeq := batch[len(batch)-1], uint64(0)
 	for _, m := range batch {
 		ev, err := archivedEvent(m)
+		seq := ev.Seq
 		if err != nil {
 			// Not written by a relay; nothing to keep, but do not block on it.
 			a.log.Error("archive: undecodable event skipped", "subject", m.Subject(), "err", err)
-			continue
+			if md, merr := m.Metadata(); merr == nil {
+				seq = md.Sequence.Stream
+			}
+		} else {
+			events = append(events, ev)
 		}
-		events = append(events, ev)
+		if seq > newestSeq {
+			newest, newestSeq = m, seq
+		}
 	}
 	for {
 		err := a.arc.PutBatch(events)
@@ -234,14 +244,6 @@ func (a *archiveService) store(ctx context.Context, batch []jetstream.Msg) {
 		a.log.Error("archive: store events", "err", err)
 		if bus.Sleep(ctx, time.Second); ctx.Err() != nil {
 			return
-		}
-	}
-	// The consumer acks all: acking the newest message acks the batch (a
-	// redelivered, older one may come last).
-	newest, newestSeq := batch[len(batch)-1], uint64(0)
-	for _, m := range batch {
-		if md, err := m.Metadata(); err == nil && md.Sequence.Stream > newestSeq {
-			newest, newestSeq = m, md.Sequence.Stream
 		}
 	}
 	if err := newest.Ack(); err != nil {
