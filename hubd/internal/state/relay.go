@@ -671,8 +671,25 @@ func (r *Relay) materialize(e *sent, seq uint64, t *txnMsg, lastWriter map[strin
 	return nil
 }
 
-// purgeEvery spaces the purges of finished entries.
-const purgeEvery = 50 * time.Millisecond
+// Purges of finished entries are spaced at least purgeEvery apart, and
+// further when they are slow: a purge of several messages makes the server
+// recount the pending messages of every consumer of the bucket, and for a
+// view's consumer (every key, one message per key) that walks every key. So
+// a purge costs in proportion to the state, not to the entries it removes;
+// spacing purges by purgeDuty times the last one's duration keeps them
+// below 2% of the time at any size (a state of a million keys is purged
+// every few seconds), while the entries left meanwhile cost only storage.
+const (
+	purgeEvery = 250 * time.Millisecond
+	purgeDuty  = 50
+	purgeMax   = 30 * time.Second
+)
+
+// purgeSpacing is the least time from the start of a purge that took took
+// to the start of the next.
+func purgeSpacing(took time.Duration) time.Duration {
+	return min(max(purgeEvery, purgeDuty*took), purgeMax)
+}
 
 // purger removes finished entries from the bucket without holding the
 // relay back: one purge of the outbox subjects below the last entry
@@ -683,7 +700,7 @@ const purgeEvery = 50 * time.Millisecond
 func (r *Relay) purger(ctx context.Context) {
 	subject := "$JS.API.STREAM.PURGE." + kvStream
 	var done uint64
-	var last time.Time
+	var next time.Time // the earliest start of the next purge
 	for {
 		var upTo uint64
 		select {
@@ -691,12 +708,10 @@ func (r *Relay) purger(ctx context.Context) {
 			return
 		case upTo = <-r.purgeTo:
 		}
-		// A purge costs the server a recount for every consumer of the
-		// bucket, so under load they are spaced out and cover more.
-		if wait := purgeEvery - time.Since(last); wait > 0 {
+		if wait := time.Until(next); wait > 0 {
 			bus.Sleep(ctx, wait)
 		}
-		last = time.Now()
+		start := time.Now()
 		for more := true; more; { // take the newest target queued
 			select {
 			case seq := <-r.purgeTo:
@@ -711,6 +726,7 @@ func (r *Relay) purger(ctx context.Context) {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		resp, err := r.nc.RequestWithContext(rctx, subject, fmt.Appendf(nil, `{"filter":%q,"seq":%d}`, kvSubjectPrefix+outboxPrefix+">", upTo+1))
 		cancel()
+		next = start.Add(purgeSpacing(time.Since(start)))
 		var answer struct {
 			Success bool `json:"success"`
 		}

@@ -1110,3 +1110,22 @@ func TestRelayWritesAKeyOncePerWriteOut(t *testing.T) {
 		}
 	}
 }
+
+// TestPurgeSpacingGrowsWithThePurgesCost: a purge makes the server recount
+// every consumer of the bucket, which walks every key, so a slow purge
+// spaces the next one out (2% of the time at most), within bounds.
+func TestPurgeSpacingGrowsWithThePurgesCost(t *testing.T) {
+	for _, c := range []struct {
+		took, want time.Duration
+	}{
+		{0, purgeEvery},
+		{time.Millisecond, purgeEvery},            // a small state: the floor
+		{20 * time.Millisecond, time.Second},      // 50× the purge
+		{100 * time.Millisecond, 5 * time.Second}, // a large state
+		{10 * time.Second, purgeMax},              // a purge that hung
+	} {
+		if got := purgeSpacing(c.took); got != c.want {
+			t.Errorf("purgeSpacing(%v) = %v, want %v", c.took, got, c.want)
+		}
+	}
+}
