@@ -239,17 +239,9 @@ func (s *Server) taskInfoAnswer(v state.View, id int64, withReq bool) (json.RawM
 	if b, ok := s.taskInfos.get(key); ok {
 		return b, nil
 	}
-	// Only the fields of the answer are decoded, not the result or outputs.
-	var t struct {
-		bus.Task
-		Request json.RawMessage `json:"request"`
-	}
-	if err := json.Unmarshal(raw, &t); err != nil {
-		return nil, fmt.Errorf("task %d: %w", id, err)
-	}
-	b, err := json.Marshal(taskInfo(&taskRecord{Task: t.Task, Request: t.Request}, withReq))
+	b, err := taskInfoJSON(raw, withReq)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("task %d: %w", id, err)
 	}
 	s.taskInfos.put(key, b)
 	return b, nil
