@@ -37,7 +37,7 @@ func (s *Server) bootstrap(ctx context.Context) error {
 			}
 		}
 		// Earlier versions stored an index of the tasks on each host
-		// (hosttask.<host>.<task>); views now keep it (hostTaskGroup).
+		// (hosttask.<host>.<task>); views now keep it (taskGroups).
 		for _, k := range tx.Keys("hosttask", "") {
 			tx.Delete(k)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -542,4 +543,66 @@ func TestStartDeletesTheStoredHostTaskIndex(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestListTasksOfActiveStatesAgreesWithAScan: listTasks of active states
+// reads the views' index of active tasks; at each step, through every
+// transition, it answers what a scan of every task (no state filter) does.
+func TestListTasksOfActiveStatesAgreesWithAScan(t *testing.T) {
+	run := openSleepTask(t) // one OPEN task
+	h, ctx := run.h, ctxT(t)
+	var free, assigned, canceled int64
+	for _, id := range []*int64{&free, &assigned, &canceled} {
+		if err := h.Admin.Call(ctx, "makeTask", []any{"sleep", []any{0}}, nil, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(filter map[string]any) []float64 {
+		t.Helper()
+		var rows []map[string]any
+		if err := h.Admin.Call(ctx, "listTasks", []any{filter, map[string]any{"order": "id"}}, nil, &rows); err != nil {
+			t.Fatal(err)
+		}
+		out := []float64{}
+		for _, r := range rows {
+			out = append(out, r["id"].(float64))
+		}
+		return out
+	}
+	check := func(step string) {
+		t.Helper()
+		var all []map[string]any
+		if err := h.Admin.Call(ctx, "listTasks", []any{nil, map[string]any{"order": "id"}}, nil, &all); err != nil {
+			t.Fatal(err)
+		}
+		for _, states := range [][]int{{bus.TaskFree}, {bus.TaskOpen}, {bus.TaskAssigned}, {bus.TaskFree, bus.TaskOpen, bus.TaskAssigned}, {bus.TaskOpen, bus.TaskCanceled}} {
+			want := []float64{}
+			for _, r := range all {
+				if slices.Contains(states, int(r["state"].(float64))) {
+					want = append(want, r["id"].(float64))
+				}
+			}
+			if got := ids(map[string]any{"state": states}); !slices.Equal(got, want) {
+				t.Errorf("%s: listTasks of states %v = %v, want %v", step, states, got, want)
+			}
+		}
+	}
+	check("created")
+	if err := h.Admin.Call(ctx, "assignTask", []any{assigned, "builder1"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Admin.Call(ctx, "cancelTask", []any{canceled}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	check("assigned and canceled")
+	if err := run.b.Client.Call(ctx, "host.closeTask", []any{run.id, run.attempt, "done"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Admin.Call(ctx, "freeTask", []any{assigned}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	check("closed and freed")
+	if got := ids(map[string]any{"state": []int{bus.TaskFree}}); !slices.Equal(got, []float64{float64(free), float64(assigned)}) {
+		t.Errorf("free tasks %v, want %d and %d", got, free, assigned)
+	}
 }

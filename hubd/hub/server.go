@@ -220,7 +220,7 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 		return err
 	}
 	s.store = state.New(stateJS.Conn(), stateJS, s.log)
-	s.store.Index("task", hostTaskGroup)
+	s.store.Index("task", taskGroups)
 	s.store.Index("tag", repoAutoTagGroups)
 	s.store.Index("taginh", inheritanceParentGroups)
 	s.store.Index("repo", repoGroups)

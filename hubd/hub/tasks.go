@@ -20,7 +20,7 @@ import (
 //	seq.task                      the task id sequence
 //
 // Each hub's view files the tasks ASSIGNED to or OPEN on a host under that
-// host (hostTaskGroup); the index is not stored.
+// host (taskGroups); the index is not stored.
 //
 // Dispatch to builders (the work queue, fencing by attempt) is in
 // dispatch.go and hosttasks.go; this file holds Koji's task model.
@@ -444,20 +444,35 @@ func setTaskState(tx *state.Txn, t *taskRecord, newState int) error {
 	return nil
 }
 
-// hostTaskGroup files a task under the host it is ASSIGNED to or OPEN on
-// (state.Indexer of the task kind), so that heartbeats, the host monitor
-// and host.getHostTasks find a host's tasks without scanning every task.
-// It reads only those two fields of the record.
-func hostTaskGroup(_ string, val []byte) []string {
+// taskGroups files a task (state.Indexer of the task kind) under the host
+// it is ASSIGNED to or OPEN on, so that heartbeats, the host monitor and
+// host.getHostTasks find a host's tasks without scanning every task, and
+// under its state while it is active (FREE, OPEN, ASSIGNED), so that
+// listTasks of active tasks (koji list-tasks without --all) reads those
+// only. Finished tasks, the most of them by far, are filed under nothing.
+// It reads only the two fields of the record.
+func taskGroups(_ string, val []byte) []string {
 	var t struct {
 		State  int    `json:"state"`
 		HostID *int64 `json:"host_id"`
 	}
-	if json.Unmarshal(val, &t) != nil || t.HostID == nil || (t.State != bus.TaskOpen && t.State != bus.TaskAssigned) {
+	if json.Unmarshal(val, &t) != nil || !activeTaskState(t.State) {
 		return nil
 	}
-	return []string{strconv.FormatInt(*t.HostID, 10)}
+	groups := []string{activeTaskGroup(t.State)}
+	if t.HostID != nil && (t.State == bus.TaskOpen || t.State == bus.TaskAssigned) {
+		groups = append(groups, strconv.FormatInt(*t.HostID, 10))
+	}
+	return groups
 }
+
+func activeTaskState(state int) bool {
+	return state == bus.TaskFree || state == bus.TaskOpen || state == bus.TaskAssigned
+}
+
+// activeTaskGroup is the group of active tasks in state (host groups are
+// bare numbers).
+func activeTaskGroup(state int) string { return "state." + strconv.Itoa(state) }
 
 // hostTasks returns the tasks ASSIGNED to or OPEN on a host.
 func hostTasks(v state.View, hostID int64) []*taskRecord {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -571,7 +572,11 @@ func (s *Server) listTasks(ctx context.Context, c *registry.Call) (any, error) {
 	}
 	var rows []map[string]any
 	_ = s.store.Read(func(v state.View) error {
-		for _, k := range v.Keys("task", "task.") {
+		keys, ok := f.activeTaskKeys(v)
+		if !ok {
+			keys = v.Keys("task", "task.")
+		}
+		for _, k := range keys {
 			var t taskRecord
 			if ok, _ := v.GetJSON(k, &t); !ok || !f.match(&t) {
 				continue
@@ -682,6 +687,25 @@ func toTimestamp(v any) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("not a timestamp: %v", v)
+}
+
+// activeTaskKeys lists, sorted, the tasks in the states the filter asks
+// for, from the index of active tasks, when it asks for active states only
+// (ok false: the filter needs every task read).
+func (f *taskFilter) activeTaskKeys(v state.View) (keys []string, ok bool) {
+	states, filtered := f.in["state"]
+	if !filtered {
+		return nil, false
+	}
+	for text := range states {
+		st, err := strconv.Atoi(text)
+		if err != nil || !activeTaskState(st) {
+			return nil, false
+		}
+		keys = append(keys, v.Group("task", activeTaskGroup(st))...)
+	}
+	slices.Sort(keys)
+	return keys, true
 }
 
 func (f *taskFilter) match(t *taskRecord) bool {
