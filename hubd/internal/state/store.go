@@ -37,6 +37,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/btree"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -127,6 +128,10 @@ type Store struct {
 	// (one lock for all sequences: no lock order to get wrong).
 	seqSend sync.Mutex
 	kinds   map[string]map[string]*entry // first key segment -> key -> entry
+	// sorted holds the keys of each kind in order, so that the keys under a
+	// prefix (a tag's builds, a task's children) are found without reading
+	// every key of the kind, and come out sorted.
+	sorted map[string]*btree.BTreeG[string]
 	// indexers file the keys of their kind under groups (see Index):
 	// groups is kind -> group -> keys, groupOf each filed key's groups.
 	indexers map[string]Indexer
@@ -174,6 +179,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *Store {
 	return &Store{
 		nc: nc, js: js, log: log,
 		kinds:    map[string]map[string]*entry{},
+		sorted:   map[string]*btree.BTreeG[string]{},
 		indexers: map[string]Indexer{},
 		groups:   map[string]map[string]map[string]struct{}{},
 		groupOf:  map[string][]string{},
@@ -443,7 +449,10 @@ func (s *Store) put(kind, key string, val []byte, rev uint64, deleted bool) {
 	}
 	if deleted {
 		if km := s.kinds[kind]; km != nil {
-			delete(km, key)
+			if _, ok := km[key]; ok {
+				delete(km, key)
+				s.sorted[kind].Delete(key)
+			}
 		}
 		return
 	}
@@ -451,6 +460,10 @@ func (s *Store) put(kind, key string, val []byte, rev uint64, deleted bool) {
 	if km == nil {
 		km = map[string]*entry{}
 		s.kinds[kind] = km
+		s.sorted[kind] = btree.NewOrderedG[string](32)
+	}
+	if _, ok := km[key]; !ok {
+		s.sorted[kind].ReplaceOrInsert(key)
 	}
 	km[key] = &entry{val: val, rev: rev}
 }
@@ -704,31 +717,37 @@ func (v View) Range(kind string, fn func(key string, val []byte)) {
 }
 
 // Count returns how many keys of kind start with prefix (Keys without
-// building and sorting the list).
+// building the list).
 func (v View) Count(kind, prefix string) int {
-	km := v.s.kinds[kind]
 	if prefix == "" {
-		return len(km)
+		return len(v.s.kinds[kind])
 	}
 	n := 0
-	for k := range km {
-		if strings.HasPrefix(k, prefix) {
-			n++
-		}
-	}
+	v.ascend(kind, prefix, func(string) { n++ })
 	return n
 }
 
+// Keys returns the keys of a kind (the first key segment) with a prefix,
+// sorted; it reads only those keys.
 func (v View) Keys(kind, prefix string) []string {
-	km := v.s.kinds[kind]
-	keys := make([]string, 0, len(km))
-	for k := range km {
-		if strings.HasPrefix(k, prefix) {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
+	keys := []string{}
+	v.ascend(kind, prefix, func(k string) { keys = append(keys, k) })
 	return keys
+}
+
+// ascend calls fn with the keys of kind starting with prefix, in order.
+func (v View) ascend(kind, prefix string, fn func(key string)) {
+	t := v.s.sorted[kind]
+	if t == nil {
+		return
+	}
+	t.AscendGreaterOrEqual(prefix, func(k string) bool {
+		if !strings.HasPrefix(k, prefix) {
+			return false
+		}
+		fn(k)
+		return true
+	})
 }
 
 // Group returns the keys an Indexer of kind files under group, sorted.

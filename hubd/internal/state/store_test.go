@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1128,4 +1130,66 @@ func TestPurgeSpacingGrowsWithThePurgesCost(t *testing.T) {
 			t.Errorf("purgeSpacing(%v) = %v, want %v", c.took, got, c.want)
 		}
 	}
+}
+
+// TestKeysUnderAPrefixAreThoseAScanFinds: Keys and Count read only the keys
+// under their prefix (a sorted set per kind); through puts, overwrites and
+// deletes, and after a reload from the bucket, they answer what a scan of
+// every key of the kind does.
+func TestKeysUnderAPrefixAreThoseAScanFinds(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	prefixes := []string{"", "thing.", "thing.1", "thing.1.", "thing.12.", "thing.3.4.", "thing.9.x", "other."}
+	check := func(st *Store, step string) {
+		t.Helper()
+		_ = st.Read(func(v View) error {
+			for _, kind := range []string{"thing", "other", "none"} {
+				var all []string
+				v.Range(kind, func(key string, _ []byte) { all = append(all, key) })
+				slices.Sort(all)
+				for _, p := range prefixes {
+					want := []string{}
+					for _, k := range all {
+						if strings.HasPrefix(k, p) {
+							want = append(want, k)
+						}
+					}
+					if got := v.Keys(kind, p); !slices.Equal(got, want) {
+						t.Errorf("%s: Keys(%s, %q) = %v, want %v", step, kind, p, got, want)
+					}
+					if got := v.Count(kind, p); got != len(want) {
+						t.Errorf("%s: Count(%s, %q) = %d, want %d", step, kind, p, got, len(want))
+					}
+				}
+			}
+			return nil
+		})
+	}
+	key := func() string {
+		switch rng.IntN(3) {
+		case 0:
+			return fmt.Sprintf("thing.%d", rng.IntN(15))
+		case 1:
+			return fmt.Sprintf("thing.%d.%d", rng.IntN(15), rng.IntN(6))
+		default:
+			return fmt.Sprintf("thing.%d.%d.%d", rng.IntN(5), rng.IntN(5), rng.IntN(3))
+		}
+	}
+	for round := range 12 {
+		if _, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) {
+			for range 12 {
+				if k := key(); rng.IntN(3) == 0 {
+					tx.Delete(k)
+				} else if err := tx.Put(k, round); err != nil {
+					return nil, err
+				}
+			}
+			return nil, tx.Put(fmt.Sprintf("other.%d", round), round)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		check(b.store, fmt.Sprintf("round %d", round))
+	}
+	check(setupOn(t, b.srv).store, "reloaded")
 }
