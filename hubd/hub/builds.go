@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,6 +35,47 @@ func taggedKey(tagID, buildID int64) string {
 	return "tagged." + strconv.FormatInt(tagID, 10) + "." + strconv.FormatInt(buildID, 10)
 }
 func taggedPrefix(tagID int64) string { return "tagged." + strconv.FormatInt(tagID, 10) + "." }
+
+// taggedBuildGroup files tagged.<tag id>.<build id> under the build's id
+// (state.Indexer of the tagged kind), so the tags of a build are found
+// without reading every tagging of every build.
+func taggedBuildGroup(key string, _ []byte) []string {
+	if i := strings.LastIndexByte(key, '.'); i >= 0 {
+		return []string{key[i+1:]}
+	}
+	return nil
+}
+
+// tagIDsOfBuild returns the ids of the tags a build is tagged in, ascending.
+func tagIDsOfBuild(v state.View, buildID int64) []int64 {
+	var ids []int64
+	for _, k := range v.Group("tagged", strconv.FormatInt(buildID, 10)) {
+		parts := strings.Split(k, ".")
+		if len(parts) != 3 {
+			continue
+		}
+		if id, err := strconv.ParseInt(parts[1], 10, 64); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// tagsOfBuild answers listTags(build=...): the ids of the tags the build
+// (an id, an NVR or a build map) is tagged in; false when there is no such
+// build.
+func tagsOfBuild(v state.View, raw json.RawMessage) ([]int64, bool) {
+	ref, err := buildRefFromRaw(raw)
+	if err != nil {
+		return nil, false
+	}
+	b, ok := findBuild(v, ref)
+	if !ok {
+		return nil, false
+	}
+	return tagIDsOfBuild(v, b.ID), true
+}
 
 // taggedRecord is a build's membership of a tag.
 type taggedRecord struct {
@@ -250,12 +292,8 @@ func (s *Server) newBuildTx(tx *state.Txn, c *registry.Call, d *newBuildData) (*
 				}
 				return nil, bus.GenericError("Build already in progress (task %d)", task)
 			case bus.BuildFailed, bus.BuildCanceled:
-				if len(tx.Keys("tagged", "")) > 0 {
-					for _, k := range tx.Keys("tagged", "tagged.") {
-						if strings.HasSuffix(k, "."+strconv.FormatInt(prev.ID, 10)) {
-							return nil, bus.GenericError("Build already exists (id=%d, state=%s): %s", prev.ID, stateName(bus.BuildStateNames, prev.State), nvr)
-						}
-					}
+				if len(tagIDsOfBuild(tx.View, prev.ID)) > 0 {
+					return nil, bus.GenericError("Build already exists (id=%d, state=%s): %s", prev.ID, stateName(bus.BuildStateNames, prev.State), nvr)
 				}
 				old = prev
 			default:

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/kojibus/kojibus/bus"
@@ -174,5 +175,42 @@ func TestListTaggedInheritanceAndLatest(t *testing.T) {
 	call(t, h.Admin, "listTagged", []any{"nope"}, map[string]any{"strict": false}, &none)
 	if len(none) != 0 {
 		t.Fatalf("non-strict unknown tag: %v", none)
+	}
+}
+
+// TestListTagsOfABuild: listTags(build=...) answers the tags the build is
+// in (by id or NVR), through tagging and untagging, from the views' index
+// of tagged builds by build.
+func TestListTagsOfABuild(t *testing.T) {
+	h := StartTestHub(t, nil)
+	for _, tag := range []string{"f40", "f41", "f42"} {
+		setupTag(t, h, tag, nil, nil, "bash")
+	}
+	id := newBuild(t, h, "bash", "5.2", "1.fc40")
+	other := newBuild(t, h, "bash", "5.3", "1.fc40")
+	call(t, h.Admin, "tagBuild", []any{"f42", id}, nil, nil)
+	call(t, h.Admin, "tagBuild", []any{"f40", id}, nil, nil)
+	call(t, h.Admin, "tagBuild", []any{"f41", other}, nil, nil)
+	names := func(build any) []string {
+		t.Helper()
+		var rows []map[string]any
+		call(t, h.Admin, "listTags", nil, map[string]any{"build": build, "queryOpts": map[string]any{"order": "name"}}, &rows)
+		out := []string{}
+		for _, r := range rows {
+			out = append(out, r["name"].(string))
+		}
+		return out
+	}
+	for _, ref := range []any{id, "bash-5.2-1.fc40"} {
+		if got := names(ref); !slices.Equal(got, []string{"f40", "f42"}) {
+			t.Fatalf("listTags(build=%v) = %v, want f40 and f42", ref, got)
+		}
+	}
+	call(t, h.Admin, "untagBuild", []any{"f40", id}, nil, nil)
+	if got := names(id); !slices.Equal(got, []string{"f42"}) {
+		t.Fatalf("after untagging from f40: %v", got)
+	}
+	if got := names(other); !slices.Equal(got, []string{"f41"}) {
+		t.Fatalf("the other build: %v", got)
 	}
 }

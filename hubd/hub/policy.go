@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/kojibus/kojibus/bus"
@@ -187,12 +186,8 @@ func newPolicyRegistry() *policy.Registry {
 			return nil, err
 		}
 		var names []string
-		for _, k := range v.Keys("tagged", "") {
-			parts := strings.Split(k, ".")
-			if len(parts) == 3 && parts[2] == strconv.FormatInt(b.ID, 10) {
-				tid, _ := strconv.ParseInt(parts[1], 10, 64)
-				names = append(names, tagName(v, tid)...)
-			}
+		for _, tid := range tagIDsOfBuild(v, b.ID) {
+			names = append(names, tagName(v, tid)...)
 		}
 		return names, nil
 	})

@@ -1378,10 +1378,6 @@ type tagListEntry struct {
 	ExtraArches *string `json:"extra_arches,omitempty"`
 }
 
-// tagsOfBuild answers listTags(build=...): the ids of the tags a build is
-// tagged in. The builds domain sets it; until then no build exists.
-var tagsOfBuild func(v state.View, build json.RawMessage) ([]int64, bool)
-
 func (s *Server) listTags(ctx context.Context, c *registry.Call) (any, error) {
 	perms, err := c.Bool("perms")
 	if err != nil {
@@ -1413,13 +1409,9 @@ func (s *Server) listTags(ctx context.Context, c *registry.Call) (any, error) {
 		var only map[int64]*tagPackageRecord
 		var onlyIDs map[int64]bool
 		if buildRaw != nil {
-			var ids []int64
-			ok := false
-			if tagsOfBuild != nil {
-				ids, ok = tagsOfBuild(v, buildRaw)
-			}
+			ids, ok := tagsOfBuild(v, buildRaw)
 			if !ok {
-				return bus.GenericError("No such build: %s", strings.Trim(string(buildRaw), `"`))
+				return bus.GenericError("invalid build: %s", strings.Trim(string(buildRaw), `"`))
 			}
 			onlyIDs = map[int64]bool{}
 			for _, id := range ids {
@@ -1429,7 +1421,7 @@ func (s *Server) listTags(ctx context.Context, c *registry.Call) (any, error) {
 		if pkgRef != nil {
 			p, ok := lookupPackage(v, *pkgRef)
 			if !ok {
-				return bus.GenericError("No such package: %s", refValue(*pkgRef))
+				return bus.GenericError("invalid package: %s", refValue(*pkgRef))
 			}
 			only = map[int64]*tagPackageRecord{}
 			for _, r := range tagPackagesOf(v, 0, p.ID) {

@@ -392,7 +392,9 @@ func TestTagBadInputChangesNothing(t *testing.T) {
 		{"packageListBlock", []any{"t1", "nosuchpkg"}, nil, bus.CodeGenericError, "No such entry in table package: nosuchpkg"},
 		{"listPackages", nil, map[string]any{"tagID": "nosuch"}, bus.CodeGenericError, "No such entry in table tag: nosuch"},
 		{"getFullInheritance", []any{"t1"}, map[string]any{"stops": map[string]any{"1": 1}}, bus.CodeParameterError, "stops option has been removed since 1.26"},
-		{"listTags", nil, map[string]any{"package": "nosuch"}, bus.CodeGenericError, "No such package: nosuch"},
+		{"listTags", nil, map[string]any{"package": "nosuch"}, bus.CodeGenericError, "invalid package: nosuch"},
+		{"listTags", nil, map[string]any{"build": "nosuch-1-1"}, bus.CodeGenericError, "invalid build: nosuch-1-1"},
+		{"listTags", nil, map[string]any{"build": 99999}, bus.CodeGenericError, "invalid build: 99999"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.method+"/"+tc.msg, func(t *testing.T) {

@@ -226,6 +226,8 @@ func TestCommandsEndToEnd(t *testing.T) {
 		{name: "list-tagged latest inherit", args: []string{"--quiet", "list-tagged", "--latest", "--inherit", "f30-build", "foo"}, exact: ptr("foo-1.1-1                                 f30                   kojiadmin\n")},
 		{name: "untag-build", args: []string{"untag-build", "f30", "foo-1.1-1"}},
 		{name: "list-tagged after untag", args: []string{"--quiet", "list-tagged", "f30"}, exact: ptr("foo-1.0-1                                 f30                   kojiadmin\n")},
+		{name: "list-tags of a build", args: []string{"list-tags", "--build", "foo-1.0-1"}, exact: ptr("f30\n")},
+		{name: "list-tags of an untagged build", args: []string{"list-tags", "--build", "foo-1.1-1"}, exact: ptr("")},
 		{name: "untag-build no build", args: []string{"untag-build", "f30", "nope-1-1"}, code: 1, errText: "No such build: nope-1-1"},
 		{name: "list-tagged no tag", args: []string{"list-tagged", "nosuch"}, code: 1, errText: "No such tag: nosuch"},
 	})
