@@ -46,6 +46,27 @@ func taggedBuildGroup(key string, _ []byte) []string {
 	return nil
 }
 
+// buildGroups files a build (state.Indexer of the build kind) under its
+// package and under the task that built it, so that listBuilds of a
+// package or of a task reads those builds only, not every build.
+func buildGroups(_ string, val []byte) []string {
+	var b struct {
+		PackageID int64  `json:"package_id"`
+		TaskID    *int64 `json:"task_id"`
+	}
+	if json.Unmarshal(val, &b) != nil {
+		return nil
+	}
+	groups := []string{buildPackageGroup(b.PackageID)}
+	if b.TaskID != nil {
+		groups = append(groups, buildTaskGroup(*b.TaskID))
+	}
+	return groups
+}
+
+func buildPackageGroup(id int64) string { return "pkg." + strconv.FormatInt(id, 10) }
+func buildTaskGroup(id int64) string    { return "task." + strconv.FormatInt(id, 10) }
+
 // tagIDsOfBuild returns the ids of the tags a build is tagged in, ascending.
 func tagIDsOfBuild(v state.View, buildID int64) []int64 {
 	var ids []int64
@@ -661,7 +682,16 @@ func (s *Server) listBuilds(ctx context.Context, c *registry.Call) (any, error) 
 		if (btype != nil && *btype != "") || cgID != nil {
 			return nil // kojibus records no build types or content generators yet
 		}
-		for _, k := range v.Keys("build", "build.") {
+		var keys []string
+		switch {
+		case pkgRef != nil:
+			keys = v.Group("build", buildPackageGroup(pkgID))
+		case taskID != nil && *taskID != -1:
+			keys = v.Group("build", buildTaskGroup(*taskID))
+		default:
+			keys = v.Keys("build", "build.")
+		}
+		for _, k := range keys {
 			id, err := strconv.ParseInt(strings.TrimPrefix(k, "build."), 10, 64)
 			if err != nil {
 				continue

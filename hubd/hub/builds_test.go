@@ -214,3 +214,47 @@ func TestListTagsOfABuild(t *testing.T) {
 		t.Fatalf("the other build: %v", got)
 	}
 }
+
+// TestListBuildsOfAPackageOrTaskAgreesWithAScan: listBuilds of a package or
+// of a task reads the views' index of builds; it answers what filtering
+// every build does, through a failed build recreated under another task.
+func TestListBuildsOfAPackageOrTaskAgreesWithAScan(t *testing.T) {
+	h := StartTestHub(t, nil)
+	imp := func(name, version string, task any, state string) {
+		t.Helper()
+		call(t, h.Admin, "importBuild", []any{map[string]any{"name": name, "version": version, "release": "1", "epoch": nil, "state": state, "task_id": task}}, nil, nil)
+	}
+	imp("bash", "1", nil, "COMPLETE")
+	imp("bash", "2", 7, "COMPLETE")
+	imp("zsh", "1", 7, "COMPLETE")
+	imp("zsh", "2", 9, "FAILED")
+	check := func(step string) {
+		t.Helper()
+		var all []bus.Build
+		call(t, h.Admin, "listBuilds", nil, nil, &all)
+		for _, kw := range []map[string]any{{"packageID": "bash"}, {"packageID": "zsh"}, {"taskID": 7}, {"taskID": 9}, {"taskID": 11}, {"packageID": "zsh", "taskID": 7}} {
+			want := []string{}
+			for _, b := range all {
+				if p, ok := kw["packageID"]; ok && b.Name != p {
+					continue
+				}
+				if task, ok := kw["taskID"]; ok && (b.TaskID == nil || *b.TaskID != int64(task.(int))) {
+					continue
+				}
+				want = append(want, b.NVR)
+			}
+			var got []bus.Build
+			call(t, h.Admin, "listBuilds", nil, kw, &got)
+			nvrs := []string{}
+			for _, b := range got {
+				nvrs = append(nvrs, b.NVR)
+			}
+			if !slices.Equal(nvrs, want) {
+				t.Errorf("%s: listBuilds(%v) = %v, want %v", step, kw, nvrs, want)
+			}
+		}
+	}
+	check("imported")
+	imp("zsh", "2", 11, "COMPLETE") // the failed build is recreated by task 11
+	check("recreated")
+}

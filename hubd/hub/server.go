@@ -222,6 +222,7 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 	s.store = state.New(stateJS.Conn(), stateJS, s.log)
 	s.store.Index("task", taskGroups)
 	s.store.Index("tagged", taggedBuildGroup)
+	s.store.Index("build", buildGroups)
 	s.store.Index("tag", repoAutoTagGroups)
 	s.store.Index("taginh", inheritanceParentGroups)
 	s.store.Index("repo", repoGroups)
