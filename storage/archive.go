@@ -5,18 +5,22 @@
 //
 // Every event of KOJI_EVENTS is stored once under its stream sequence, and
 // indexed by secondary keys that all end in the sequence, so that each index
-// entry list ("postings") is sorted by sequence within its prefix:
+// entry list ("postings") is sorted by sequence within its prefix. Every key
+// of an event starts with the epoch of its sequence (epochs.go says why):
 //
-//	'e' seq                              -> JSON record (the event)
-//	'a' enc(address) seq                 -> ""   events by address
-//	'A' enc(address)                     -> ""   distinct addresses (glob/prefix expansion)
-//	'p' enc(name) enc(value) seq         -> ""   events by property value
-//	'i' id seq                           -> ""   events by Koji event id
-//	't' time seq                         -> ""   events by time
+//	'E' epoch 'e' seq                      -> JSON record (the event)
+//	'E' epoch 'a' enc(address) seq         -> ""   events by address
+//	'E' epoch 'p' enc(name) enc(value) seq -> ""   events by property value
+//	'E' epoch 'i' id seq                   -> ""   events by Koji event id
+//	'E' epoch 't' time seq                 -> ""   events by time
+//	'N' enc(address)                       -> ""   distinct addresses (glob/prefix expansion)
+//	'V'                                    -> the layout's version and epoch size
 //
-// seq, id and time are 8-byte big-endian (time: Unix nanoseconds with the
-// sign bit flipped), enc() is an order-preserving, prefix-free byte string
-// encoding (0x00 escaped as 0x00 0xFF, terminated by 0x00 0x01).
+// epoch is 4 bytes big-endian (seq >> epoch bits), seq, id and time 8
+// (time: Unix nanoseconds with the sign bit flipped), enc() is an
+// order-preserving, prefix-free byte string encoding (0x00 escaped as
+// 0x00 0xFF, terminated by 0x00 0x01). An archive of the first layout (the
+// same keys without 'E' epoch, and 'A' for 'N') is converted when opened.
 //
 // A query intersects the postings of its address (the union over every
 // address matching a glob or prefix) and of each property filter with a
@@ -47,12 +51,14 @@ import (
 )
 
 const (
-	prefixEvent    = 'e'
-	prefixAddress  = 'a'
-	prefixAddrList = 'A'
-	prefixProp     = 'p'
-	prefixID       = 'i'
-	prefixTime     = 't'
+	// Within an epoch (and, in the first layout, at the top).
+	prefixEvent   = 'e'
+	prefixAddress = 'a'
+	prefixProp    = 'p'
+	prefixID      = 'i'
+	prefixTime    = 't'
+	// The first layout's distinct addresses.
+	prefixAddrListV1 = 'A'
 
 	// MaxLimit bounds one page of a query.
 	MaxLimit = 1000
@@ -111,10 +117,22 @@ type Archive struct {
 	// top is the highest sequence stored: an event above it cannot be
 	// there yet, so only a replay costs an existence check.
 	top uint64
+	// bits is the epoch size (seq >> bits), fixed when the archive is made.
+	bits uint
+	// addrs are the addresses with an 'N' key, written once each; staged
+	// those of the batch being staged, noted once it is committed.
+	addrs  map[string]bool
+	staged map[string]bool
 }
 
 // Open opens (creating if needed) the archive in dir. log may be nil.
 func Open(dir string, log *slog.Logger) (*Archive, error) {
+	return open(dir, log, defaultEpochBits)
+}
+
+// open makes a new archive with epochs of 2^bits events; an existing one
+// keeps its own.
+func open(dir string, log *slog.Logger, bits uint) (*Archive, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -122,16 +140,111 @@ func Open(dir string, log *slog.Logger) (*Archive, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open archive %s: %w", dir, err)
 	}
-	a := &Archive{db: db}
-	last, ok, err := a.Last()
-	if err != nil {
+	a := &Archive{db: db, bits: bits, addrs: map[string]bool{}, staged: map[string]bool{}}
+	fail := func(err error) (*Archive, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("storage: open archive %s: %w", dir, err)
+	}
+	if err := a.loadFormat(log); err != nil {
+		return fail(err)
+	}
+	if err := a.loadAddresses(); err != nil {
+		return fail(err)
+	}
+	last, ok, err := a.Last()
+	if err != nil {
+		return fail(err)
 	}
 	if ok {
 		a.top = last.Seq
 	}
 	return a, nil
+}
+
+// loadFormat reads the layout's version and epoch size, writing them into a
+// new archive, and converts an archive of the first layout.
+func (a *Archive) loadFormat(log *slog.Logger) error {
+	v, closer, err := a.db.Get([]byte{keyFormat})
+	if err == nil {
+		defer closer.Close()
+		var f archiveFormat
+		if err := json.Unmarshal(v, &f); err != nil || f.Format != formatVersion || f.EpochBits == 0 || f.EpochBits > 40 {
+			return fmt.Errorf("unknown archive format %q", v)
+		}
+		a.bits = f.EpochBits
+		return nil
+	}
+	if !errors.Is(err, pebble.ErrNotFound) {
+		return err
+	}
+	return a.convertV1(log)
+}
+
+func (a *Archive) loadAddresses() error {
+	it, err := a.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixAddrName}, UpperBound: []byte{prefixAddrName + 1}})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		ad, err := decBytes(it.Key()[1:])
+		if err != nil {
+			return err
+		}
+		a.addrs[ad] = true
+	}
+	return it.Error()
+}
+
+// convertV1 stores the events of the first layout (no epochs) in this one,
+// then, in the batch that records the format, deletes the old keys; a
+// conversion cut short starts again at the next open.
+func (a *Archive) convertV1(log *slog.Logger) error {
+	it, err := a.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixEvent}, UpperBound: []byte{prefixEvent + 1}})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	b := a.db.NewBatch()
+	defer func() { b.Close() }()
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		ev, err := decodeEvent(it.Value())
+		if err != nil {
+			return err
+		}
+		if err := a.stage(b, &ev); err != nil {
+			return err
+		}
+		if n++; n%4096 == 0 {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return err
+			}
+			a.noteStaged()
+			b.Close()
+			b = a.db.NewBatch()
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	for _, p := range []byte{prefixAddrListV1, prefixAddress, prefixEvent, prefixID, prefixProp, prefixTime} {
+		if err := b.DeleteRange([]byte{p}, []byte{p + 1}, nil); err != nil {
+			return err
+		}
+	}
+	f, _ := json.Marshal(archiveFormat{Format: formatVersion, EpochBits: a.bits})
+	if err := b.Set([]byte{keyFormat}, f, nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	a.noteStaged()
+	if n > 0 {
+		log.Info("archive: converted to the layout with epochs", "events", n, "epoch_bits", a.bits)
+	}
+	return nil
 }
 
 // Close flushes and closes the archive.
@@ -152,6 +265,7 @@ func (a *Archive) PutBatch(events []Event) error {
 	defer a.mu.Unlock()
 	b := a.db.NewBatch()
 	defer b.Close()
+	defer a.clearStaged()
 	seen := map[uint64]bool{}
 	top := a.top
 	for i := range events {
@@ -164,7 +278,7 @@ func (a *Archive) PutBatch(events []Event) error {
 		}
 		seen[ev.Seq] = true
 		if ev.Seq <= a.top {
-			exists, err := a.has(eventKey(ev.Seq))
+			exists, err := a.has(a.eventKey(ev.Seq))
 			if err != nil {
 				return err
 			}
@@ -172,7 +286,7 @@ func (a *Archive) PutBatch(events []Event) error {
 				continue
 			}
 		}
-		if err := stage(b, ev); err != nil {
+		if err := a.stage(b, ev); err != nil {
 			return err
 		}
 		top = max(top, ev.Seq)
@@ -184,8 +298,19 @@ func (a *Archive) PutBatch(events []Event) error {
 		return fmt.Errorf("storage: commit: %w", err)
 	}
 	a.top = top
+	a.noteStaged()
 	return nil
 }
+
+// noteStaged records the addresses of a committed batch as written.
+func (a *Archive) noteStaged() {
+	for ad := range a.staged {
+		a.addrs[ad] = true
+	}
+	a.clearStaged()
+}
+
+func (a *Archive) clearStaged() { clear(a.staged) }
 
 func (a *Archive) has(key []byte) (bool, error) {
 	_, closer, err := a.db.Get(key)
@@ -199,7 +324,9 @@ func (a *Archive) has(key []byte) (bool, error) {
 	return true, nil
 }
 
-func stage(b *pebble.Batch, ev *Event) error {
+// stage adds an event's keys to b; a.mu is held (or the archive not yet
+// shared).
+func (a *Archive) stage(b *pebble.Batch, ev *Event) error {
 	rec := *ev
 	if len(rec.Body) == 0 {
 		rec.Body = json.RawMessage("null")
@@ -217,75 +344,91 @@ func stage(b *pebble.Batch, ev *Event) error {
 		}
 		return nil
 	}
-	if err := set(eventKey(ev.Seq), val); err != nil {
+	e := a.epochOf(ev.Seq)
+	if err := set(a.eventKey(ev.Seq), val); err != nil {
 		return err
 	}
-	addr := encBytes([]byte{prefixAddress}, ev.Address)
-	if err := set(appendU64(addr, ev.Seq), nil); err != nil {
+	if err := set(appendU64(encBytes(epochPrefix(e, prefixAddress), ev.Address), ev.Seq), nil); err != nil {
 		return err
 	}
-	if err := set(encBytes([]byte{prefixAddrList}, ev.Address), nil); err != nil {
-		return err
+	if !a.addrs[ev.Address] && !a.staged[ev.Address] {
+		// Written once per address (a rewrite would only add work for
+		// compactions); noted when the batch is staged, so a batch that
+		// fails to commit leaves the address to be written again.
+		if err := set(encBytes([]byte{prefixAddrName}, ev.Address), nil); err != nil {
+			return err
+		}
+		a.staged[ev.Address] = true
 	}
 	for name, v := range ev.Props {
-		k := encBytes(encBytes([]byte{prefixProp}, name), PropString(v))
+		k := encBytes(encBytes(epochPrefix(e, prefixProp), name), PropString(v))
 		if err := set(appendU64(k, ev.Seq), nil); err != nil {
 			return err
 		}
 	}
-	if err := set(appendU64(appendU64([]byte{prefixID}, ev.ID), ev.Seq), nil); err != nil {
+	if err := set(appendU64(appendU64(epochPrefix(e, prefixID), ev.ID), ev.Seq), nil); err != nil {
 		return err
 	}
-	return set(appendU64(appendU64([]byte{prefixTime}, timeKey(ev.Time)), ev.Seq), nil)
+	return set(appendU64(appendU64(epochPrefix(e, prefixTime), timeKey(ev.Time)), ev.Seq), nil)
 }
 
 // Last returns the event with the highest stream sequence.
 func (a *Archive) Last() (Event, bool, error) {
-	it, err := a.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixEvent}, UpperBound: []byte{prefixEvent + 1}})
+	snap := a.db.NewSnapshot()
+	defer snap.Close()
+	first, last, ok, err := epochRange(snap)
+	if !ok || err != nil {
+		return Event{}, false, err
+	}
+	x, err := newEpochIter(snap, first, last)
 	if err != nil {
-		return Event{}, false, fmt.Errorf("storage: %w", err)
+		return Event{}, false, err
 	}
-	defer it.Close()
-	if !it.Last() {
-		return Event{}, false, it.Error()
+	defer x.it.Close()
+	seq, ok, err := (&epochList{x: x, a: a, sub: []byte{prefixEvent}, desc: true}).seek(math.MaxUint64)
+	if !ok || err != nil {
+		return Event{}, false, err
 	}
-	ev, err := decodeEvent(it.Value())
-	return ev, err == nil, err
+	return a.getEvent(snap, seq)
 }
 
 // LastBefore returns the newest event (by time) strictly before t.
 func (a *Archive) LastBefore(t time.Time) (Event, bool, error) {
-	snap := a.db.NewSnapshot()
-	defer snap.Close()
-	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixTime}, UpperBound: appendU64([]byte{prefixTime}, timeKey(t))})
-	if err != nil {
-		return Event{}, false, fmt.Errorf("storage: %w", err)
-	}
-	defer it.Close()
-	if !it.Last() {
-		return Event{}, false, it.Error()
-	}
-	return getEvent(snap, lastU64(it.Key()))
+	return a.byIndex(func(x *epochIter) (uint64, uint64, bool) { return x.lastBelow(prefixTime, timeKey(t)) }, nil)
 }
 
 // FirstOfID returns the first event (lowest sequence) carrying Koji event id.
 func (a *Archive) FirstOfID(id uint64) (Event, bool, error) {
-	snap := a.db.NewSnapshot()
-	defer snap.Close()
-	lo := appendU64([]byte{prefixID}, id)
-	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
-	if err != nil {
-		return Event{}, false, fmt.Errorf("storage: %w", err)
-	}
-	defer it.Close()
-	if !it.First() {
-		return Event{}, false, it.Error()
-	}
-	return getEvent(snap, lastU64(it.Key()))
+	return a.byIndex(func(x *epochIter) (uint64, uint64, bool) { return x.firstAtLeast(prefixID, id) },
+		func(val uint64) bool { return val == id })
 }
 
-func getEvent(snap *pebble.Snapshot, seq uint64) (Event, bool, error) {
-	v, closer, err := snap.Get(eventKey(seq))
+// byIndex returns the event an 'i' or 't' index lookup finds (when its
+// value passes want, if given).
+func (a *Archive) byIndex(find func(*epochIter) (val, seq uint64, ok bool), want func(val uint64) bool) (Event, bool, error) {
+	snap := a.db.NewSnapshot()
+	defer snap.Close()
+	first, last, ok, err := epochRange(snap)
+	if !ok || err != nil {
+		return Event{}, false, err
+	}
+	x, err := newEpochIter(snap, first, last)
+	if err != nil {
+		return Event{}, false, err
+	}
+	defer x.it.Close()
+	val, seq, ok := find(x)
+	if err := x.it.Error(); err != nil {
+		return Event{}, false, fmt.Errorf("storage: %w", err)
+	}
+	if !ok || want != nil && !want(val) {
+		return Event{}, false, nil
+	}
+	return a.getEvent(snap, seq)
+}
+
+func (a *Archive) getEvent(snap *pebble.Snapshot, seq uint64) (Event, bool, error) {
+	v, closer, err := snap.Get(a.eventKey(seq))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return Event{}, false, fmt.Errorf("storage: index points at missing event %d", seq)
 	}
@@ -340,8 +483,24 @@ func (a *Archive) Query(f Filter) ([]Event, string, error) {
 
 	snap := a.db.NewSnapshot()
 	defer snap.Close()
-	q := &query{snap: snap, desc: desc}
+	first, last, nonEmpty, err := epochRange(snap)
+	if err != nil {
+		return nil, "", err
+	}
+	if !nonEmpty {
+		if f.Cursor != "" {
+			if c, err := strconv.ParseUint(f.Cursor, 10, 64); err != nil || c == 0 {
+				return nil, "", ErrBadCursor
+			}
+		}
+		return nil, "", nil
+	}
+	q := &query{a: a, snap: snap, desc: desc, first: first, last: last}
 	defer q.closeAll()
+	bounds, err := q.epochIter()
+	if err != nil {
+		return nil, "", err
+	}
 
 	// Sequence bounds [lo, hi].
 	lo, hi := uint64(1), uint64(math.MaxUint64)
@@ -356,45 +515,39 @@ func (a *Archive) Query(f Filter) ([]Event, string, error) {
 			lo = c + 1
 		}
 	}
-	if f.AfterID > 0 {
-		s, ok, err := q.boundSeq(appendU64([]byte{prefixID}, f.AfterID+1), []byte{prefixID + 1}, false)
-		if err != nil {
-			return nil, "", err
+	// Ids and times grow with the sequence: their bounds become sequence bounds.
+	for _, b := range []struct {
+		set   bool
+		index byte
+		value uint64
+		upper bool
+	}{
+		{f.AfterID > 0, prefixID, f.AfterID + 1, false},
+		{f.BeforeID > 0, prefixID, f.BeforeID, true},
+		{!f.Since.IsZero(), prefixTime, timeKey(f.Since), false},
+		{!f.Until.IsZero(), prefixTime, timeKey(f.Until), true},
+	} {
+		if !b.set {
+			continue
+		}
+		var seq uint64
+		var ok bool
+		if b.upper {
+			_, seq, ok = bounds.lastBelow(b.index, b.value)
+		} else {
+			_, seq, ok = bounds.firstAtLeast(b.index, b.value)
+		}
+		if err := bounds.it.Error(); err != nil {
+			return nil, "", fmt.Errorf("storage: %w", err)
 		}
 		if !ok {
 			return nil, "", nil
 		}
-		lo = max(lo, s)
-	}
-	if f.BeforeID > 0 {
-		s, ok, err := q.boundSeq([]byte{prefixID}, appendU64([]byte{prefixID}, f.BeforeID), true)
-		if err != nil {
-			return nil, "", err
+		if b.upper {
+			hi = min(hi, seq)
+		} else {
+			lo = max(lo, seq)
 		}
-		if !ok {
-			return nil, "", nil
-		}
-		hi = min(hi, s)
-	}
-	if !f.Since.IsZero() {
-		s, ok, err := q.boundSeq(appendU64([]byte{prefixTime}, timeKey(f.Since)), []byte{prefixTime + 1}, false)
-		if err != nil {
-			return nil, "", err
-		}
-		if !ok {
-			return nil, "", nil
-		}
-		lo = max(lo, s)
-	}
-	if !f.Until.IsZero() {
-		s, ok, err := q.boundSeq([]byte{prefixTime}, appendU64([]byte{prefixTime}, timeKey(f.Until)), true)
-		if err != nil {
-			return nil, "", err
-		}
-		if !ok {
-			return nil, "", nil
-		}
-		hi = min(hi, s)
 	}
 	if lo > hi {
 		return nil, "", nil
@@ -468,7 +621,7 @@ func (a *Archive) Query(f Filter) ([]Event, string, error) {
 			// There is at least one more: hand out a cursor.
 			return out, strconv.FormatUint(out[len(out)-1].Seq, 10), nil
 		}
-		ev, _, err := getEvent(snap, seq)
+		ev, _, err := a.getEvent(snap, seq)
 		if err != nil {
 			return nil, "", err
 		}
@@ -507,18 +660,20 @@ func matches(ev *Event, f *Filter) bool {
 }
 
 type query struct {
-	snap  *pebble.Snapshot
-	desc  bool
-	iters []*pebble.Iterator
+	a           *Archive
+	snap        *pebble.Snapshot
+	desc        bool
+	first, last uint32 // the epochs holding anything
+	iters       []*pebble.Iterator
 }
 
-func (q *query) iter(lo, hi []byte) (*pebble.Iterator, error) {
-	it, err := q.snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+func (q *query) epochIter() (*epochIter, error) {
+	x, err := newEpochIter(q.snap, q.first, q.last)
 	if err != nil {
-		return nil, fmt.Errorf("storage: %w", err)
+		return nil, err
 	}
-	q.iters = append(q.iters, it)
-	return it, nil
+	q.iters = append(q.iters, x.it)
+	return x, nil
 }
 
 func (q *query) closeAll() {
@@ -527,32 +682,14 @@ func (q *query) closeAll() {
 	}
 }
 
-// boundSeq returns the sequence of the first (or, last, the last) index
-// entry in [lo, hi).
-func (q *query) boundSeq(lo, hi []byte, last bool) (uint64, bool, error) {
-	it, err := q.iter(lo, hi)
-	if err != nil {
-		return 0, false, err
-	}
-	var ok bool
-	if last {
-		ok = it.Last()
-	} else {
-		ok = it.First()
-	}
-	if !ok {
-		return 0, false, it.Error()
-	}
-	return lastU64(it.Key()), true, nil
-}
-
 // addresses lists the distinct archived addresses with a prefix (matching glob, if any).
 func (q *query) addresses(prefix, glob string) ([]string, error) {
-	lo := append([]byte{prefixAddrList}, escape(prefix)...)
-	it, err := q.iter(lo, prefixEnd(lo))
+	lo := append([]byte{prefixAddrName}, escape(prefix)...)
+	it, err := q.snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("storage: %w", err)
 	}
+	q.iters = append(q.iters, it)
 	var out []string
 	for ok := it.First(); ok; ok = it.Next() {
 		ad, err := decBytes(it.Key()[1:])
@@ -569,46 +706,20 @@ func (q *query) addresses(prefix, glob string) ([]string, error) {
 	return out, it.Error()
 }
 
-// list returns the postings under a key prefix (each key = prefix + seq).
-func (q *query) list(prefix []byte) (*list, error) {
-	it, err := q.iter(prefix, prefixEnd(prefix))
+// list returns the postings of sub (prefixEvent, or an address or property
+// prefix) across the epochs.
+func (q *query) list(sub []byte) (postings, error) {
+	x, err := q.epochIter()
 	if err != nil {
 		return nil, err
 	}
-	return &list{it: it, prefix: prefix, desc: q.desc}, nil
+	return &epochList{x: x, a: q.a, sub: sub, desc: q.desc}, nil
 }
 
 // postings is a sequence-ordered list of event sequences. seek returns the
 // first sequence >= target (ascending) or the last <= target (descending).
 type postings interface {
 	seek(target uint64) (uint64, bool, error)
-}
-
-type list struct {
-	it     *pebble.Iterator
-	prefix []byte
-	desc   bool
-}
-
-func (l *list) seek(target uint64) (uint64, bool, error) {
-	var ok bool
-	if l.desc {
-		if target == math.MaxUint64 {
-			ok = l.it.Last()
-		} else {
-			ok = l.it.SeekLT(appendU64(bytes.Clone(l.prefix), target+1))
-		}
-	} else {
-		ok = l.it.SeekGE(appendU64(bytes.Clone(l.prefix), target))
-	}
-	if !ok {
-		return 0, false, l.it.Error()
-	}
-	k := l.it.Key()
-	if len(k) != len(l.prefix)+8 {
-		return 0, false, fmt.Errorf("storage: malformed index key %q", k)
-	}
-	return lastU64(k), true, nil
 }
 
 type union struct {
@@ -699,8 +810,6 @@ func PropString(v any) string {
 		return string(b)
 	}
 }
-
-func eventKey(seq uint64) []byte { return appendU64([]byte{prefixEvent}, seq) }
 
 func appendU64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
 

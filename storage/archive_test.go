@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"go.uber.org/goleak"
 )
 
@@ -45,10 +46,17 @@ func fixture() []Event {
 	return out
 }
 
+// openTemp opens a new archive with epochs of two events, so that every
+// query crosses epochs; openTempBits with epochs of 2^bits.
 func openTemp(t *testing.T) (*Archive, string) {
 	t.Helper()
+	return openTempBits(t, 1)
+}
+
+func openTempBits(t *testing.T, bits uint) (*Archive, string) {
+	t.Helper()
 	dir := t.TempDir()
-	a, err := Open(dir, nil)
+	a, err := open(dir, nil, bits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,8 +71,18 @@ func seqs(evs []Event) []uint64 {
 	return out
 }
 
+// epochSizes are the epoch sizes the query tests run with: 2 and 8 events
+// (the fixture's ten events in many epochs) and the default.
+var epochSizes = []uint{1, 3, defaultEpochBits}
+
 func TestQueryFilters(t *testing.T) {
-	a, _ := openTemp(t)
+	for _, bits := range epochSizes {
+		t.Run(fmt.Sprintf("epoch-bits-%d", bits), func(t *testing.T) { testQueryFilters(t, bits) })
+	}
+}
+
+func testQueryFilters(t *testing.T, bits uint) {
+	a, _ := openTempBits(t, bits)
 	defer a.Close()
 	if err := a.PutBatch(fixture()); err != nil {
 		t.Fatal(err)
@@ -279,7 +297,13 @@ func TestReopenKeepsData(t *testing.T) {
 }
 
 func TestLastAndLookups(t *testing.T) {
-	a, _ := openTemp(t)
+	for _, bits := range epochSizes {
+		t.Run(fmt.Sprintf("epoch-bits-%d", bits), func(t *testing.T) { testLastAndLookups(t, bits) })
+	}
+}
+
+func testLastAndLookups(t *testing.T, bits uint) {
+	a, _ := openTempBits(t, bits)
 	defer a.Close()
 	if _, ok, err := a.Last(); ok || err != nil {
 		t.Fatalf("Last of empty archive: %v %v", ok, err)
@@ -317,5 +341,116 @@ func TestLastAndLookups(t *testing.T) {
 		if err != nil || ok != (seq != 0) || ev.Seq != seq {
 			t.Errorf("FirstOfID(%d) = %d %v %v, want %d", id, ev.Seq, ok, err, seq)
 		}
+	}
+}
+
+// stageV1 writes an event in the first layout (no epochs), as kojibus
+// before the layout with epochs stored it.
+func stageV1(t *testing.T, b *pebble.Batch, ev Event) {
+	t.Helper()
+	if ev.Props == nil {
+		ev.Props = map[string]any{}
+	}
+	val, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := func(k []byte) {
+		if err := b.Set(k, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Set(appendU64([]byte{prefixEvent}, ev.Seq), val, nil); err != nil {
+		t.Fatal(err)
+	}
+	set(appendU64(encBytes([]byte{prefixAddress}, ev.Address), ev.Seq))
+	set(encBytes([]byte{prefixAddrListV1}, ev.Address))
+	for name, v := range ev.Props {
+		set(appendU64(encBytes(encBytes([]byte{prefixProp}, name), PropString(v)), ev.Seq))
+	}
+	set(appendU64(appendU64([]byte{prefixID}, ev.ID), ev.Seq))
+	set(appendU64(appendU64([]byte{prefixTime}, timeKey(ev.Time)), ev.Seq))
+}
+
+// TestOpenConvertsTheFirstLayout: an archive written before epochs is
+// converted when opened: every query answers as a new archive of the same
+// events does, no key of the old layout is left, and it stays converted.
+func TestOpenConvertsTheFirstLayout(t *testing.T) {
+	dir := t.TempDir()
+	db, err := pebble.Open(dir, &pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := db.NewBatch()
+	for _, ev := range fixture() {
+		stageV1(t, b, ev)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fresh, _ := openTemp(t)
+	defer fresh.Close()
+	if err := fresh.PutBatch(fixture()); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		a, err := Open(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []Filter{{}, {Order: Desc}, {Address: "build.*"}, {Props: map[string]string{"tag": "f30"}}, {AfterID: 15, Until: t0.Add(8 * time.Second)}} {
+			got, _, err := a.Query(f)
+			want, _, _ := fresh.Query(f)
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Errorf("round %d, %+v: got %v (%v), want %v", round, f, seqs(got), err, seqs(want))
+			}
+		}
+		if ev, ok, err := a.FirstOfID(15); err != nil || !ok || ev.Seq != 3 {
+			t.Errorf("round %d: FirstOfID(15) = %d %v %v", round, ev.Seq, ok, err)
+		}
+		it, err := a.db.NewIter(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ok := it.First(); ok; ok = it.Next() {
+			if k := it.Key(); k[0] != prefixEpoch && k[0] != prefixAddrName && k[0] != keyFormat {
+				t.Errorf("round %d: key of the first layout left: %q", round, k)
+			}
+		}
+		_ = it.Close()
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestAnAddressIsListedOnceWritten: the 'N' key of an address is written
+// with its first event only, and an address of a batch that failed to
+// commit is written with the next.
+func TestAnAddressIsListedOnceWritten(t *testing.T) {
+	a, _ := openTemp(t)
+	defer a.Close()
+	evs := fixture()
+	if err := a.PutBatch(evs[:3]); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.staged) != 0 || !a.addrs["tag.create"] || !a.addrs["build.tag"] || a.addrs["user.create"] {
+		t.Fatalf("after the first batch: staged %v, addresses %v", a.staged, a.addrs)
+	}
+	if err := a.PutBatch([]Event{evs[3], {Address: "bad"}}); err == nil { // no sequence: refused
+		t.Fatal("an event without a sequence was stored")
+	}
+	if a.addrs["build.untag"] {
+		t.Fatal("the address of a refused batch was noted as written")
+	}
+	if err := a.PutBatch(evs); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := a.Query(Filter{Address: "build.*"})
+	if err != nil || !reflect.DeepEqual(seqs(got), []uint64{3, 4, 8}) {
+		t.Fatalf("build.* = %v %v", seqs(got), err)
 	}
 }
