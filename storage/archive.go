@@ -374,38 +374,29 @@ func (a *Archive) stage(b *pebble.Batch, ev *Event) error {
 
 // Last returns the event with the highest stream sequence.
 func (a *Archive) Last() (Event, bool, error) {
-	snap := a.db.NewSnapshot()
-	defer snap.Close()
-	first, last, ok, err := epochRange(snap)
-	if !ok || err != nil {
-		return Event{}, false, err
-	}
-	x, err := newEpochIter(snap, first, last)
-	if err != nil {
-		return Event{}, false, err
-	}
-	defer x.it.Close()
-	seq, ok, err := (&epochList{x: x, a: a, sub: []byte{prefixEvent}, desc: true}).seek(math.MaxUint64)
-	if !ok || err != nil {
-		return Event{}, false, err
-	}
-	return a.getEvent(snap, seq)
+	return a.lookup(func(x *epochIter) (uint64, bool, error) {
+		return (&epochList{x: x, a: a, sub: []byte{prefixEvent}, desc: true}).seek(math.MaxUint64)
+	})
 }
 
 // LastBefore returns the newest event (by time) strictly before t.
 func (a *Archive) LastBefore(t time.Time) (Event, bool, error) {
-	return a.byIndex(func(x *epochIter) (uint64, uint64, bool) { return x.lastBelow(prefixTime, timeKey(t)) }, nil)
+	return a.lookup(func(x *epochIter) (uint64, bool, error) {
+		_, seq, ok := x.lastBelow(prefixTime, timeKey(t))
+		return seq, ok, nil
+	})
 }
 
 // FirstOfID returns the first event (lowest sequence) carrying Koji event id.
 func (a *Archive) FirstOfID(id uint64) (Event, bool, error) {
-	return a.byIndex(func(x *epochIter) (uint64, uint64, bool) { return x.firstAtLeast(prefixID, id) },
-		func(val uint64) bool { return val == id })
+	return a.lookup(func(x *epochIter) (uint64, bool, error) {
+		val, seq, ok := x.firstAtLeast(prefixID, id)
+		return seq, ok && val == id, nil
+	})
 }
 
-// byIndex returns the event an 'i' or 't' index lookup finds (when its
-// value passes want, if given).
-func (a *Archive) byIndex(find func(*epochIter) (val, seq uint64, ok bool), want func(val uint64) bool) (Event, bool, error) {
+// lookup returns the event find locates in a snapshot of the epochs.
+func (a *Archive) lookup(find func(*epochIter) (seq uint64, ok bool, err error)) (Event, bool, error) {
 	snap := a.db.NewSnapshot()
 	defer snap.Close()
 	first, last, ok, err := epochRange(snap)
@@ -417,11 +408,14 @@ func (a *Archive) byIndex(find func(*epochIter) (val, seq uint64, ok bool), want
 		return Event{}, false, err
 	}
 	defer x.it.Close()
-	val, seq, ok := find(x)
-	if err := x.it.Error(); err != nil {
+	seq, ok, err := find(x)
+	if err == nil {
+		err = x.it.Error()
+	}
+	if err != nil {
 		return Event{}, false, fmt.Errorf("storage: %w", err)
 	}
-	if !ok || want != nil && !want(val) {
+	if !ok {
 		return Event{}, false, nil
 	}
 	return a.getEvent(snap, seq)

@@ -178,12 +178,7 @@ func (s *jsonScan) value(depth int) bool {
 		return s.str()
 	case c == '{':
 		s.i++
-		s.space()
-		if s.byte('}') {
-			return true
-		}
-		for {
-			s.space()
+		return s.items('}', func() bool {
 			if !s.str() {
 				return false
 			}
@@ -192,36 +187,11 @@ func (s *jsonScan) value(depth int) bool {
 				return false
 			}
 			s.space()
-			if !s.value(depth + 1) {
-				return false
-			}
-			s.space()
-			if s.byte('}') {
-				return true
-			}
-			if !s.byte(',') {
-				return false
-			}
-		}
+			return s.value(depth + 1)
+		})
 	case c == '[':
 		s.i++
-		s.space()
-		if s.byte(']') {
-			return true
-		}
-		for {
-			s.space()
-			if !s.value(depth + 1) {
-				return false
-			}
-			s.space()
-			if s.byte(']') {
-				return true
-			}
-			if !s.byte(',') {
-				return false
-			}
-		}
+		return s.items(']', func() bool { return s.value(depth + 1) })
 	case c == '-' || ('0' <= c && c <= '9'):
 		return s.number()
 	default:
@@ -232,6 +202,28 @@ func (s *jsonScan) value(depth int) bool {
 			}
 		}
 		return false
+	}
+}
+
+// items reads the comma-separated items of an object or array, after its
+// opening bracket, through its closing one.
+func (s *jsonScan) items(closing byte, item func() bool) bool {
+	s.space()
+	if s.byte(closing) {
+		return true
+	}
+	for {
+		s.space()
+		if !item() {
+			return false
+		}
+		s.space()
+		if s.byte(closing) {
+			return true
+		}
+		if !s.byte(',') {
+			return false
+		}
 	}
 }
 
