@@ -94,6 +94,9 @@ type Relay struct {
 	// deleted, when set (tests), is told the last entry of each purge, so a
 	// test waits on the relay instead of polling the stream.
 	deleted chan<- uint64
+	// keepFinished, when set (tests), makes no purges: the bucket then
+	// looks as when a relay died between a write-out and its purge.
+	keepFinished bool
 }
 
 func (r *Relay) told(seq uint64) {
@@ -301,7 +304,10 @@ func (r *Relay) wait(holding bool) time.Duration {
 // write out the keys of their transactions and ack the last of them.
 type toWriteOut struct {
 	txns []txnToWrite // valid transactions, in commit order
-	last *outboxEntry // the last entry finished: its ack covers them all
+	// voids are the void entries among them, deleted before any key is
+	// written out (see deleteVoids).
+	voids []uint64
+	last  *outboxEntry // the last entry finished: its ack covers them all
 	// since is when the first of them was finished; prevFinished is the
 	// relay's finished before it.
 	since        time.Time
@@ -333,6 +339,7 @@ func (w toWriteOut) then(next toWriteOut) toWriteOut {
 		return w
 	}
 	w.txns = append(w.txns, next.txns...)
+	w.voids = append(w.voids, next.voids...)
 	w.last = next.last
 	w.entries += next.entries
 	return w
@@ -420,6 +427,9 @@ func (r *Relay) leave(w toWriteOut) {
 // missed all later ones of the same write-out too (a purge takes whole
 // write-outs), so it reads their keys, not the entries.
 func (r *Relay) writeOut(ctx context.Context, w *toWriteOut) error {
+	if err := r.deleteVoids(ctx, w.voids); err != nil {
+		return err
+	}
 	lastWriter := map[string]uint64{}
 	for _, tw := range w.txns {
 		for _, kw := range tw.t.Writes {
@@ -452,6 +462,39 @@ func (r *Relay) writeOut(ctx context.Context, w *toWriteOut) error {
 	select {
 	case r.purgeTo <- w.last.seq:
 	default: // the purger is behind: a later target covers this one
+	}
+	return nil
+}
+
+// deleteVoids deletes void entries from the bucket before the keys of
+// their write-out go out. A view that loads takes every entry at or below
+// the newest written-out key for a finished valid transaction and fills in
+// its keys (completeDone); a void entry left there until the purge would be
+// taken for one, and its writes (a task a conflicting makeTask never made)
+// would appear after a restart. Void entries are few (conflicts, repeated
+// requests), so one delete each costs little.
+func (r *Relay) deleteVoids(ctx context.Context, voids []uint64) error {
+	subject := "$JS.API.STREAM.MSG.DELETE." + kvStream
+	for _, seq := range voids {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := r.nc.RequestWithContext(rctx, subject, fmt.Appendf(nil, `{"seq":%d,"no_erase":true}`, seq))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("delete void entry %d: %w", seq, err)
+		}
+		var answer struct {
+			Success bool `json:"success"`
+			Error   *struct {
+				ErrCode int `json:"err_code"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(resp.Data, &answer); err != nil {
+			return fmt.Errorf("delete void entry %d: %s", seq, resp.Data)
+		}
+		// 10057: no message with that sequence (purged already).
+		if !answer.Success && (answer.Error == nil || answer.Error.ErrCode != 10057) {
+			return fmt.Errorf("delete void entry %d: %s", seq, resp.Data)
+		}
 	}
 	return nil
 }
@@ -530,6 +573,7 @@ func (r *Relay) pass(ctx context.Context, cons jetstream.Consumer, held map[uint
 	// published events (what a restarted view relies on).
 	out := &sent{seq: last.seq}
 	var toWrite []txnToWrite
+	var voids []uint64
 	for _, e := range run {
 		if !isTxn(e.msg) {
 			continue
@@ -552,7 +596,8 @@ func (r *Relay) pass(ctx context.Context, cons jetstream.Consumer, held map[uint
 			// crash: they are written out again with the others (no later
 			// entry can have been written out, as this one was never acked).
 		case verdictConflict, verdictDuplicate:
-			continue // void: nothing to publish
+			voids = append(voids, e.seq) // nothing to publish or write out
+			continue
 		default:
 			return 0, fmt.Errorf("no verdict for transaction %d", e.seq)
 		}
@@ -574,6 +619,7 @@ func (r *Relay) pass(ctx context.Context, cons jetstream.Consumer, held map[uint
 		w.since, w.prevFinished = time.Now(), r.finished
 	}
 	w.txns = append(w.txns, toWrite...)
+	w.voids = append(w.voids, voids...)
 	w.last = &last
 	w.entries += len(run)
 	r.relayed = last.seq
@@ -701,6 +747,10 @@ func (r *Relay) purger(ctx context.Context) {
 	subject := "$JS.API.STREAM.PURGE." + kvStream
 	var done uint64
 	var next time.Time // the earliest start of the next purge
+	if r.keepFinished {
+		<-ctx.Done()
+		return
+	}
 	for {
 		var upTo uint64
 		select {

@@ -323,6 +323,13 @@ func (s *Store) completeDone(seq uint64, t *txnMsg, decodeErr error, ts time.Tim
 		s.setStatus(seq, verdictDone, ts)
 		return
 	}
+	if r, ok := s.reqs[t.Request]; t.Request != "" && ok && r.rev != seq {
+		// Its request committed in another transaction: this one was void
+		// (a relay deletes void entries before writing out later keys;
+		// this catches one an earlier version left).
+		s.setStatus(seq, verdictDuplicate, ts)
+		return
+	}
 	for _, w := range t.Writes {
 		if max(s.rev(w.Key), s.tombstones[w.Key]) < seq {
 			kind, _, _ := strings.Cut(w.Key, ".")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"go.uber.org/goleak"
 
 	"github.com/kojibus/kojibus/bus"
@@ -1192,4 +1193,86 @@ func TestKeysUnderAPrefixAreThoseAScanFinds(t *testing.T) {
 		check(b.store, fmt.Sprintf("round %d", round))
 	}
 	check(setupOn(t, b.srv).store, "reloaded")
+}
+
+// TestVoidEntryIsNotTakenForAFinishedOne: a void transaction (here one a
+// conflicting writer sent) left in the bucket after later keys were written
+// out must not be taken by a loading view for a finished one, whose writes
+// it fills in: a restarted hub showed tasks that a makeTask voided by a
+// conflict never made. The relay deletes void entries before it writes out
+// later keys; this relay never purges, as one that died before its purge.
+func TestVoidEntryIsNotTakenForAFinishedOne(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	if _, err := b.store.Update(ctx, "req-a", func(tx *Txn) (any, error) { return nil, tx.Put("thing.a", "A") }); err != nil {
+		t.Fatal(err)
+	}
+	// Written as by a writer that read thing.a before it existed: void.
+	void, err := json.Marshal(txnMsg{Writes: []txnWrite{
+		{Key: "thing.a", Val: json.RawMessage(`"stale"`)},
+		{Key: "thing.ghost", Val: json.RawMessage(`"G"`)},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, err := b.js.Publish(ctx, kvSubjectPrefix+outboxPrefix+nuid.Next(), void)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.store.Update(ctx, "req-b", func(tx *Txn) (any, error) { return nil, tx.Put("thing.b", "B") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRelay(b.nc, b.js, b.store, nil)
+	r.keepFinished = true
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	kvs, err := b.js.Stream(ctx, kvStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if m, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+"thing.b"); err == nil && m.Header.Get(hdrRev) == fmt.Sprint(res.Rev) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("thing.b not written out")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := kvs.GetMsg(ctx, ack.Sequence); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Errorf("the void entry is still in the bucket after later keys were written out: %v", err)
+	}
+	loaded := setupOn(t, b.srv)
+	_ = loaded.store.Read(func(v View) error {
+		if _, _, ok := v.Get("thing.ghost"); ok {
+			t.Error("a view loaded after the write-out took the void transaction's write of thing.ghost")
+		}
+		var a string
+		if _, err := v.GetJSON("thing.a", &a); err != nil || a != "A" {
+			t.Errorf("thing.a = %q (%v), want A", a, err)
+		}
+		return nil
+	})
+}
+
+// TestLoadingSkipsAnEntryWhoseRequestCommittedElsewhere: a loading view
+// does not fill in the writes of a written-out entry whose request id
+// committed in another transaction (void, left by an earlier version).
+func TestLoadingSkipsAnEntryWhoseRequestCommittedElsewhere(t *testing.T) {
+	s := New(nil, nil, nil)
+	s.reqs["R"] = &requestEntry{rev: 9}
+	txn := func(val string) *txnMsg {
+		return &txnMsg{Writes: []txnWrite{{Key: "thing.x", Val: json.RawMessage(val)}}, Request: "R"}
+	}
+	s.completeDone(5, txn(`"void"`), nil, time.Now())
+	if _, _, ok := (View{s}).Get("thing.x"); ok {
+		t.Fatal("the writes of a void entry were filled in")
+	}
+	s.completeDone(9, txn(`"valid"`), nil, time.Now())
+	if v, rev, ok := (View{s}).Get("thing.x"); !ok || rev != 9 || string(v) != `"valid"` {
+		t.Fatalf("thing.x = %s at %d (%v), want the committed transaction's value", v, rev, ok)
+	}
 }
