@@ -714,7 +714,6 @@ func (v View) GetJSON(key string, out any) (bool, error) {
 	return true, nil
 }
 
-// Keys returns the keys of a kind (the first key segment) with a prefix, sorted.
 // Range calls fn for each key of kind, in no particular order, with its
 // value (which fn must not keep or change).
 func (v View) Range(kind string, fn func(key string, val []byte)) {
