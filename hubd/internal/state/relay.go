@@ -474,29 +474,44 @@ func (r *Relay) writeOut(ctx context.Context, w *toWriteOut) error {
 // would appear after a restart. Void entries are few (conflicts, repeated
 // requests), so one delete each costs little.
 func (r *Relay) deleteVoids(ctx context.Context, voids []uint64) error {
-	subject := "$JS.API.STREAM.MSG.DELETE." + kvStream
 	for _, seq := range voids {
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		resp, err := r.nc.RequestWithContext(rctx, subject, fmt.Appendf(nil, `{"seq":%d,"no_erase":true}`, seq))
-		cancel()
-		if err != nil {
+		code, err := r.streamRequest(ctx, "MSG.DELETE", fmt.Appendf(nil, `{"seq":%d,"no_erase":true}`, seq))
+		if err != nil && code != errCodeSequenceNotFound { // gone already: a write-out tried again
 			return fmt.Errorf("delete void entry %d: %w", seq, err)
-		}
-		var answer struct {
-			Success bool `json:"success"`
-			Error   *struct {
-				ErrCode int `json:"err_code"`
-			} `json:"error"`
-		}
-		if err := json.Unmarshal(resp.Data, &answer); err != nil {
-			return fmt.Errorf("delete void entry %d: %s", seq, resp.Data)
-		}
-		// 10057: no message with that sequence (purged already).
-		if !answer.Success && (answer.Error == nil || answer.Error.ErrCode != 10057) {
-			return fmt.Errorf("delete void entry %d: %s", seq, resp.Data)
 		}
 	}
 	return nil
+}
+
+// errCodeSequenceNotFound is JetStream's error code for a message
+// sequence that is not in the stream.
+const errCodeSequenceNotFound = 10043
+
+// streamRequest sends a JetStream API request about the bucket's stream
+// ($JS.API.STREAM.<op>.KV_koji) and returns the error of a failed one with
+// JetStream's error code (0 when there is none).
+func (r *Relay) streamRequest(ctx context.Context, op string, body []byte) (int, error) {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := r.nc.RequestWithContext(rctx, "$JS.API.STREAM."+op+"."+kvStream, body)
+	if err != nil {
+		return 0, err
+	}
+	var answer struct {
+		Success bool `json:"success"`
+		Error   *struct {
+			ErrCode int `json:"err_code"`
+		} `json:"error"`
+	}
+	switch {
+	case json.Unmarshal(resp.Data, &answer) != nil:
+		return 0, fmt.Errorf("%s: %s", op, resp.Data)
+	case answer.Error != nil:
+		return answer.Error.ErrCode, fmt.Errorf("%s: %s", op, resp.Data)
+	case !answer.Success:
+		return 0, fmt.Errorf("%s: %s", op, resp.Data)
+	}
+	return 0, nil
 }
 
 // hold adds a delivered entry to those held; a redelivery of one held
@@ -744,7 +759,6 @@ func purgeSpacing(took time.Duration) time.Duration {
 // A purge that fails is repeated with the next one; an entry left behind
 // meanwhile is recognised as finished by a view that loads it.
 func (r *Relay) purger(ctx context.Context) {
-	subject := "$JS.API.STREAM.PURGE." + kvStream
 	var done uint64
 	var next time.Time // the earliest start of the next purge
 	if r.keepFinished {
@@ -773,21 +787,12 @@ func (r *Relay) purger(ctx context.Context) {
 		if upTo <= done {
 			continue
 		}
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		resp, err := r.nc.RequestWithContext(rctx, subject, fmt.Appendf(nil, `{"filter":%q,"seq":%d}`, kvSubjectPrefix+outboxPrefix+">", upTo+1))
-		cancel()
+		_, err := r.streamRequest(ctx, "PURGE", fmt.Appendf(nil, `{"filter":%q,"seq":%d}`, kvSubjectPrefix+outboxPrefix+">", upTo+1))
 		next = start.Add(purgeSpacing(time.Since(start)))
-		var answer struct {
-			Success bool `json:"success"`
-		}
-		switch {
-		case err != nil:
+		if err != nil {
 			if ctx.Err() == nil {
 				r.log.Warn("relay: purge finished entries", "through", upTo, "err", err)
 			}
-			continue
-		case json.Unmarshal(resp.Data, &answer) != nil || !answer.Success:
-			r.log.Warn("relay: purge finished entries", "through", upTo, "answer", string(resp.Data))
 			continue
 		}
 		done = upTo
