@@ -1223,24 +1223,30 @@ func TestVoidEntryIsNotTakenForAFinishedOne(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The written-out key is published on its subject: wait for that.
+	writtenOut := make(chan *nats.Msg, 4)
+	sub, err := b.nc.ChanSubscribe(kvSubjectPrefix+"thing.b", writtenOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	r := NewRelay(b.nc, b.js, b.store, nil)
 	r.keepFinished = true
 	if err := r.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.Stop)
+	select {
+	case m := <-writtenOut:
+		if m.Header.Get(hdrRev) != fmt.Sprint(res.Rev) {
+			t.Fatalf("thing.b written out at revision %q, want %d", m.Header.Get(hdrRev), res.Rev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("thing.b not written out")
+	}
 	kvs, err := b.js.Stream(ctx, kvStream)
 	if err != nil {
 		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if m, err := kvs.GetLastMsgForSubject(ctx, kvSubjectPrefix+"thing.b"); err == nil && m.Header.Get(hdrRev) == fmt.Sprint(res.Rev) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("thing.b not written out")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	if _, err := kvs.GetMsg(ctx, ack.Sequence); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Errorf("the void entry is still in the bucket after later keys were written out: %v", err)
