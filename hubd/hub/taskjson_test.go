@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/kojibus/kojibus/bus"
 )
@@ -55,7 +56,13 @@ func FuzzTaskInfoPrefix(f *testing.F) {
 			}
 			cut, ok := taskInfoPrefix(raw, keys)
 			if !ok {
-				t.Fatalf("a stored record not cut (request %v): %s", withRequest, raw)
+				// Only text that is not UTF-8 in the answer's members (a
+				// request kept raw as a client sent it) is left to the
+				// decoder, which replaces it.
+				if utf8.Valid(raw) {
+					t.Fatalf("a stored record not cut (request %v): %s", withRequest, raw)
+				}
+				continue
 			}
 			want, err := decodedTaskInfo(raw, withRequest)
 			if err != nil {
