@@ -115,11 +115,14 @@ func BenchmarkCreateToOpen(b *testing.B) {
 			}
 			b.StopTimer()
 			raw := rawRoundTrip(b, h, 500)
-			p50, p99, r50 := percentile(lat, .5), percentile(lat, .99), percentile(raw, .5)
+			floor := floorCreateToOpen(b, h, 500)
+			p50, p99, r50, f50 := percentile(lat, .5), percentile(lat, .99), percentile(raw, .5), percentile(floor, .5)
 			b.ReportMetric(float64(p50.Microseconds()), "p50-µs")
 			b.ReportMetric(float64(p99.Microseconds()), "p99-µs")
 			b.ReportMetric(float64(r50.Microseconds()), "raw-p50-µs")
 			b.ReportMetric(float64(p50)/float64(r50), "x-raw")
+			b.ReportMetric(float64(f50.Microseconds()), "floor-p50-µs")
+			b.ReportMetric(float64(f50)/float64(r50), "floor-x-raw")
 		})
 	}
 }
@@ -179,9 +182,12 @@ func BenchmarkTaskThroughput(b *testing.B) {
 			b.StopTimer()
 			perSec := float64(b.N) / time.Since(start).Seconds()
 			raw := rawWorkQueueRate(b, h, b.N)
+			floor := floorTaskRate(b, h, max(b.N, 2000))
 			b.ReportMetric(perSec, "tasks/s")
 			b.ReportMetric(raw, "raw-msgs/s")
 			b.ReportMetric(perSec/raw, "x-raw")
+			b.ReportMetric(floor, "floor-tasks/s")
+			b.ReportMetric(perSec/floor, "x-floor")
 		})
 	}
 }
