@@ -165,6 +165,9 @@ type Store struct {
 	// instead of decoding them: the same content, as every part of a
 	// transaction is encoded when it is staged.
 	sent sync.Map
+	// acked holds this hub's transactions whose commit is acknowledged but
+	// which the view has not reached yet, by sequence (see applyAcked).
+	acked map[uint64]*txnMsg
 
 	cancel context.CancelFunc
 	cc     jetstream.ConsumeContext
@@ -186,6 +189,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *Store {
 		reqs:     map[string]*requestEntry{},
 		kindRev:  map[string]uint64{},
 		missed:   map[uint64]bool{},
+		acked:    map[uint64]*txnMsg{},
 		changed:  make(chan struct{}),
 		loaded:   make(chan struct{}),
 		done:     make(chan struct{}),
@@ -259,6 +263,12 @@ func (s *Store) applyMsg(m jetstream.Msg) {
 	seq := md.Sequence.Stream
 	key := strings.TrimPrefix(m.Subject(), kvSubjectPrefix)
 	isTxn := strings.HasPrefix(key, outboxPrefix)
+	s.mu.RLock()
+	ahead := s.reachedLocked(seq)
+	s.mu.RUnlock()
+	if ahead {
+		return
+	}
 	var txn *txnMsg
 	var txnErr error
 	if isTxn {
@@ -271,6 +281,13 @@ func (s *Store) applyMsg(m jetstream.Msg) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.reachedLocked(seq) {
+		return
+	}
+	if own, ok := s.acked[seq]; ok {
+		txn, txnErr = own, nil
+		delete(s.acked, seq)
+	}
 	if !s.loading && seq > s.applied+1 {
 		// Sequences skipped live were deleted before this view read them:
 		// transactions another hub's relay finished first. Their keys,
@@ -294,8 +311,76 @@ func (s *Store) applyMsg(m jetstream.Msg) {
 		// deleted (a finished transaction), so loadAt itself never arrives.
 		s.finishLoad()
 	}
+	s.applyAckedLocked()
+	for q := range s.acked {
+		if q <= s.applied {
+			// The view passed it by a gap: another hub's relay finished
+			// the transactions before it first (missed, see above), so
+			// its verdict is not this hub's to give; it is left to the
+			// writer's wait for its keys.
+			delete(s.acked, q)
+		}
+	}
 	close(s.changed)
 	s.changed = make(chan struct{})
+}
+
+// forgetAcked drops an acknowledged transaction its writer no longer waits
+// for; the view decodes its message when it arrives.
+func (s *Store) forgetAcked(seq uint64) {
+	s.mu.Lock()
+	delete(s.acked, seq)
+	s.mu.Unlock()
+}
+
+// reachedLocked reports whether the view, live, is at or past seq: a
+// message of its own transaction applied when its commit was acknowledged
+// (applyAcked), delivered afterwards, is skipped.
+func (s *Store) reachedLocked(seq uint64) bool {
+	return !s.loading && seq <= s.applied
+}
+
+// applyAcked applies this hub's own transaction at seq, which the server
+// has acknowledged, without waiting for the view's consumer to deliver it,
+// once the view has applied every message before it. The view reads the
+// stream in order, and once it is at seq-1 the transaction is the next
+// message: applying it now gives the verdict every view will reach, a
+// round trip (the delivery after the ack) sooner. A transaction whose
+// predecessors have not arrived yet waits in acked, applied by whichever
+// comes first: the delivery of the message before it or its own.
+func (s *Store) applyAcked(key string, seq uint64) {
+	own, ok := s.sent.LoadAndDelete(key)
+	if !ok {
+		return // the view took it already
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.loading || seq <= s.applied {
+		return
+	}
+	s.acked[seq] = own.(*txnMsg)
+	before := s.applied
+	s.applyAckedLocked()
+	if s.applied != before {
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+}
+
+// applyAckedLocked applies the acknowledged own transactions that follow
+// the view's last message. The time of each is this hub's clock, where a
+// delivered message has the server's: it only ages the verdict and the
+// request record for pruning, by far longer spans than any skew.
+func (s *Store) applyAckedLocked() {
+	for !s.loading {
+		t, ok := s.acked[s.applied+1]
+		if !ok {
+			return
+		}
+		delete(s.acked, s.applied+1)
+		s.applied++
+		s.applyTxn(s.applied, t, nil, time.Now())
+	}
 }
 
 func (s *Store) finishLoad() {
@@ -1030,9 +1115,13 @@ func (s *Store) Update(ctx context.Context, requestID string, fn UpdateFunc) (*R
 		}
 		seq, err := awaitAck(ctx, ack)
 		if err == nil {
+			s.applyAcked(key, seq)
 			err = s.WaitApplied(ctx, seq)
 		}
 		s.sent.Delete(key) // applied, or never will be by this call's wait
+		if err != nil && seq > 0 {
+			s.forgetAcked(seq)
+		}
 		if err != nil {
 			return nil, err
 		}

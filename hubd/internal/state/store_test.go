@@ -556,9 +556,15 @@ func TestViewThatMissedATransactionTakesItsKeys(t *testing.T) {
 	}
 	t.Cleanup(r2.Stop)
 
-	// b1's view stops following, as during a reconnect.
+	// b1's view stops following, as during a reconnect, and b2 writes
+	// first: so b1's own transaction is not the next message for its view,
+	// which could otherwise apply it when its commit is acknowledged.
 	b1.store.cc.Stop()
 	<-b1.store.cc.Closed()
+	earlier, err := b2.store.Update(ctx, "", func(tx *Txn) (any, error) { return nil, tx.Put("thing.earlier", 1) })
+	if err != nil {
+		t.Fatal(err)
+	}
 	type outcome struct {
 		res *Result
 		err error
@@ -572,11 +578,12 @@ func TestViewThatMissedATransactionTakesItsKeys(t *testing.T) {
 		done <- outcome{res, err}
 	}()
 	// b2's view sees the transaction; its relay finishes and deletes it.
-	var seq uint64
-	select {
-	case seq = <-deleted:
-	case <-time.After(10 * time.Second):
-		t.Fatal("transaction not relayed")
+	for through := uint64(0); through <= earlier.Rev; {
+		select {
+		case through = <-deleted:
+		case <-time.After(10 * time.Second):
+			t.Fatal("transaction not relayed")
+		}
 	}
 	// Another write by b2, so the missed one is not the last in the stream.
 	if _, err := b2.store.Update(ctx, "", func(tx *Txn) (any, error) { return nil, tx.Put("thing.later", 1) }); err != nil {
@@ -587,7 +594,7 @@ func TestViewThatMissedATransactionTakesItsKeys(t *testing.T) {
 	cons, err := b1.js.OrderedConsumer(ctx, kvStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{kvSubjectPrefix + ">"},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    b1.store.applied + 1,
+		OptStartSeq:    b1.store.Applied() + 1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -607,8 +614,9 @@ func TestViewThatMissedATransactionTakesItsKeys(t *testing.T) {
 	if got.err != nil {
 		t.Fatalf("writer: %v", got.err)
 	}
-	if got.res.Rev != seq || !got.res.Replayed || string(got.res.Raw) != `"made"` {
-		t.Fatalf("writer got %+v, want the stored result of transaction %d", got.res, seq)
+	seq := got.res.Rev
+	if seq <= earlier.Rev || !got.res.Replayed || string(got.res.Raw) != `"made"` {
+		t.Fatalf("writer got %+v, want the stored result of the transaction after %d", got.res, earlier.Rev)
 	}
 	if err := b1.store.WaitApplied(ctx, seq); err != nil {
 		t.Fatal(err)
@@ -619,6 +627,77 @@ func TestViewThatMissedATransactionTakesItsKeys(t *testing.T) {
 	}
 	if a := b1.store.Applied(); a < seq {
 		t.Fatalf("b1's view at %d, before the missed transaction %d", a, seq)
+	}
+}
+
+// A hub applies its own transaction when the server acknowledges its
+// commit, if its view has every message before it, without waiting for the
+// view's consumer to deliver it; the delivery that follows is skipped, not
+// applied twice (which would find it void: its expected revision gone).
+func TestOwnTransactionIsAppliedAtItsAck(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	if _, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) { return nil, tx.Put("thing.a", 1) }); err != nil {
+		t.Fatal(err)
+	}
+	// The view stops following: only the ack can now bring the verdict.
+	b.store.cc.Stop()
+	<-b.store.cc.Closed()
+	res, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) {
+		var a int
+		if _, err := tx.GetJSON("thing.a", &a); err != nil {
+			return nil, err
+		}
+		return "own", tx.Put("thing.a", a+1)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Replayed || res.Value != "own" {
+		t.Fatalf("writer got %+v, want its own valid result", res)
+	}
+	seq := res.Rev
+	var a int
+	if err := b.store.Read(func(v View) error { _, err := v.GetJSON("thing.a", &a); return err }); err != nil || a != 2 {
+		t.Fatalf("thing.a = %d (%v), want 2 before the message is delivered", a, err)
+	}
+
+	// The view resumes at the transaction's own message.
+	cons, err := b.js.OrderedConsumer(ctx, kvStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{kvSubjectPrefix + ">"},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    seq,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cons.Consume(b.store.applyMsg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.store.cc = cc
+	// A later write through the view shows the view went past it.
+	later, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) {
+		var a int
+		if _, err := tx.GetJSON("thing.a", &a); err != nil {
+			return nil, err
+		}
+		return nil, tx.Put("thing.a", a+1)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if later.Rev <= seq {
+		t.Fatalf("later write at %d, not after %d", later.Rev, seq)
+	}
+	if v := b.store.verdictOf(seq); v != verdictValid {
+		t.Fatalf("verdict of the own transaction %d = %v after its delivery, want valid", seq, v)
+	}
+	if n := b.store.Voided(); n != 0 {
+		t.Fatalf("%d transactions voided", n)
+	}
+	if err := b.store.Read(func(v View) error { _, err := v.GetJSON("thing.a", &a); return err }); err != nil || a != 3 {
+		t.Fatalf("thing.a = %d (%v), want 3", a, err)
 	}
 }
 
