@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kojibus/kojibus/bus"
@@ -43,10 +44,75 @@ func BenchmarkCreateSideTag(b *testing.B) {
 		_, err := kv.Put(ctx, "put."+strconv.FormatInt(i, 10), value)
 		return err
 	})
+	// The floor of a createSideTag that keeps the invariants, of raw calls
+	// only: the call reaches the hub (request/reply), its change is one
+	// acknowledged write (a KV put), and its three events (tag, target,
+	// sidetag) are stored after it and taken by a history consumer, as
+	// the archive takes them. No policy, no JSON, no state, no relay.
+	floor := startFloorHub(b, js, tcp, kv)
+	bs.run(b, "floor", []ratio{{"raw-kvput", 1, "x-raw-kv"}}, func(ctx context.Context, i int64) error {
+		_, err := tcp.RequestWithContext(ctx, floor, []byte(strconv.FormatInt(i, 10)))
+		return err
+	})
 	// Koji: 62/s with 1 in flight (16.1 ms/op), 132/s with 16 (7.6 ms/op).
 	bs.base["koji"], bs.base["koji-par16"] = 1e9/62, 1e9/132
-	bs.run(b, "createSideTag", []ratio{{"raw-kvput", 1, "x-raw-kv"}, {"koji", 1, "x-of-koji-time"}}, func(ctx context.Context, _ int64) error {
+	bs.run(b, "createSideTag", []ratio{{"raw-kvput", 1, "x-raw-kv"}, {"floor", 1, "x-floor"}, {"koji", 1, "x-of-koji-time"}}, func(ctx context.Context, _ int64) error {
 		_, err := h.Admin.CallRaw(ctx, "createSideTag", []any{"f30-build"}, nil)
 		return err
 	})
+}
+
+// startFloorHub serves the floor of createSideTag on a subject of its own
+// and returns the subject.
+func startFloorHub(b *testing.B, js jetstream.JetStream, nc *nats.Conn, kv jetstream.KeyValue) string {
+	b.Helper()
+	ctx := context.Background()
+	const stream, subject = "FLOOREVENTS", "floorbench.createSideTag"
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{"floorbench.event.>"}}); err != nil {
+		b.Fatal(err)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "history", AckPolicy: jetstream.AckAllPolicy})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) { _ = m.Ack() })
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(cc.Stop)
+	value := []byte(`{"id": 1, "name": "f30-build-side-1", "extra": {"sidetag": true}}`)
+	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		go func() {
+			if _, err := kv.Put(ctx, "floor."+string(m.Data), value); err != nil {
+				b.Error(err)
+				return
+			}
+			var acks []jetstream.PubAckFuture
+			for _, ev := range []string{"tag.create", "target.create", "sidetag.create"} {
+				f, err := js.PublishAsync("floorbench.event."+ev, value)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				acks = append(acks, f)
+			}
+			for _, f := range acks {
+				select {
+				case <-f.Ok():
+				case err := <-f.Err():
+					b.Error(err)
+					return
+				}
+			}
+			_ = m.Respond(value)
+		}()
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	return subject
 }
