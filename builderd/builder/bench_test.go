@@ -155,25 +155,9 @@ func BenchmarkTaskThroughput(b *testing.B) {
 			ctx := context.Background()
 			b.ResetTimer()
 			start := time.Now()
-			var wg sync.WaitGroup
-			jobs := make(chan int, b.N)
-			for i := 0; i < b.N; i++ {
-				jobs <- i
-			}
-			close(jobs)
-			for w := 0; w < 8; w++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for range jobs {
-						if err := h.Admin.Call(ctx, "makeTask", []any{"sleep", []any{0}}, nil, nil); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
+			fromWorkers(b, 8, b.N, func() error {
+				return h.Admin.Call(ctx, "makeTask", []any{"sleep", []any{0}}, nil, nil)
+			})
 			select {
 			case <-done:
 			case <-time.After(5 * time.Minute):
@@ -225,25 +209,10 @@ func rawWorkQueueRate(b *testing.B, h *hub.TestHub, n int) float64 {
 		defer cc.Stop()
 	}
 	start := time.Now()
-	jobs := make(chan int, n)
-	for i := 0; i < n; i++ {
-		jobs <- i
-	}
-	close(jobs)
-	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range jobs {
-				if _, err := js.Publish(ctx, "rawwq."+name, []byte("x")); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	fromWorkers(b, 8, n, func() error {
+		_, err := js.Publish(ctx, "rawwq."+name, []byte("x"))
+		return err
+	})
 	select {
 	case <-done:
 	case <-time.After(time.Minute):
@@ -334,23 +303,9 @@ func manyTasks(b *testing.B, h *hub.TestHub) []int64 {
 }
 
 func inflight(b *testing.B, par int, op func() error) float64 {
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	b.ResetTimer()
 	start := time.Now()
-	for w := 0; w < par; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(b.N) {
-				if err := op(); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	fromWorkers(b, par, b.N, op)
 	b.StopTimer()
 	perSec := float64(b.N) / time.Since(start).Seconds()
 	b.ReportMetric(perSec, "ops/s")
@@ -368,4 +323,24 @@ func startBuilderB(b *testing.B, creds string, maxjobs int) *Builder {
 			c.MaxJobs = maxjobs
 		}
 	})
+}
+
+// fromWorkers runs op n times from workers goroutines at once and returns
+// when all are done; an error is reported and ends its worker.
+func fromWorkers(b *testing.B, workers, n int, op func() error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				if err := op(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -3,7 +3,6 @@ package builder
 import (
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -143,20 +142,6 @@ func (f *floorEngine) builders(b *testing.B, n, slots int, run func(jetstream.Ms
 	}
 }
 
-// history takes every event, as an archive does.
-func (f *floorEngine) history(b *testing.B) {
-	b.Helper()
-	cons, err := f.js.CreateOrUpdateConsumer(context.Background(), f.name+"_EV", jetstream.ConsumerConfig{Durable: "history", AckPolicy: jetstream.AckAllPolicy})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { _ = m.Ack() })
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(cc.Stop)
-}
-
 func (f *floorEngine) call(method string) error {
 	_, err := f.nc.Request(f.subject("api."+method), nil, 5*time.Second)
 	return err
@@ -167,7 +152,7 @@ func (f *floorEngine) call(method string) error {
 // to the open event reaching a subscriber.
 func floorCreateToOpen(b *testing.B, h *hub.TestHub, n int) []time.Duration {
 	f := startFloor(b, h)
-	f.history(b)
+	hub.TakeEvery(b, f.js, f.name+"_EV")
 	f.builders(b, 1, 1, func(jetstream.Msg) {
 		for _, method := range []string{"open", "close"} {
 			if err := f.call(method); err != nil {
@@ -211,7 +196,7 @@ func floorCreateToOpen(b *testing.B, h *hub.TestHub, n int) []time.Duration {
 // BenchmarkTaskThroughput: 8 clients making tasks, 4 builders of 25 slots.
 func floorTaskRate(b *testing.B, h *hub.TestHub, n int) float64 {
 	f := startFloor(b, h)
-	f.history(b)
+	hub.TakeEvery(b, f.js, f.name+"_EV")
 	var closed atomic.Int64
 	done := make(chan struct{})
 	f.builders(b, 4, 25, func(jetstream.Msg) {
@@ -226,21 +211,7 @@ func floorTaskRate(b *testing.B, h *hub.TestHub, n int) float64 {
 		}
 	})
 	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(n) {
-				if err := f.call("make"); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	fromWorkers(b, 8, n, func() error { return f.call("make") })
 	select {
 	case <-done:
 	case <-time.After(time.Minute):

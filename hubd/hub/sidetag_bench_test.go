@@ -71,15 +71,7 @@ func startFloorHub(b *testing.B, js jetstream.JetStream, nc *nats.Conn, kv jetst
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{"floorbench.event.>"}}); err != nil {
 		b.Fatal(err)
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "history", AckPolicy: jetstream.AckAllPolicy})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { _ = m.Ack() })
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(cc.Stop)
+	TakeEvery(b, js, stream)
 	value := []byte(`{"id": 1, "name": "f30-build-side-1", "extra": {"sidetag": true}}`)
 	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
 		go func() {

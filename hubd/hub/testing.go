@@ -243,3 +243,20 @@ func (h *TestHub) AddHost(t testing.TB, name string, arches ...string) *TestHost
 	}
 	return th
 }
+
+// TakeEvery starts a durable consumer that takes every message of stream
+// and acks it, as the archive takes every event: the history part of the
+// benchmarks' floors (raw-call versions of an operation). It stops when the
+// test ends.
+func TakeEvery(t testing.TB, js jetstream.JetStream, stream string) {
+	t.Helper()
+	cons, err := js.CreateOrUpdateConsumer(context.Background(), stream, jetstream.ConsumerConfig{Durable: "history", AckPolicy: jetstream.AckAllPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) { _ = m.Ack() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cc.Stop)
+}

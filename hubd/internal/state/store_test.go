@@ -382,6 +382,30 @@ func testRelay(b *bundle) (*Relay, chan uint64) {
 	return r, deleted
 }
 
+// pauseView stops a view's consumer, as a reconnect does.
+func pauseView(b *bundle) {
+	b.store.cc.Stop()
+	<-b.store.cc.Closed()
+}
+
+// resumeView has a paused view follow the bucket again from stream sequence from.
+func resumeView(t *testing.T, b *bundle, from uint64) {
+	t.Helper()
+	cons, err := b.js.OrderedConsumer(ctxT(t), kvStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{kvSubjectPrefix + ">"},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cons.Consume(b.store.applyMsg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.store.cc = cc
+}
+
 // waitDrained waits on the relay until it has deleted the entry at through
 // (and so every one before it), then checks no transaction message is left.
 func waitDrained(t *testing.T, b *bundle, deleted <-chan uint64, through uint64) {
@@ -559,8 +583,7 @@ func TestViewThatMissedATransactionTakesItsKeys(t *testing.T) {
 	// b1's view stops following, as during a reconnect, and b2 writes
 	// first: so b1's own transaction is not the next message for its view,
 	// which could otherwise apply it when its commit is acknowledged.
-	b1.store.cc.Stop()
-	<-b1.store.cc.Closed()
+	pauseView(b1)
 	earlier, err := b2.store.Update(ctx, "", func(tx *Txn) (any, error) { return nil, tx.Put("thing.earlier", 1) })
 	if err != nil {
 		t.Fatal(err)
@@ -591,19 +614,7 @@ func TestViewThatMissedATransactionTakesItsKeys(t *testing.T) {
 	}
 
 	// b1's view resumes after the last message it saw.
-	cons, err := b1.js.OrderedConsumer(ctx, kvStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{kvSubjectPrefix + ">"},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    b1.store.Applied() + 1,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := cons.Consume(b1.store.applyMsg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b1.store.cc = cc
+	resumeView(t, b1, b1.store.Applied()+1)
 
 	var got outcome
 	select {
@@ -637,23 +648,23 @@ func TestViewThatMissedATransactionTakesItsKeys(t *testing.T) {
 func TestOwnTransactionIsAppliedAtItsAck(t *testing.T) {
 	b := setup(t)
 	ctx := ctxT(t)
-	if _, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) { return nil, tx.Put("thing.a", 1) }); err != nil {
-		t.Fatal(err)
-	}
-	// The view stops following: only the ack can now bring the verdict.
-	b.store.cc.Stop()
-	<-b.store.cc.Closed()
-	res, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) {
+	increment := func(tx *Txn) (any, error) {
 		var a int
 		if _, err := tx.GetJSON("thing.a", &a); err != nil {
 			return nil, err
 		}
 		return "own", tx.Put("thing.a", a+1)
-	})
+	}
+	if _, err := b.store.Update(ctx, "", increment); err != nil {
+		t.Fatal(err)
+	}
+	// The view stops following: only the ack can now bring the verdict.
+	pauseView(b)
+	res, err := b.store.Update(ctx, "", increment)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Replayed || res.Value != "own" {
+	if res.Replayed || res.Value != "own" || res.Rev == 0 {
 		t.Fatalf("writer got %+v, want its own valid result", res)
 	}
 	seq := res.Rev
@@ -663,27 +674,9 @@ func TestOwnTransactionIsAppliedAtItsAck(t *testing.T) {
 	}
 
 	// The view resumes at the transaction's own message.
-	cons, err := b.js.OrderedConsumer(ctx, kvStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{kvSubjectPrefix + ">"},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    seq,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := cons.Consume(b.store.applyMsg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.store.cc = cc
+	resumeView(t, b, seq)
 	// A later write through the view shows the view went past it.
-	later, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) {
-		var a int
-		if _, err := tx.GetJSON("thing.a", &a); err != nil {
-			return nil, err
-		}
-		return nil, tx.Put("thing.a", a+1)
-	})
+	later, err := b.store.Update(ctx, "", increment)
 	if err != nil {
 		t.Fatal(err)
 	}
