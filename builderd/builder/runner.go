@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/kojibus/kojibus/bus"
 )
 
@@ -27,7 +25,7 @@ type runner struct {
 	attempt int64
 	method  string
 	weight  float64
-	msg     jetstream.Msg
+	msg     *taskMsg
 	handler *Handler
 	info    bus.Task
 	request []json.RawMessage
