@@ -93,7 +93,6 @@ type Builder struct {
 	client *bus.Client
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	pull   *puller
 	hostID int64
 
 	mu       sync.Mutex
@@ -128,6 +127,7 @@ type Builder struct {
 
 type queue struct {
 	bus.TaskQueue
+	cons jetstream.Consumer
 }
 
 // New checks the configuration and applies defaults.
@@ -225,7 +225,6 @@ func (b *Builder) Start(ctx context.Context) (err error) {
 	if b.js, err = jetstream.New(b.nc); err != nil {
 		return fmt.Errorf("builder: %w", err)
 	}
-	b.pull = newPuller(b.nc)
 	// Subscribe before the first look at the queues, so that no wake-up or
 	// cancellation between the two is lost.
 	for _, s := range []struct {
@@ -271,9 +270,6 @@ func (b *Builder) closeConn() {
 		_ = s.Unsubscribe()
 	}
 	b.subs = nil
-	if b.pull != nil {
-		b.pull.Stop()
-	}
 	if b.cancel != nil {
 		b.cancel()
 	}
@@ -448,19 +444,19 @@ func (b *Builder) refreshQueues(ctx context.Context) error {
 	names := make(map[string]bool, len(list))
 	changed := len(list) != len(old)
 	for _, tq := range list {
-		if _, ok := old[tq.Consumer]; ok {
-			// A new value, not an update of the old one: other goroutines read it.
-			qs = append(qs, &queue{TaskQueue: tq})
+		if q, ok := old[tq.Consumer]; ok {
+			// A new value, not an update of q: other goroutines read q.
+			qs = append(qs, &queue{TaskQueue: tq, cons: q.cons})
 			names[tq.Consumer] = true
 			continue
 		}
 		changed = true
-		// A queue is pulled from only once its consumer is known to exist.
-		if _, err := b.js.Consumer(ctx, bus.TasksStream, tq.Consumer); err != nil {
+		cons, err := b.js.Consumer(ctx, bus.TasksStream, tq.Consumer)
+		if err != nil {
 			b.log.Warn("bind task queue", "consumer", tq.Consumer, "err", err)
 			continue
 		}
-		qs = append(qs, &queue{TaskQueue: tq})
+		qs = append(qs, &queue{TaskQueue: tq, cons: cons})
 		names[tq.Consumer] = true
 	}
 	// The hub orders them already (pinned queue first, then by priority);
@@ -715,7 +711,7 @@ func (b *Builder) pass() time.Duration {
 	return retry
 }
 
-func (b *Builder) fetch(q *queue) *taskMsg {
+func (b *Builder) fetch(q *queue) jetstream.Msg {
 	// A wake-up can outrun the consumer: the server counts a stored message
 	// as pending a moment after acking its publish, so a no-wait pull right
 	// after a notify may find nothing. A queue named by a wake-up therefore
@@ -725,21 +721,38 @@ func (b *Builder) fetch(q *queue) *taskMsg {
 	hinted := b.hinted[q.Consumer]
 	delete(b.hinted, q.Consumer)
 	b.mu.Unlock()
-	var wait time.Duration
+	var batch jetstream.MessageBatch
+	var err error
 	if hinted {
-		wait = hintWait
+		batch, err = q.cons.Fetch(1, jetstream.FetchMaxWait(hintWait))
+	} else {
+		batch, err = q.cons.FetchNoWait(1)
 	}
-	msg, err := b.pull.pull(b.ctx, bus.TasksStream, q.Consumer, wait)
 	if err != nil {
 		if b.ctx.Err() == nil {
 			b.log.Warn("fetch", "consumer", q.Consumer, "err", err)
-			if errors.Is(err, errConsumerGone) {
+			if errors.Is(err, jetstream.ErrConsumerNotFound) {
 				b.refresh.Store(true)
 			}
 		}
 		return nil
 	}
-	if msg == nil {
+	var msg jetstream.Msg
+	for m := range batch.Messages() {
+		if msg == nil {
+			msg = m
+		} else {
+			_ = m.Nak() // never more than one: MaxRequestBatch is 1
+		}
+	}
+	err = batch.Error()
+	if err != nil && msg == nil && b.ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) {
+		b.log.Debug("fetch", "consumer", q.Consumer, "err", err)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+			b.refresh.Store(true)
+		}
+	}
+	if msg == nil && (err == nil || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages)) {
 		// Empty until a wake-up names it; one that came meanwhile wins.
 		b.mu.Lock()
 		if !b.hinted[q.Consumer] {
@@ -752,7 +765,7 @@ func (b *Builder) fetch(q *queue) *taskMsg {
 
 // renotify wakes the other builders of a queue when a message this builder
 // declined is due again, so they need not wait for their safety timer.
-func (b *Builder) renotify(msg *taskMsg, after time.Duration) {
+func (b *Builder) renotify(msg jetstream.Msg, after time.Duration) {
 	subject := notifySubject(msg.Subject())
 	if subject == "" {
 		return
@@ -781,7 +794,7 @@ func notifySubject(queueSubject string) string {
 // consider decides about one queue message: Nak it when this builder has no
 // handler or no room for it, Term it when the hub says the attempt is stale,
 // otherwise claim it with host.openTask and start the run.
-func (b *Builder) consider(msg *taskMsg) outcome {
+func (b *Builder) consider(msg jetstream.Msg) outcome {
 	h := msg.Headers()
 	id, err1 := strconv.ParseInt(h.Get(bus.HeaderTaskID), 10, 64)
 	attempt, err2 := strconv.ParseInt(h.Get(bus.HeaderTaskAttempt), 10, 64)
@@ -831,7 +844,7 @@ func (b *Builder) consider(msg *taskMsg) outcome {
 
 // claim claims a task with host.openTask and starts the run; a task it
 // cannot claim leaves its slot again.
-func (b *Builder) claim(msg *taskMsg, id, attempt int64, method string, handler *Handler, log *slog.Logger) {
+func (b *Builder) claim(msg jetstream.Msg, id, attempt int64, method string, handler *Handler, log *slog.Logger) {
 	started := false
 	defer func() {
 		if !started {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/kojibus/kojibus/bus"
 )
 
@@ -25,7 +27,7 @@ type runner struct {
 	attempt int64
 	method  string
 	weight  float64
-	msg     *taskMsg
+	msg     jetstream.Msg
 	handler *Handler
 	info    bus.Task
 	request []json.RawMessage
