@@ -3,6 +3,7 @@ package builder
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/hub"
 )
 
@@ -29,14 +31,16 @@ import (
 //     stored (an event never describes a change that did not happen), and
 //     the events' history is kept, so a consumer takes each one: 3 events.
 //
-// So a ratio to the floor says how much of the time is kojibus' own, and the
-// floor's ratio to the raw round trip says what the invariants cost on this
-// machine whatever the hub does.
+// The hub, the client and each builder have connections of their own, as
+// in kojibus' benchmarks. So a ratio to the floor says how much of the time
+// is kojibus' own, and the floor's ratio to the raw round trip says what the
+// invariants cost on this machine whatever the hub does.
 type floorEngine struct {
-	js   jetstream.JetStream
-	name string
-	nc   *nats.Conn // the "hub"'s connection
-	subs []*nats.Subscription
+	h      *hub.TestHub
+	js     jetstream.JetStream // the "hub"'s
+	name   string
+	client *nats.Conn
+	subs   []*nats.Subscription
 }
 
 func startFloor(b *testing.B, h *hub.TestHub) *floorEngine {
@@ -46,7 +50,8 @@ func startFloor(b *testing.B, h *hub.TestHub) *floorEngine {
 	if err != nil {
 		b.Fatal(err)
 	}
-	f := &floorEngine{js: js, name: fmt.Sprintf("FLOOR%d", time.Now().UnixNano()), nc: h.Conn()}
+	f := &floorEngine{h: h, js: js, name: fmt.Sprintf("FLOOR%d", time.Now().UnixNano())}
+	f.client = f.connect(b)
 	streams := []jetstream.StreamConfig{
 		{Name: f.name + "_LOG", Subjects: []string{f.subject("log")}},
 		{Name: f.name + "_WQ", Subjects: []string{f.subject("wq")}, Retention: jetstream.WorkQueuePolicy},
@@ -120,30 +125,62 @@ func (f *floorEngine) change(ctx context.Context, dispatch bool, event string) e
 	return err
 }
 
-// builders starts n builders taking up to slots tasks each; run is called for
-// each task before its queue message is acked.
-func (f *floorEngine) builders(b *testing.B, n, slots int, run func(jetstream.Msg)) {
+// connect opens a connection of its own to the hub's server.
+func (f *floorEngine) connect(b *testing.B) *nats.Conn {
 	b.Helper()
-	cons, err := f.js.CreateOrUpdateConsumer(context.Background(), f.name+"_WQ", jetstream.ConsumerConfig{Durable: "builders", AckPolicy: jetstream.AckExplicitPolicy})
+	nc, err := bus.Connect(context.Background(), bus.ConnectConfig{URLs: []string{f.h.URL()}, User: bus.RoleHub, Password: f.h.Embedded().Secrets[bus.RoleHub]})
 	if err != nil {
 		b.Fatal(err)
 	}
-	for range n {
+	b.Cleanup(nc.Close)
+	return nc
+}
+
+// builders starts n builders, each on a connection of its own, taking up
+// to slots tasks each; run is called for each task, with the builder's way
+// to call the hub, before its queue message is acked.
+func (f *floorEngine) builders(b *testing.B, n, slots int, run func(call func(method string) error)) {
+	b.Helper()
+	conns := make([]*nats.Conn, n)
+	for i := range conns {
+		conns[i] = f.connect(b)
+	}
+	// Cleanups run last first: the runs end before their connections close.
+	var running sync.WaitGroup
+	var ccs []jetstream.ConsumeContext
+	b.Cleanup(func() {
+		for _, cc := range ccs {
+			cc.Stop()
+		}
+		running.Wait()
+	})
+	for _, nc := range conns {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cons, err := js.CreateOrUpdateConsumer(context.Background(), f.name+"_WQ", jetstream.ConsumerConfig{Durable: "builders", AckPolicy: jetstream.AckExplicitPolicy})
+		if err != nil {
+			b.Fatal(err)
+		}
+		call := func(method string) error { return f.call(nc, method) }
 		cc, err := cons.Consume(func(m jetstream.Msg) {
+			running.Add(1)
 			go func() {
-				run(m)
+				defer running.Done()
+				run(call)
 				_ = m.Ack()
 			}()
 		}, jetstream.PullMaxMessages(slots))
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(cc.Stop)
+		ccs = append(ccs, cc)
 	}
 }
 
-func (f *floorEngine) call(method string) error {
-	_, err := f.nc.Request(f.subject("api."+method), nil, 5*time.Second)
+func (f *floorEngine) call(nc *nats.Conn, method string) error {
+	_, err := nc.Request(f.subject("api."+method), nil, 5*time.Second)
 	return err
 }
 
@@ -153,21 +190,21 @@ func (f *floorEngine) call(method string) error {
 func floorCreateToOpen(b *testing.B, h *hub.TestHub, n int) []time.Duration {
 	f := startFloor(b, h)
 	hub.TakeEvery(b, f.js, f.name+"_EV")
-	f.builders(b, 1, 1, func(jetstream.Msg) {
+	f.builders(b, 1, 1, func(call func(string) error) {
 		for _, method := range []string{"open", "close"} {
-			if err := f.call(method); err != nil {
+			if err := call(method); err != nil {
 				b.Error(err)
 			}
 		}
 	})
 	opens := make(chan struct{}, 1)
-	sub, err := h.Conn().Subscribe(f.subject("ev.open"), func(*nats.Msg) { opens <- struct{}{} })
+	sub, err := f.client.Subscribe(f.subject("ev.open"), func(*nats.Msg) { opens <- struct{}{} })
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	closes := make(chan struct{}, 1)
-	csub, err := h.Conn().Subscribe(f.subject("ev.closed"), func(*nats.Msg) { closes <- struct{}{} })
+	csub, err := f.client.Subscribe(f.subject("ev.closed"), func(*nats.Msg) { closes <- struct{}{} })
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -175,7 +212,7 @@ func floorCreateToOpen(b *testing.B, h *hub.TestHub, n int) []time.Duration {
 	lat := make([]time.Duration, 0, n)
 	for range n {
 		start := time.Now()
-		if err := f.call("make"); err != nil {
+		if err := f.call(f.client, "make"); err != nil {
 			b.Fatal(err)
 		}
 		for _, ch := range []chan struct{}{opens, closes} {
@@ -199,9 +236,9 @@ func floorTaskRate(b *testing.B, h *hub.TestHub, n int) float64 {
 	hub.TakeEvery(b, f.js, f.name+"_EV")
 	var closed atomic.Int64
 	done := make(chan struct{})
-	f.builders(b, 4, 25, func(jetstream.Msg) {
+	f.builders(b, 4, 25, func(call func(string) error) {
 		for _, method := range []string{"open", "close"} {
-			if err := f.call(method); err != nil {
+			if err := call(method); err != nil {
 				b.Error(err)
 				return
 			}
@@ -211,7 +248,7 @@ func floorTaskRate(b *testing.B, h *hub.TestHub, n int) float64 {
 		}
 	})
 	start := time.Now()
-	fromWorkers(b, 8, n, func() error { return f.call("make") })
+	fromWorkers(b, 8, n, func() error { return f.call(f.client, "make") })
 	select {
 	case <-done:
 	case <-time.After(time.Minute):

@@ -49,7 +49,7 @@ func BenchmarkCreateSideTag(b *testing.B) {
 	// acknowledged write (a KV put), and its three events (tag, target,
 	// sidetag) are stored after it and taken by a history consumer, as
 	// the archive takes them. No policy, no JSON, no state, no relay.
-	floor := startFloorHub(b, js, tcp, kv)
+	floor := startFloorHub(b, h, "bench")
 	bs.run(b, "floor", []ratio{{"raw-kvput", 1, "x-raw-kv"}}, func(ctx context.Context, i int64) error {
 		_, err := tcp.RequestWithContext(ctx, floor, []byte(strconv.FormatInt(i, 10)))
 		return err
@@ -62,11 +62,21 @@ func BenchmarkCreateSideTag(b *testing.B) {
 	})
 }
 
-// startFloorHub serves the floor of createSideTag on a subject of its own
-// and returns the subject.
-func startFloorHub(b *testing.B, js jetstream.JetStream, nc *nats.Conn, kv jetstream.KeyValue) string {
+// startFloorHub serves the floor of createSideTag on a subject of its own,
+// on the hub's connection (the client calls on another, as kojibus'
+// client does), and returns the subject.
+func startFloorHub(b *testing.B, h *TestHub, bucket string) string {
 	b.Helper()
 	ctx := context.Background()
+	nc := h.Conn()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		b.Fatal(err)
+	}
 	const stream, subject = "FLOOREVENTS", "floorbench.createSideTag"
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{"floorbench.event.>"}}); err != nil {
 		b.Fatal(err)

@@ -315,9 +315,10 @@ func (s *Store) applyMsg(m jetstream.Msg) {
 	for q := range s.acked {
 		if q <= s.applied {
 			// The view passed it by a gap: another hub's relay finished
-			// the transactions before it first (missed, see above), so
-			// its verdict is not this hub's to give; it is left to the
-			// writer's wait for its keys.
+			// and removed it before this view read it (missed, see
+			// above), perhaps after others this view never read either,
+			// so the verdict is not this view's to give: the writer
+			// waits for its keys instead.
 			delete(s.acked, q)
 		}
 	}
