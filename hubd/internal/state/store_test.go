@@ -474,12 +474,19 @@ func TestRelayFailoverKeepsEventsOnceInOrder(t *testing.T) {
 	ctx := ctxT(t)
 	r1, _ := testRelay(b1)
 	r2, _ := testRelay(b2)
-	events := make(chan *nats.Msg, 1024)
-	esub, err := b1.nc.ChanSubscribe(bus.EventPrefix+">", events)
+	// Events as the stream stores them: a core subscription would also see
+	// a republished duplicate (which the stream drops) and an event before
+	// the stream has stored it.
+	events := make(chan jetstream.Msg, 1024)
+	econs, err := b1.js.OrderedConsumer(ctx, bus.EventsStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = esub.Unsubscribe() }()
+	ecc, err := econs.Consume(func(m jetstream.Msg) { events <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ecc.Stop()
 	commit := func(st *Store, hub string, i int) {
 		t.Helper()
 		if _, err := st.Update(ctx, "", func(tx *Txn) (any, error) {
