@@ -326,14 +326,6 @@ func (s *Store) applyMsg(m jetstream.Msg) {
 	s.changed = make(chan struct{})
 }
 
-// forgetAcked drops an acknowledged transaction its writer no longer waits
-// for; the view decodes its message when it arrives.
-func (s *Store) forgetAcked(seq uint64) {
-	s.mu.Lock()
-	delete(s.acked, seq)
-	s.mu.Unlock()
-}
-
 // reachedLocked reports whether the view, live, is at or past seq: a
 // message of its own transaction applied when its commit was acknowledged
 // (applyAcked), delivered afterwards, is skipped.
@@ -348,7 +340,9 @@ func (s *Store) reachedLocked(seq uint64) bool {
 // message: applying it now gives the verdict every view will reach, a
 // round trip (the delivery after the ack) sooner. A transaction whose
 // predecessors have not arrived yet waits in acked, applied by whichever
-// comes first: the delivery of the message before it or its own.
+// comes first: the delivery of the message before it or its own. It stays
+// there if its writer stops waiting (its message has the same content), and
+// goes once the view is past it (applyMsg).
 func (s *Store) applyAcked(key string, seq uint64) {
 	own, ok := s.sent.LoadAndDelete(key)
 	if !ok {
@@ -1120,9 +1114,6 @@ func (s *Store) Update(ctx context.Context, requestID string, fn UpdateFunc) (*R
 			err = s.WaitApplied(ctx, seq)
 		}
 		s.sent.Delete(key) // applied, or never will be by this call's wait
-		if err != nil && seq > 0 {
-			s.forgetAcked(seq)
-		}
 		if err != nil {
 			return nil, err
 		}
