@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -27,13 +28,17 @@ const (
 	DurabilityInterval Durability = "interval"
 )
 
+// DefaultSyncInterval is the fsync interval of DurabilityInterval without a
+// DURATION: NATS' own default.
+const DefaultSyncInterval = 2 * time.Minute
+
 // ParseDurability reads "sync", "interval" or "interval:DURATION".
 func ParseDurability(s string) (Durability, time.Duration, error) {
 	switch {
 	case s == "" || s == string(DurabilitySync):
 		return DurabilitySync, 0, nil
 	case s == string(DurabilityInterval):
-		return DurabilityInterval, 2 * time.Minute, nil
+		return DurabilityInterval, DefaultSyncInterval, nil
 	case strings.HasPrefix(s, "interval:"):
 		d, err := time.ParseDuration(strings.TrimPrefix(s, "interval:"))
 		if err != nil || d <= 0 {
@@ -112,10 +117,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	case DurabilitySync, "":
 		opts.SyncAlways = true
 	case DurabilityInterval:
-		opts.SyncInterval = cfg.SyncInterval
-		if opts.SyncInterval == 0 {
-			opts.SyncInterval = 2 * time.Minute
-		}
+		opts.SyncInterval = cmp.Or(cfg.SyncInterval, DefaultSyncInterval)
 	default:
 		return nil, fmt.Errorf("embedded NATS: unknown durability %q", cfg.Durability)
 	}

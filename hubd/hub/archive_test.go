@@ -283,12 +283,28 @@ func TestArchiveResumesAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The archive as it was then, for a later run to have lost its tail.
+	earlier := filepath.Join(t.TempDir(), "archive")
+	if err := os.CopyFS(earlier, os.DirFS(filepath.Join(dir, "archive"))); err != nil {
+		t.Fatal(err)
+	}
 	run("r3", "r4")
 	id2, _ := os.ReadFile(filepath.Join(dir, "hub-id"))
 	if string(id1) != string(id2) {
 		t.Fatalf("hub id changed across restarts: %q -> %q", id1, id2)
 	}
 	// And again, without new writes: no duplicates from redelivery.
+	run()
+	// An archive restored from an earlier copy (a backup, or a disk that
+	// lost its last writes) is behind its consumer, which acked what it
+	// lost: the consumer is recreated from the archive's last event, and
+	// r3 and r4 are archived again.
+	if err := os.RemoveAll(filepath.Join(dir, "archive")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(filepath.Join(dir, "archive"), os.DirFS(earlier)); err != nil {
+		t.Fatal(err)
+	}
 	run()
 	// A lost archive directory is rebuilt from the stream: the consumer is
 	// ahead of the empty archive and is recreated from its start.
