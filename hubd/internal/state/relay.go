@@ -40,8 +40,14 @@ const (
 	// each task record once instead of once per state.
 	writeOutEvery = 200 * time.Millisecond
 	writeOutBatch = relayBatch / 2
-	// writeOutChunk bounds the keys a write-out has on their way at once.
-	writeOutChunk = 4
+	// writeOutWindow bounds the keys a write-out has on their way at once.
+	// They share the bucket's stream with new commits, which the server
+	// stores behind every key already sent: under load a commit waited
+	// behind a whole transaction's keys (seven for a sidetag) when they went
+	// out a transaction at a time. Two at a time, each sent as soon as an
+	// earlier one is stored, gave 22% more createSideTag calls per second
+	// with 16 in flight, sustained over 40,000 calls (paired runs).
+	writeOutWindow = 2
 )
 
 // Relay finishes committed transactions in commit order: it publishes their
@@ -436,19 +442,16 @@ func (r *Relay) writeOut(ctx context.Context, w *toWriteOut) error {
 			lastWriter[kw.Key] = tw.seq
 		}
 	}
-	// The keys go out a few at a time: they share the bucket's stream with
-	// new commits, which would otherwise wait behind the whole write-out.
+	// The keys go out writeOutWindow at a time: they share the bucket's
+	// stream with new commits, which would otherwise wait behind them.
 	keys := &sent{seq: w.last.seq}
-	for i, tw := range w.txns {
-		if err := r.materialize(keys, tw.seq, tw.t, lastWriter); err != nil {
+	for _, tw := range w.txns {
+		if err := r.materialize(ctx, keys, tw.seq, tw.t, lastWriter); err != nil {
 			return err
 		}
-		if len(keys.futures) >= writeOutChunk || i == len(w.txns)-1 {
-			if err := r.await(ctx, keys); err != nil {
-				return err
-			}
-			keys.futures = keys.futures[:0]
-		}
+	}
+	if err := r.await(ctx, keys); err != nil {
+		return err
 	}
 	// One confirmed ack finishes them all (AckAll). Confirmed, because an
 	// entry whose ack was lost would come back after later entries wrote
@@ -537,14 +540,22 @@ type sent struct {
 
 // await waits until every message sent for a transaction is stored.
 func (r *Relay) await(ctx context.Context, e *sent) error {
-	for _, f := range e.futures {
+	return r.awaitOldest(ctx, e, 0)
+}
+
+// awaitOldest waits until the oldest messages of e are stored and drops
+// them, until at most left remain.
+func (r *Relay) awaitOldest(ctx context.Context, e *sent, left int) error {
+	for len(e.futures) > left {
 		select {
-		case <-f.Ok():
-		case err := <-f.Err():
+		case <-e.futures[0].Ok():
+		case err := <-e.futures[0].Err():
 			return fmt.Errorf("transaction %d: %w", e.seq, err)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		e.futures[0] = nil
+		e.futures = e.futures[1:]
 	}
 	return nil
 }
@@ -696,9 +707,14 @@ func (r *Relay) runnable(ctx context.Context, cons jetstream.Consumer, seqs []ui
 
 // materialize writes a transaction's keys as ordinary KV entries stamped
 // with its sequence, so a restarted view can load them instead of the log.
-func (r *Relay) materialize(e *sent, seq uint64, t *txnMsg, lastWriter map[string]uint64) error {
+// Each key waits until fewer than writeOutWindow sent before it (in e) are
+// not stored yet; the rest are left in e.
+func (r *Relay) materialize(ctx context.Context, e *sent, seq uint64, t *txnMsg, lastWriter map[string]uint64) error {
 	rev := strconv.FormatUint(seq, 10)
 	add := func(m *nats.Msg) error {
+		if err := r.awaitOldest(ctx, e, writeOutWindow-1); err != nil {
+			return err
+		}
 		m.Header.Set(hdrRev, rev)
 		f, err := r.js.PublishMsgAsync(m)
 		if err != nil {
