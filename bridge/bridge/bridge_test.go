@@ -80,11 +80,7 @@ func (s *stack) conf(t *testing.T, urls string, extra ...string) *bridge.Config 
 func (s *stack) start(t *testing.T, cfg *bridge.Config, now func() time.Time) *bridge.Bridge {
 	t.Helper()
 	ctx := context.Background()
-	nc, err := bus.Connect(ctx, bus.ConnectConfig{URLs: []string{s.hub.URL()}, User: bus.RoleBridge, Password: s.hub.Embedded().Secrets[bus.RoleBridge]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := s.hub.Connect(t, bus.RoleBridge, "bridge")
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

@@ -237,11 +237,7 @@ func BenchmarkGetTaskInfo(b *testing.B) {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	_ = h.Conn().Flush()
-	rawConn, err := bus.Connect(context.Background(), bus.ConnectConfig{URLs: []string{h.URL()}, User: bus.RoleHub, Password: h.Embedded().Secrets[bus.RoleHub]})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rawConn.Close()
+	rawConn := h.Connect(b, bus.RoleHub, "raw-client")
 	var ids []int64 // made once, for the uncached runs
 	for _, par := range []int{1, 16} {
 		var rawPerSec float64

@@ -51,7 +51,7 @@ func startFloor(b *testing.B, h *hub.TestHub) *floorEngine {
 		b.Fatal(err)
 	}
 	f := &floorEngine{h: h, js: js, name: fmt.Sprintf("FLOOR%d", time.Now().UnixNano())}
-	f.client = f.connect(b)
+	f.client = f.h.Connect(b, bus.RoleHub, f.name)
 	streams := []jetstream.StreamConfig{
 		{Name: f.name + "_LOG", Subjects: []string{f.subject("log")}},
 		{Name: f.name + "_WQ", Subjects: []string{f.subject("wq")}, Retention: jetstream.WorkQueuePolicy},
@@ -125,17 +125,6 @@ func (f *floorEngine) change(ctx context.Context, dispatch bool, event string) e
 	return err
 }
 
-// connect opens a connection of its own to the hub's server.
-func (f *floorEngine) connect(b *testing.B) *nats.Conn {
-	b.Helper()
-	nc, err := bus.Connect(context.Background(), bus.ConnectConfig{URLs: []string{f.h.URL()}, User: bus.RoleHub, Password: f.h.Embedded().Secrets[bus.RoleHub]})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	return nc
-}
-
 // builders starts n builders, each on a connection of its own, taking up
 // to slots tasks each; run is called for each task, with the builder's way
 // to call the hub, before its queue message is acked.
@@ -143,7 +132,7 @@ func (f *floorEngine) builders(b *testing.B, n, slots int, run func(call func(me
 	b.Helper()
 	conns := make([]*nats.Conn, n)
 	for i := range conns {
-		conns[i] = f.connect(b)
+		conns[i] = f.h.Connect(b, bus.RoleHub, f.name)
 	}
 	// Cleanups run last first: the runs end before their connections close.
 	var running sync.WaitGroup

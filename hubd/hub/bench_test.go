@@ -145,11 +145,7 @@ func benchMode(b *testing.B, mode bus.Durability) {
 		b.Fatal(err)
 	}
 	// The requester: loopback TCP, like kojictl and h.Admin.
-	tcp, err := bus.Connect(ctx, bus.ConnectConfig{Name: "bench-client", URLs: []string{e.URL()}, User: bus.RoleHub, Password: e.Secrets[bus.RoleHub]})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(tcp.Close)
+	tcp := h.Connect(b, bus.RoleHub, "bench-client")
 	js, err := jetstream.New(tcp)
 	if err != nil {
 		b.Fatal(err)

@@ -27,12 +27,7 @@ func BenchmarkCreateSideTag(b *testing.B) {
 	if err := h.Admin.Call(ctx, "createTag", []any{"f30-build"}, map[string]any{"arches": "x86_64"}, nil); err != nil {
 		b.Fatal(err)
 	}
-	e := h.Embedded()
-	tcp, err := bus.Connect(ctx, bus.ConnectConfig{Name: "bench-client", URLs: []string{e.URL()}, User: bus.RoleHub, Password: e.Secrets[bus.RoleHub]})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(tcp.Close)
+	tcp := h.Connect(b, bus.RoleHub, "bench-client")
 	js, _ := jetstream.New(tcp)
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "bench", Storage: jetstream.FileStorage})
 	if err != nil {

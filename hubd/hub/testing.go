@@ -260,3 +260,16 @@ func TakeEvery(t testing.TB, js jetstream.JetStream, stream string) {
 	}
 	t.Cleanup(cc.Stop)
 }
+
+// Connect opens a NATS connection of its own to the hub's embedded server,
+// over TCP as a client process connects, as role; it closes when the test
+// ends.
+func (h *TestHub) Connect(t testing.TB, role, name string) *nats.Conn {
+	t.Helper()
+	nc, err := bus.Connect(context.Background(), bus.ConnectConfig{Name: name, URLs: []string{h.URL()}, User: role, Password: h.Embedded().Secrets[role]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}

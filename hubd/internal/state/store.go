@@ -322,6 +322,12 @@ func (s *Store) applyMsg(m jetstream.Msg) {
 			delete(s.acked, q)
 		}
 	}
+	s.announceLocked()
+}
+
+// announceLocked wakes whoever waits for the view to change (Changed,
+// WaitApplied) and gives later waiters a new channel.
+func (s *Store) announceLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
@@ -357,8 +363,7 @@ func (s *Store) applyAcked(key string, seq uint64) {
 	before := s.applied
 	s.applyAckedLocked()
 	if s.applied != before {
-		close(s.changed)
-		s.changed = make(chan struct{})
+		s.announceLocked()
 	}
 }
 
