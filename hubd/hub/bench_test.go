@@ -75,47 +75,69 @@ type ratio struct {
 
 func (bs *benchSet) run(b *testing.B, name string, ratios []ratio, op func(ctx context.Context, i int64) error) {
 	var counter atomic.Int64
-	for _, par := range []bool{false, true} {
-		var conflicts atomic.Int64
+	bs.measure(b, name, ratios, func(b *testing.B, inFlight int) (conflicts int64) {
+		var n atomic.Int64
 		do := func(ctx context.Context) error {
 			err := op(ctx, counter.Add(1))
 			if errors.Is(err, bus.ErrConflict) {
 				// a write that lost too many compare-and-set rounds: counted, not fatal
-				conflicts.Add(1)
+				n.Add(1)
 				return nil
 			}
 			return err
 		}
+		ctx := context.Background()
+		if inFlight == 1 {
+			for i := 0; i < b.N; i++ {
+				if err := do(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			return n.Load()
+		}
+		b.SetParallelism((inFlight + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := do(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		return n.Load()
+	})
+}
+
+// runIn is run with the ops made by a client process of their own (the
+// op's name in c's ops).
+func (bs *benchSet) runIn(b *testing.B, c *benchClient, name string, ratios []ratio) {
+	bs.measure(b, name, ratios, func(b *testing.B, inFlight int) int64 {
+		conflicts, err := c.run(name, b.N, inFlight)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return conflicts
+	})
+}
+
+// measure runs ops (b.N of them with inFlight at a time, returning how many
+// gave up with a conflict) with 1 and benchInFlight in flight as
+// sub-benchmarks name and name-par16, and reports the ratios.
+func (bs *benchSet) measure(b *testing.B, name string, ratios []ratio, ops func(b *testing.B, inFlight int) (conflicts int64)) {
+	for _, inFlight := range []int{1, benchInFlight} {
 		sub, suffix := name, ""
-		if par {
+		if inFlight > 1 {
 			suffix = "-par16"
 			sub += suffix
 		}
 		b.Run(sub, func(b *testing.B) {
-			ctx := context.Background()
 			b.ReportAllocs()
-			if !par {
-				for i := 0; i < b.N; i++ {
-					if err := do(ctx); err != nil {
-						b.Fatal(err)
-					}
-				}
-			} else {
-				b.SetParallelism((benchInFlight + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						if err := do(ctx); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			}
+			conflicts := ops(b, inFlight)
 			b.StopTimer()
 			ns := nsPerOp(b)
 			bs.base[sub] = ns
-			if n := conflicts.Load(); n > 0 {
-				b.ReportMetric(float64(n)/float64(b.N), "conflicts/op")
+			if conflicts > 0 {
+				b.ReportMetric(float64(conflicts)/float64(b.N), "conflicts/op")
 			}
 			for _, r := range ratios {
 				if base := bs.base[r.baseline+suffix]; base > 0 {

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -8,4 +9,9 @@ import (
 	"github.com/kojibus/kojibus/bus/bustest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, bustest.LeakOptions()...) }
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(benchClientEnv); spec != "" {
+		os.Exit(benchClientMain(spec))
+	}
+	goleak.VerifyTestMain(m, bustest.LeakOptions()...)
+}
