@@ -109,7 +109,7 @@ func (bs *benchSet) run(b *testing.B, name string, ratios []ratio, op func(ctx c
 }
 
 // runIn is run with the ops made by a client process of their own (the
-// op's name in c's ops).
+// op's name in c's ops). Its B/op and allocs/op are the hub process's.
 func (bs *benchSet) runIn(b *testing.B, c *benchClient, name string, ratios []ratio) {
 	bs.measure(b, name, ratios, func(b *testing.B, inFlight int) int64 {
 		conflicts, err := c.run(name, b.N, inFlight)

@@ -171,7 +171,7 @@ func serveBenchClient(ctx context.Context, c *bus.Client, raw *nats.Conn, ops ma
 			}
 		case "request":
 			do[name] = func() error {
-				_, err := raw.RequestWithContext(ctx, op.Subject, []byte(strconv.FormatInt(counter.Add(1), 10)))
+				_, err := raw.Request(op.Subject, []byte(strconv.FormatInt(counter.Add(1), 10)), c.Timeout)
 				return err
 			}
 		case "call":
