@@ -21,6 +21,7 @@ import (
 	"github.com/kojibus/kojibus/bridge/bridge"
 	"github.com/kojibus/kojibus/bridge/rabbittest"
 	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/bus/bustest"
 	"github.com/kojibus/kojibus/hubd/hub"
 )
 
@@ -258,7 +259,7 @@ func BenchmarkHubWithBridge(b *testing.B) {
 		var next atomic.Int64
 		b.ResetTimer()
 		start := time.Now()
-		brokerStart, selfStart := r.CPUTime(), selfCPU()
+		brokerStart, selfStart := r.CPUTime(), bustest.ProcessCPU()
 		for w := 0; w < 8; w++ {
 			wg.Add(1)
 			go func() {
@@ -276,7 +277,7 @@ func BenchmarkHubWithBridge(b *testing.B) {
 		elapsed := time.Since(start)
 		rate := float64(b.N) / elapsed.Seconds()
 		b.ReportMetric(rate, "runroot/s")
-		b.ReportMetric(100*float64(selfCPU()-selfStart)/float64(elapsed), "hub-cpu-%")
+		b.ReportMetric(100*float64(bustest.ProcessCPU()-selfStart)/float64(elapsed), "hub-cpu-%")
 		b.ReportMetric(100*float64(r.CPUTime()-brokerStart)/float64(elapsed), "broker-cpu-%")
 		return rate
 	}
@@ -408,11 +409,4 @@ func ackedSeq(subject, consumer string) (uint64, bool) {
 	}
 	seq, err := strconv.ParseUint(t[3], 10, 64)
 	return seq, err == nil
-}
-
-// selfCPU is the processor time this process (hub, bridge, clients) has used.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

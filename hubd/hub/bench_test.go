@@ -41,6 +41,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/bus/bustest"
 )
 
 const benchInFlight = 16
@@ -109,20 +110,24 @@ func (bs *benchSet) run(b *testing.B, name string, ratios []ratio, op func(ctx c
 }
 
 // runIn is run with the ops made by a client process of their own (the
-// op's name in c's ops). Its B/op and allocs/op are the hub process's.
+// op's name in c's ops). Its B/op and allocs/op are the hub process's; it
+// reports the client process's processor time per op too.
 func (bs *benchSet) runIn(b *testing.B, c *benchClient, name string, ratios []ratio) {
 	bs.measure(b, name, ratios, func(b *testing.B, inFlight int) int64 {
-		conflicts, err := c.run(name, b.N, inFlight)
+		conflicts, cpu, err := c.run(name, b.N, inFlight)
 		if err != nil {
 			b.Fatal(err)
 		}
+		b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "client-proc-cpu-µs/op")
 		return conflicts
 	})
 }
 
 // measure runs ops (b.N of them with inFlight at a time, returning how many
 // gave up with a conflict) with 1 and benchInFlight in flight as
-// sub-benchmarks name and name-par16, and reports the ratios.
+// sub-benchmarks name and name-par16, and reports the ratios and the
+// processor time of this process (the hub, the server, and the client
+// unless it has a process of its own) per op.
 func (bs *benchSet) measure(b *testing.B, name string, ratios []ratio, ops func(b *testing.B, inFlight int) (conflicts int64)) {
 	for _, inFlight := range []int{1, benchInFlight} {
 		sub, suffix := name, ""
@@ -132,8 +137,10 @@ func (bs *benchSet) measure(b *testing.B, name string, ratios []ratio, ops func(
 		}
 		b.Run(sub, func(b *testing.B) {
 			b.ReportAllocs()
+			cpu := bustest.ProcessCPU()
 			conflicts := ops(b, inFlight)
 			b.StopTimer()
+			b.ReportMetric(float64((bustest.ProcessCPU()-cpu).Microseconds())/float64(b.N), "proc-cpu-µs/op")
 			ns := nsPerOp(b)
 			bs.base[sub] = ns
 			if conflicts > 0 {

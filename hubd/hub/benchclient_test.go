@@ -14,11 +14,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/bus/bustest"
 )
 
 // benchClientEnv, when set in the environment, makes the test binary a
@@ -97,15 +99,18 @@ func startBenchClient(b *testing.B, h *TestHub, ops map[string]benchClientOp) *b
 }
 
 // run has the client run n of op with inFlight at a time and returns how
-// many gave up with a conflict.
-func (c *benchClient) run(op string, n, inFlight int) (conflicts int64, err error) {
+// many gave up with a conflict and the processor time the client used.
+func (c *benchClient) run(op string, n, inFlight int) (conflicts int64, cpu time.Duration, err error) {
 	if _, err := fmt.Fprintf(c.in, "%s %d %d\n", op, n, inFlight); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := c.reply(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return strconv.ParseInt(strings.TrimPrefix(c.out.Text(), "ok "), 10, 64)
+	if _, err := fmt.Sscanf(c.out.Text(), "ok %d %d", &conflicts, &cpu); err != nil {
+		return 0, 0, fmt.Errorf("bench client: %q: %w", c.out.Text(), err)
+	}
+	return conflicts, cpu, nil
 }
 
 // reply reads the client's next line: "ok ..." or an error.
@@ -121,7 +126,8 @@ func (c *benchClient) reply() error {
 
 // benchClientMain is the client process: it connects as the spec says,
 // prints "ok", then for each line "<op> <n> <in flight>" on stdin runs the
-// op n times and prints "ok <conflicts>" (or the first error).
+// op n times and prints "ok <conflicts> <processor ns used>" (or the first
+// error).
 func benchClientMain(spec string) int {
 	var s benchClientSpec
 	if err := json.Unmarshal([]byte(spec), &s); err != nil {
@@ -199,6 +205,7 @@ func serveBenchClient(ctx context.Context, c *bus.Client, raw *nats.Conn, ops ma
 		if op == nil {
 			return fmt.Errorf("bench client: no op %q", name)
 		}
+		cpu := bustest.ProcessCPU()
 		var next, conflicts atomic.Int64
 		var first error
 		var once sync.Once
@@ -222,7 +229,7 @@ func serveBenchClient(ctx context.Context, c *bus.Client, raw *nats.Conn, ops ma
 		if first != nil {
 			return first
 		}
-		fmt.Fprintln(out, "ok", conflicts.Load())
+		fmt.Fprintln(out, "ok", conflicts.Load(), int64(bustest.ProcessCPU()-cpu))
 	}
 	return lines.Err()
 }
