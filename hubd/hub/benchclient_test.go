@@ -23,6 +23,33 @@ import (
 	"github.com/kojibus/kojibus/bus/bustest"
 )
 
+// benchValue is the small value the benchmarks' raw KV puts and floors write.
+var benchValue = []byte(`{"id": 1, "name": "f30-build-side-1", "extra": {"sidetag": true}}`)
+
+// runInFlight runs op n times with inFlight at a time and returns how many
+// gave up with a conflict (a write that lost too many compare-and-set
+// rounds: counted, not fatal) or the first other error.
+func runInFlight(n, inFlight int, op func() error) (conflicts int64, err error) {
+	var next, lost atomic.Int64
+	var once sync.Once
+	var wg sync.WaitGroup
+	for range inFlight {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				switch e := op(); {
+				case errors.Is(e, bus.ErrConflict):
+					lost.Add(1)
+				case e != nil:
+					once.Do(func() { err = e })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return lost.Load(), err
+}
+
 // benchClientEnv, when set in the environment, makes the test binary a
 // benchmark client process (see TestMain) instead of running tests.
 const benchClientEnv = "KOJIBUS_BENCH_CLIENT"
@@ -50,9 +77,8 @@ type benchClientSpec struct {
 }
 
 // benchClient is a client in a process of its own, as kojictl and the
-// clients Koji's hub was measured with are: the hub's process then reads
-// the requests off its socket, but does not also wait to read the replies
-// as an in-process client makes it.
+// clients Koji's hub was measured with are: its calls cost the machine what
+// a remote caller's do (the other process woken for every message).
 type benchClient struct {
 	cmd *exec.Cmd
 	in  io.WriteCloser
@@ -162,7 +188,6 @@ func serveBenchClient(ctx context.Context, c *bus.Client, raw *nats.Conn, ops ma
 		return err
 	}
 	var counter atomic.Int64
-	value := []byte(`{"id": 1, "name": "f30-build-side-1", "extra": {"sidetag": true}}`)
 	do := map[string]func() error{}
 	for name, op := range ops {
 		switch op.Kind {
@@ -172,7 +197,7 @@ func serveBenchClient(ctx context.Context, c *bus.Client, raw *nats.Conn, ops ma
 				return err
 			}
 			do[name] = func() error {
-				_, err := kv.Put(ctx, "put."+strconv.FormatInt(counter.Add(1), 10), value)
+				_, err := kv.Put(ctx, "put."+strconv.FormatInt(counter.Add(1), 10), benchValue)
 				return err
 			}
 		case "request":
@@ -206,30 +231,11 @@ func serveBenchClient(ctx context.Context, c *bus.Client, raw *nats.Conn, ops ma
 			return fmt.Errorf("bench client: no op %q", name)
 		}
 		cpu := bustest.ProcessCPU()
-		var next, conflicts atomic.Int64
-		var first error
-		var once sync.Once
-		var wg sync.WaitGroup
-		for range inFlight {
-			wg.Go(func() {
-				for next.Add(1) <= int64(n) {
-					err := op()
-					if errors.Is(err, bus.ErrConflict) {
-						conflicts.Add(1) // lost too many compare-and-set rounds: counted, not fatal
-						continue
-					}
-					if err != nil {
-						once.Do(func() { first = err })
-						return
-					}
-				}
-			})
+		conflicts, err := runInFlight(n, inFlight, op)
+		if err != nil {
+			return err
 		}
-		wg.Wait()
-		if first != nil {
-			return first
-		}
-		fmt.Fprintln(out, "ok", conflicts.Load(), int64(bustest.ProcessCPU()-cpu))
+		fmt.Fprintln(out, "ok", conflicts, int64(bustest.ProcessCPU()-cpu))
 	}
 	return lines.Err()
 }

@@ -66,10 +66,9 @@ func BenchmarkCreateSideTag(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		value := []byte(`{"id": 1, "name": "f30-build-side-1", "extra": {"sidetag": true}}`)
 		bs := &benchSet{base: maps.Clone(koji)}
 		bs.run(b, "raw-kvput", nil, func(ctx context.Context, i int64) error {
-			_, err := tkv.Put(ctx, "inhub."+strconv.FormatInt(i, 10), value)
+			_, err := tkv.Put(ctx, "inhub."+strconv.FormatInt(i, 10), benchValue)
 			return err
 		})
 		bs.run(b, "floor", ratios["floor"], func(ctx context.Context, i int64) error {
@@ -103,16 +102,15 @@ func startFloorHub(b *testing.B, h *TestHub, bucket string) string {
 		b.Fatal(err)
 	}
 	TakeEvery(b, js, stream)
-	value := []byte(`{"id": 1, "name": "f30-build-side-1", "extra": {"sidetag": true}}`)
 	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
 		go func() {
-			if _, err := kv.Put(ctx, "floor."+string(m.Data), value); err != nil {
+			if _, err := kv.Put(ctx, "floor."+string(m.Data), benchValue); err != nil {
 				b.Error(err)
 				return
 			}
 			var acks []jetstream.PubAckFuture
 			for _, ev := range []string{"tag.create", "target.create", "sidetag.create"} {
-				f, err := js.PublishAsync("floorbench.event."+ev, value)
+				f, err := js.PublishAsync("floorbench.event."+ev, benchValue)
 				if err != nil {
 					b.Error(err)
 					return
@@ -127,7 +125,7 @@ func startFloorHub(b *testing.B, h *TestHub, bucket string) string {
 					return
 				}
 			}
-			_ = m.Respond(value)
+			_ = m.Respond(benchValue)
 		}()
 	})
 	if err != nil {
