@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/bus/bustest"
 	"github.com/kojibus/kojibus/hubd/hub"
 )
 
@@ -281,20 +281,9 @@ func manyTasks(b *testing.B, h *hub.TestHub) []int64 {
 	const n = 9000
 	ids := make([]int64, n)
 	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < 16; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := next.Add(1) - 1; i < n; i = next.Add(1) - 1 {
-				if err := h.Admin.Call(context.Background(), "makeTask", []any{"sleep", []any{0}}, nil, &ids[i]); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	fromWorkers(b, 16, n, func() error {
+		return h.Admin.Call(context.Background(), "makeTask", []any{"sleep", []any{0}}, nil, &ids[next.Add(1)-1])
+	})
 	return ids
 }
 
@@ -322,21 +311,14 @@ func startBuilderB(b *testing.B, creds string, maxjobs int) *Builder {
 }
 
 // fromWorkers runs op n times from workers goroutines at once and returns
-// when all are done; an error is reported and ends its worker.
+// when all are done; an error (a conflict too) is reported and ends its
+// worker.
 func fromWorkers(b *testing.B, workers, n int, op func() error) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(n) {
-				if err := op(); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
+	conflicts, err := bustest.RunInFlight(n, workers, op)
+	if err != nil {
+		b.Error(err)
 	}
-	wg.Wait()
+	if conflicts > 0 {
+		b.Errorf("%d calls gave up with a conflict", conflicts)
+	}
 }

@@ -76,7 +76,7 @@ func (bs *benchSet) run(b *testing.B, name string, ratios []ratio, op func(ctx c
 	var counter atomic.Int64
 	ctx := context.Background()
 	bs.measure(b, name, ratios, func(b *testing.B, inFlight int) int64 {
-		conflicts, err := runInFlight(b.N, inFlight, func() error { return op(ctx, counter.Add(1)) })
+		conflicts, err := bustest.RunInFlight(b.N, inFlight, func() error { return op(ctx, counter.Add(1)) })
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,30 +24,6 @@ import (
 
 // benchValue is the small value the benchmarks' raw KV puts and floors write.
 var benchValue = []byte(`{"id": 1, "name": "f30-build-side-1", "extra": {"sidetag": true}}`)
-
-// runInFlight runs op n times with inFlight at a time and returns how many
-// gave up with a conflict (a write that lost too many compare-and-set
-// rounds: counted, not fatal) or the first other error.
-func runInFlight(n, inFlight int, op func() error) (conflicts int64, err error) {
-	var next, lost atomic.Int64
-	var once sync.Once
-	var wg sync.WaitGroup
-	for range inFlight {
-		wg.Go(func() {
-			for next.Add(1) <= int64(n) {
-				switch e := op(); {
-				case errors.Is(e, bus.ErrConflict):
-					lost.Add(1)
-				case e != nil:
-					once.Do(func() { err = e })
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return lost.Load(), err
-}
 
 // benchClientEnv, when set in the environment, makes the test binary a
 // benchmark client process (see TestMain) instead of running tests.
@@ -231,7 +206,7 @@ func serveBenchClient(ctx context.Context, c *bus.Client, raw *nats.Conn, ops ma
 			return fmt.Errorf("bench client: no op %q", name)
 		}
 		cpu := bustest.ProcessCPU()
-		conflicts, err := runInFlight(n, inFlight, op)
+		conflicts, err := bustest.RunInFlight(n, inFlight, op)
 		if err != nil {
 			return err
 		}
