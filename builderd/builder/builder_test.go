@@ -26,7 +26,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	buildroot.MaybeInit() // the test binary is the buildroot init of runroot tests
+	buildroot.MaybeInit()        // the test binary is the buildroot init of runroot tests
+	bustest.MaybeClientProcess() // and the client process of benchmarks
 	goleak.VerifyTestMain(m, bustest.LeakOptions()...)
 }
 

@@ -87,9 +87,9 @@ func (bs *benchSet) run(b *testing.B, name string, ratios []ratio, op func(ctx c
 // runIn is run with the ops made by a client process of their own (the
 // op's name in c's ops). Its B/op and allocs/op are the hub process's; it
 // reports the client process's processor time per op too.
-func (bs *benchSet) runIn(b *testing.B, c *benchClient, name string, ratios []ratio) {
+func (bs *benchSet) runIn(b *testing.B, c *bustest.ClientProcess, name string, ratios []ratio) {
 	bs.measure(b, name, ratios, func(b *testing.B, inFlight int) int64 {
-		conflicts, cpu, err := c.run(name, b.N, inFlight)
+		conflicts, cpu, err := c.Run(name, b.N, inFlight)
 		if err != nil {
 			b.Fatal(err)
 		}

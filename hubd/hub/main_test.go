@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"os"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -10,8 +9,6 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(benchClientEnv); spec != "" {
-		os.Exit(benchClientMain(spec))
-	}
+	bustest.MaybeClientProcess() // the test binary is the client process of benchmarks
 	goleak.VerifyTestMain(m, bustest.LeakOptions()...)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/bus/bustest"
 )
 
 // BenchmarkCreateSideTag: createSideTag with 1 and 16 in flight, beside a
@@ -49,8 +50,8 @@ func BenchmarkCreateSideTag(b *testing.B) {
 		"createSideTag": {{"raw-kvput", 1, "x-raw-kv"}, {"floor", 1, "x-floor"}, {"koji", 1, "x-of-koji-time"}},
 	}
 	b.Run("client-process", func(b *testing.B) {
-		c := startBenchClient(b, h, map[string]benchClientOp{
-			"raw-kvput":     {Kind: "kvput", Bucket: "bench"},
+		c := bustest.StartClientProcess(b, h.ProfilePath(), h.URL(), h.Embedded().Secrets[bus.RoleHub], map[string]bustest.ClientOp{
+			"raw-kvput":     {Kind: "kvput", Bucket: "bench", Value: benchValue},
 			"floor":         {Kind: "request", Subject: floor},
 			"createSideTag": {Kind: "call", Method: "createSideTag", Args: []any{"f30-build"}},
 		})
@@ -81,6 +82,9 @@ func BenchmarkCreateSideTag(b *testing.B) {
 		})
 	})
 }
+
+// benchValue is the small value the raw KV puts and the floor write.
+var benchValue = []byte(`{"id": 1, "name": "f30-build-side-1", "extra": {"sidetag": true}}`)
 
 // startFloorHub serves the floor of createSideTag on a subject of its own,
 // on the hub's connection (the client calls on another, as kojibus'

@@ -1,4 +1,4 @@
-package hub
+package bustest
 
 import (
 	"bufio"
@@ -19,52 +19,53 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kojibus/kojibus/bus"
-	"github.com/kojibus/kojibus/bus/bustest"
 )
 
-// benchValue is the small value the benchmarks' raw KV puts and floors write.
-var benchValue = []byte(`{"id": 1, "name": "f30-build-side-1", "extra": {"sidetag": true}}`)
+// clientProcessEnv, when set in the environment, makes a test binary a
+// client process (see MaybeClientProcess) instead of running tests.
+const clientProcessEnv = "KOJIBUS_CLIENT_PROCESS"
 
-// benchClientEnv, when set in the environment, makes the test binary a
-// benchmark client process (see TestMain) instead of running tests.
-const benchClientEnv = "KOJIBUS_BENCH_CLIENT"
-
-// benchClientOp is one operation a client process can run.
-type benchClientOp struct {
-	// Kind is "kvput" (a KV put to Bucket under a new key), "request" (a
-	// request to Subject, carrying the op's counter) or "call" (the API
-	// Method with Args, as the logged-in profile user).
+// ClientOp is one operation a client process can run.
+type ClientOp struct {
+	// Kind is "kvput" (a KV put of Value to Bucket under a new key),
+	// "request" (a request to Subject, carrying the op's counter) or "call"
+	// (the API Method with Args, as the logged-in profile user).
 	Kind    string `json:"kind"`
 	Bucket  string `json:"bucket,omitempty"`
+	Value   []byte `json:"value,omitempty"`
 	Subject string `json:"subject,omitempty"`
 	Method  string `json:"method,omitempty"`
 	Args    []any  `json:"args,omitempty"`
 }
 
-// benchClientSpec is what a client process connects with and can run.
-type benchClientSpec struct {
+// clientSpec is what a client process connects with and can run.
+type clientSpec struct {
 	Profile string `json:"profile"` // kojictl.conf: the connection and login of the API calls
 	// The connection of the raw ops, as the hub's role (a user's may not
 	// use JetStream's API).
-	URL      string                   `json:"url"`
-	Password string                   `json:"password"`
-	Ops      map[string]benchClientOp `json:"ops"`
+	URL      string              `json:"url"`
+	Password string              `json:"password"`
+	Ops      map[string]ClientOp `json:"ops"`
 }
 
-// benchClient is a client in a process of its own, as kojictl and the
-// clients Koji's hub was measured with are: its calls cost the machine what
-// a remote caller's do (the other process woken for every message).
-type benchClient struct {
+// ClientProcess is a benchmark's client in a process of its own, as
+// kojictl and the clients Koji's hub was measured with are: its calls cost
+// the machine what a remote caller's do (the other process woken for every
+// message).
+type ClientProcess struct {
 	cmd *exec.Cmd
 	in  io.WriteCloser
 	out *bufio.Scanner
 }
 
-// startBenchClient starts the test binary again as a client process of h,
-// logged in as the profile's admin; it stops when the benchmark ends.
-func startBenchClient(b *testing.B, h *TestHub, ops map[string]benchClientOp) *benchClient {
+// StartClientProcess starts the test binary again as a client process of a
+// hub that can run ops: its calls go through the kojictl profile (and its
+// login), its raw ops through a connection to url as the hub's role with
+// hubPassword. It stops when the benchmark ends. The binary's TestMain must
+// call MaybeClientProcess first.
+func StartClientProcess(b testing.TB, profile, url, hubPassword string, ops map[string]ClientOp) *ClientProcess {
 	b.Helper()
-	spec, err := json.Marshal(benchClientSpec{Profile: h.ProfilePath(), URL: h.URL(), Password: h.Embedded().Secrets[bus.RoleHub], Ops: ops})
+	spec, err := json.Marshal(clientSpec{Profile: profile, URL: url, Password: hubPassword, Ops: ops})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -73,7 +74,7 @@ func startBenchClient(b *testing.B, h *TestHub, ops map[string]benchClientOp) *b
 		b.Fatal(err)
 	}
 	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), benchClientEnv+"="+string(spec))
+	cmd.Env = append(os.Environ(), clientProcessEnv+"="+string(spec))
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -86,11 +87,11 @@ func startBenchClient(b *testing.B, h *TestHub, ops map[string]benchClientOp) *b
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	c := &benchClient{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	c := &ClientProcess{cmd: cmd, in: in, out: bufio.NewScanner(out)}
 	b.Cleanup(func() {
 		_ = in.Close()
 		if err := cmd.Wait(); err != nil {
-			b.Errorf("bench client: %v", err)
+			b.Errorf("client process: %v", err)
 		}
 	})
 	if err := c.reply(); err != nil { // connected and logged in
@@ -99,9 +100,9 @@ func startBenchClient(b *testing.B, h *TestHub, ops map[string]benchClientOp) *b
 	return c
 }
 
-// run has the client run n of op with inFlight at a time and returns how
+// Run has the client run n of op with inFlight at a time and returns how
 // many gave up with a conflict and the processor time the client used.
-func (c *benchClient) run(op string, n, inFlight int) (conflicts int64, cpu time.Duration, err error) {
+func (c *ClientProcess) Run(op string, n, inFlight int) (conflicts int64, cpu time.Duration, err error) {
 	if _, err := fmt.Fprintf(c.in, "%s %d %d\n", op, n, inFlight); err != nil {
 		return 0, 0, err
 	}
@@ -109,15 +110,15 @@ func (c *benchClient) run(op string, n, inFlight int) (conflicts int64, cpu time
 		return 0, 0, err
 	}
 	if _, err := fmt.Sscanf(c.out.Text(), "ok %d %d", &conflicts, &cpu); err != nil {
-		return 0, 0, fmt.Errorf("bench client: %q: %w", c.out.Text(), err)
+		return 0, 0, fmt.Errorf("client process: %q: %w", c.out.Text(), err)
 	}
 	return conflicts, cpu, nil
 }
 
 // reply reads the client's next line: "ok ..." or an error.
-func (c *benchClient) reply() error {
+func (c *ClientProcess) reply() error {
 	if !c.out.Scan() {
-		return fmt.Errorf("bench client exited: %v", c.out.Err())
+		return fmt.Errorf("client process exited: %v", c.out.Err())
 	}
 	if line := c.out.Text(); !strings.HasPrefix(line, "ok") {
 		return errors.New(line)
@@ -125,12 +126,21 @@ func (c *benchClient) reply() error {
 	return nil
 }
 
-// benchClientMain is the client process: it connects as the spec says,
+// MaybeClientProcess runs the client process when this process was started
+// as one (StartClientProcess); it never returns then. Call it first thing
+// in TestMain.
+func MaybeClientProcess() {
+	if spec := os.Getenv(clientProcessEnv); spec != "" {
+		os.Exit(clientProcessMain(spec))
+	}
+}
+
+// clientProcessMain is the client process: it connects as the spec says,
 // prints "ok", then for each line "<op> <n> <in flight>" on stdin runs the
 // op n times and prints "ok <conflicts> <processor ns used>" (or the first
 // error).
-func benchClientMain(spec string) int {
-	var s benchClientSpec
+func clientProcessMain(spec string) int {
+	var s clientSpec
 	if err := json.Unmarshal([]byte(spec), &s); err != nil {
 		fmt.Println(err)
 		return 1
@@ -139,13 +149,13 @@ func benchClientMain(spec string) int {
 	p, err := bus.LoadProfile(s.Profile, "")
 	if err == nil {
 		var c *bus.Client
-		if c, err = p.Dial(ctx, "bench-client"); err == nil {
+		if c, err = p.Dial(ctx, "client-process"); err == nil {
 			defer c.Close()
 			var raw *nats.Conn
-			if raw, err = bus.Connect(ctx, bus.ConnectConfig{Name: "bench-client-raw", URLs: []string{s.URL}, User: bus.RoleHub, Password: s.Password}); err == nil {
+			if raw, err = bus.Connect(ctx, bus.ConnectConfig{Name: "client-process-raw", URLs: []string{s.URL}, User: bus.RoleHub, Password: s.Password}); err == nil {
 				defer raw.Close()
 				if err = p.Login(ctx, c); err == nil {
-					err = serveBenchClient(ctx, c, raw, s.Ops, os.Stdin, os.Stdout)
+					err = serveClientProcess(ctx, c, raw, s.Ops, os.Stdin, os.Stdout)
 				}
 			}
 		}
@@ -157,7 +167,7 @@ func benchClientMain(spec string) int {
 	return 0
 }
 
-func serveBenchClient(ctx context.Context, c *bus.Client, raw *nats.Conn, ops map[string]benchClientOp, in io.Reader, out io.Writer) error {
+func serveClientProcess(ctx context.Context, c *bus.Client, raw *nats.Conn, ops map[string]ClientOp, in io.Reader, out io.Writer) error {
 	js, err := jetstream.New(raw)
 	if err != nil {
 		return err
@@ -172,7 +182,7 @@ func serveBenchClient(ctx context.Context, c *bus.Client, raw *nats.Conn, ops ma
 				return err
 			}
 			do[name] = func() error {
-				_, err := kv.Put(ctx, "put."+strconv.FormatInt(counter.Add(1), 10), benchValue)
+				_, err := kv.Put(ctx, "put."+strconv.FormatInt(counter.Add(1), 10), op.Value)
 				return err
 			}
 		case "request":
@@ -190,7 +200,7 @@ func serveBenchClient(ctx context.Context, c *bus.Client, raw *nats.Conn, ops ma
 				return err
 			}
 		default:
-			return fmt.Errorf("bench client: unknown op kind %q", op.Kind)
+			return fmt.Errorf("client process: unknown op kind %q", op.Kind)
 		}
 	}
 	fmt.Fprintln(out, "ok")
@@ -203,14 +213,14 @@ func serveBenchClient(ctx context.Context, c *bus.Client, raw *nats.Conn, ops ma
 		}
 		op := do[name]
 		if op == nil {
-			return fmt.Errorf("bench client: no op %q", name)
+			return fmt.Errorf("client process: no op %q", name)
 		}
-		cpu := bustest.ProcessCPU()
-		conflicts, err := bustest.RunInFlight(n, inFlight, op)
+		cpu := ProcessCPU()
+		conflicts, err := RunInFlight(n, inFlight, op)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(out, "ok", conflicts, int64(bustest.ProcessCPU()-cpu))
+		fmt.Fprintln(out, "ok", conflicts, int64(ProcessCPU()-cpu))
 	}
 	return lines.Err()
 }
