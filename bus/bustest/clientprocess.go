@@ -73,7 +73,8 @@ func StartClientProcess(b testing.TB, profile, url, hubPassword string, ops map[
 	if err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(self)
+	// Told to run no tests, should its TestMain lack MaybeClientProcess.
+	cmd := exec.Command(self, "-test.run=^$")
 	cmd.Env = append(os.Environ(), clientProcessEnv+"="+string(spec))
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
@@ -120,8 +121,12 @@ func (c *ClientProcess) reply() error {
 	if !c.out.Scan() {
 		return fmt.Errorf("client process exited: %v", c.out.Err())
 	}
-	if line := c.out.Text(); !strings.HasPrefix(line, "ok") {
-		return errors.New(line)
+	switch line := c.out.Text(); {
+	case line == "PASS":
+		// It ran (no) tests instead of being the client.
+		return errors.New("client process: the test binary's TestMain does not call bustest.MaybeClientProcess")
+	case !strings.HasPrefix(line, "ok"):
+		return fmt.Errorf("client process: %s", line)
 	}
 	return nil
 }
@@ -140,31 +145,37 @@ func MaybeClientProcess() {
 // op n times and prints "ok <conflicts> <processor ns used>" (or the first
 // error).
 func clientProcessMain(spec string) int {
-	var s clientSpec
-	if err := json.Unmarshal([]byte(spec), &s); err != nil {
-		fmt.Println(err)
-		return 1
-	}
-	ctx := context.Background()
-	p, err := bus.LoadProfile(s.Profile, "")
-	if err == nil {
-		var c *bus.Client
-		if c, err = p.Dial(ctx, "client-process"); err == nil {
-			defer c.Close()
-			var raw *nats.Conn
-			if raw, err = bus.Connect(ctx, bus.ConnectConfig{Name: "client-process-raw", URLs: []string{s.URL}, User: bus.RoleHub, Password: s.Password}); err == nil {
-				defer raw.Close()
-				if err = p.Login(ctx, c); err == nil {
-					err = serveClientProcess(ctx, c, raw, s.Ops, os.Stdin, os.Stdout)
-				}
-			}
-		}
-	}
-	if err != nil {
+	if err := runClientProcess(spec); err != nil {
 		fmt.Println(err)
 		return 1
 	}
 	return 0
+}
+
+func runClientProcess(spec string) error {
+	var s clientSpec
+	if err := json.Unmarshal([]byte(spec), &s); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	p, err := bus.LoadProfile(s.Profile, "")
+	if err != nil {
+		return err
+	}
+	c, err := p.Dial(ctx, "client-process")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	raw, err := bus.Connect(ctx, bus.ConnectConfig{Name: "client-process-raw", URLs: []string{s.URL}, User: bus.RoleHub, Password: s.Password})
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	if err := p.Login(ctx, c); err != nil {
+		return err
+	}
+	return serveClientProcess(ctx, c, raw, s.Ops, os.Stdin, os.Stdout)
 }
 
 func serveClientProcess(ctx context.Context, c *bus.Client, raw *nats.Conn, ops map[string]ClientOp, in io.Reader, out io.Writer) error {
