@@ -73,11 +73,15 @@ func DecodeResponse(data []byte) (json.RawMessage, error) {
 	return r.Result, nil
 }
 
-// DecodeRequest parses a request body; malformed input is a ParameterError.
-func DecodeRequest(data []byte) (*Request, error) {
+// DecodeRequest parses a request body; malformed input, or input beyond the
+// limits (a zero RequestLimits: the defaults), is a ParameterError.
+func DecodeRequest(data []byte, lim RequestLimits) (*Request, error) {
 	var req Request
 	if len(bytes.TrimSpace(data)) == 0 {
 		return &req, nil
+	}
+	if err := checkRequest(data, lim); err != nil {
+		return nil, err
 	}
 	// Arguments stay raw (decoded when bound), so plain Unmarshal does:
 	// it refuses trailing data too, without a Decoder's buffer.

@@ -16,7 +16,7 @@ func TestRequestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := DecodeRequest(body)
+	req, err := DecodeRequest(body, RequestLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,13 +45,13 @@ func TestRequestRoundTrip(t *testing.T) {
 
 func TestDecodeRequestErrors(t *testing.T) {
 	for _, body := range []string{"", "  \n"} {
-		req, err := DecodeRequest([]byte(body))
+		req, err := DecodeRequest([]byte(body), RequestLimits{})
 		if err != nil || len(req.Args) != 0 || req.Kwargs != nil {
 			t.Errorf("empty body %q: %+v %v", body, req, err)
 		}
 	}
 	for _, body := range []string{`{`, `[1]`, `{"args":{}}`, `{"kwargs":[1]}`, `{"args":[]} x`, `{} {}`, "\xff"} {
-		_, err := DecodeRequest([]byte(body))
+		_, err := DecodeRequest([]byte(body), RequestLimits{})
 		var f *Fault
 		if !errors.As(err, &f) || f.Code != CodeParameterError || !strings.HasPrefix(f.Message, "malformed request: ") {
 			t.Errorf("DecodeRequest(%q) = %v, want a ParameterError", body, err)

@@ -262,6 +262,15 @@ func (s *Section) Int(key string, def int) (int, error) {
 	return n, nil
 }
 
+// IntRange reads an integer option that must lie in [lo, hi].
+func (s *Section) IntRange(key string, def, lo, hi int) (int, error) {
+	n, err := s.Int(key, def)
+	if err == nil && (n < lo || n > hi) {
+		return def, s.errf(key, "%d is out of range [%d, %d]", n, lo, hi)
+	}
+	return n, err
+}
+
 // Float reads a number option.
 func (s *Section) Float(key string, def float64) (float64, error) {
 	v, ok := s.Get(key)

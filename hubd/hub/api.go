@@ -113,7 +113,7 @@ func (s *Server) Dispatch(ctx context.Context, method, session, requestID string
 	if !ok {
 		return nil, bus.GenericError("Invalid method: %s", method)
 	}
-	req, err := bus.DecodeRequest(body)
+	req, err := bus.DecodeRequest(body, s.hubConf.Limits.RequestLimits)
 	if err != nil {
 		return nil, err
 	}

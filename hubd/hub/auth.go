@@ -236,8 +236,8 @@ func validateName(name, what string) error {
 	if name == "" {
 		return bus.GenericError("%s name must not be empty", what)
 	}
-	if len(name) > 255 {
-		return bus.GenericError("%s name too long: %s...", what, name[:32])
+	if err := checkNameLength(name); err != nil {
+		return err
 	}
 	for _, r := range name {
 		if r <= ' ' || r == 0x7f {

@@ -261,7 +261,10 @@ type newBuildData struct {
 	Draft        bool
 }
 
-func validateBuildData(d *newBuildData) error {
+func (s *Server) validateBuildData(d *newBuildData) error {
+	if err := s.hubConf.Limits.checkExtra("build", d.Extra); err != nil {
+		return err
+	}
 	if d.Name == "" {
 		return bus.GenericError("No name or package id provided for build")
 	}
@@ -507,7 +510,7 @@ func (s *Server) importBuild(ctx context.Context, c *registry.Call) (any, error)
 	if _, ok := raw["epoch"]; !ok {
 		return nil, bus.GenericError("No epoch value for build")
 	}
-	if err := validateBuildData(d); err != nil {
+	if err := s.validateBuildData(d); err != nil {
 		return nil, err
 	}
 	res, err := s.update(ctx, c, func(tx *state.Txn) (any, error) { return s.newBuildTx(tx, c, d) })
@@ -555,7 +558,7 @@ func (s *Server) createEmptyBuild(ctx context.Context, c *registry.Call) (any, e
 	if d.Draft, err = c.Bool("draft"); err != nil {
 		return nil, err
 	}
-	if err := validateBuildData(d); err != nil {
+	if err := s.validateBuildData(d); err != nil {
 		return nil, err
 	}
 	return s.update(ctx, c, func(tx *state.Txn) (any, error) {

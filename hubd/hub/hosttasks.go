@@ -239,6 +239,9 @@ func (s *Server) hostFinishTask(ctx context.Context, c *registry.Call, final int
 	if final == bus.TaskFailed {
 		result, _ = json.Marshal(faultFromResponse(response, id))
 	}
+	if err := s.hubConf.Limits.checkResult(result); err != nil {
+		return nil, err
+	}
 	_, err = s.update(ctx, c, func(tx *state.Txn) (any, error) {
 		t, repeated, err := acceptsRun(tx.View, c, id, attempt, final)
 		if err != nil || repeated {

@@ -27,11 +27,12 @@ type HubConf struct {
 	lines     map[string]int    // the line of each policy's option in the file
 	MissingOK bool              // [hub] MissingPolicyOk (default true)
 	Plugins   []string          // [hub] Plugins
+	Limits    Limits            // [hub] MaxRequestSize, ... (limits.go)
 }
 
 // LoadHubConf reads hub.conf; "" gives the defaults.
 func LoadHubConf(path string) (*HubConf, error) {
-	hc := &HubConf{Policies: map[string]string{}, MissingOK: true, lines: map[string]int{}}
+	hc := &HubConf{Policies: map[string]string{}, MissingOK: true, lines: map[string]int{}, Limits: defaultLimits()}
 	if path == "" {
 		return hc, nil
 	}
@@ -44,6 +45,9 @@ func LoadHubConf(path string) (*HubConf, error) {
 			return nil, err
 		}
 		hc.Plugins = strings.FieldsFunc(h.String("Plugins", ""), func(r rune) bool { return r == ' ' || r == ',' || r == '\t' || r == '\n' })
+		if hc.Limits, err = loadLimits(h); err != nil {
+			return nil, err
+		}
 	}
 	if p := f.Section("policy"); p != nil {
 		for _, name := range p.Keys() {

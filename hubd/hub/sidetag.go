@@ -486,6 +486,9 @@ func (s *Server) editSideTag(ctx context.Context, c *registry.Call) (any, error)
 		for _, k := range drop {
 			delete(t.Extra, k)
 		}
+		if err := s.hubConf.Limits.checkExtra("tag", t.Extra); err != nil {
+			return nil, err
+		}
 		if err := putTag(tx, t); err != nil {
 			return nil, err
 		}

@@ -313,11 +313,21 @@ const maxNameInternal = 256
 
 // verifyNameInternal is Koji's verify_name_internal with the default hub.conf.
 func verifyNameInternal(name string) error {
-	if len(name) > maxNameInternal {
-		return bus.GenericError("Name %s is too long. Max length is %d characters", name, maxNameInternal)
+	if err := checkNameLength(name); err != nil {
+		return err
 	}
 	if !nameInternalRE.MatchString(name) {
-		return bus.GenericError("Name %s does not match RegexNameInternal value", name)
+		return bus.GenericError("Name %s does not match RegexNameInternal value", bus.Clip(name))
+	}
+	return nil
+}
+
+// checkNameLength is Koji's MaxNameLengthInternal check (of tag, target,
+// package, group, user, host and channel names), with Koji's fault and
+// text; the name is quoted clipped, with its size.
+func checkNameLength(name string) error {
+	if len(name) > maxNameInternal {
+		return bus.GenericError("Name %s is too long. Max length is %d characters", bus.Clip(name), maxNameInternal)
 	}
 	return nil
 }
@@ -992,6 +1002,9 @@ func (s *Server) createTag(ctx context.Context, c *registry.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.hubConf.Limits.checkExtra("tag", extra); err != nil {
+		return nil, err
+	}
 	return s.update(ctx, c, func(tx *state.Txn) (any, error) {
 		var parentTag *tagRecord
 		if parent != nil {
@@ -1230,6 +1243,9 @@ func (s *Server) editTag(ctx context.Context, c *registry.Call) (any, error) {
 			}
 			if configChanged {
 				changes["extra"] = e.extra
+			}
+			if err := s.hubConf.Limits.checkExtra("tag", next.Extra); err != nil {
+				return nil, err
 			}
 		}
 		if e.blockSet && len(e.blockExtra) > 0 {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"math"
 	"strconv"
+
+	"github.com/kojibus/kojibus/bus"
 )
 
 // Args are a call's arguments bound to parameter names. Every accessor
@@ -253,12 +255,13 @@ type Ref struct {
 // IsID reports whether the reference is by id.
 func (r Ref) IsID() bool { return r.Name == "" }
 
-// String renders the reference as Koji's error texts do (repr of the value).
+// String renders the reference as Koji's error texts do (repr of the
+// value), a long name clipped (bus.Clip).
 func (r Ref) String() string {
 	if r.IsID() {
 		return strconv.FormatInt(r.ID, 10)
 	}
-	return "'" + r.Name + "'"
+	return "'" + bus.Clip(r.Name) + "'"
 }
 
 // Ref returns an id-or-name argument; a dict with "id" or "name" is accepted as Koji does.

@@ -40,7 +40,7 @@ func FuzzDecodeBind(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := bus.DecodeRequest(body)
+		req, err := bus.DecodeRequest(body, bus.RequestLimits{})
 		if err != nil {
 			if !isParamFault(err) {
 				t.Fatalf("DecodeRequest: %T %v, want a ParameterError", err, err)

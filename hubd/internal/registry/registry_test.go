@@ -26,7 +26,7 @@ func runrootMethod() Method {
 
 func req(t *testing.T, body string) *bus.Request {
 	t.Helper()
-	r, err := bus.DecodeRequest([]byte(body))
+	r, err := bus.DecodeRequest([]byte(body), bus.RequestLimits{})
 	if err != nil {
 		t.Fatalf("DecodeRequest(%s): %v", body, err)
 	}

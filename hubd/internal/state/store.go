@@ -1155,6 +1155,9 @@ func (s *Store) send(tx *Txn, val any) (string, jetstream.PubAckFuture, error) {
 	if err != nil {
 		return "", nil, err
 	}
+	if err := checkTxn(data, s.nc.MaxPayload()); err != nil {
+		return "", nil, err
+	}
 	key := outboxPrefix + nuid.Next()
 	m := nats.NewMsg(kvSubjectPrefix + key)
 	m.Data = data
@@ -1187,6 +1190,35 @@ func encodeTxn(tx *Txn, val any) (*txnMsg, []byte, error) {
 		return nil, nil, fmt.Errorf("state: encode transaction: %w", err)
 	}
 	return t, data, nil
+}
+
+// maxTxnDepth bounds how deeply a transaction message may nest. Every view
+// decodes every transaction, and each must decode: a transaction a view
+// cannot read is void there, even after its writer had it acknowledged.
+// The archive and the replies wrap its values a few levels deeper again, and
+// the JSON decoder stops at 10,000 levels (Python's clients near 1,000).
+// The API takes arguments nested at most bus.MaxArgDepth (32) levels, which
+// a transaction wraps in a few more, so only a value the hub itself built
+// too deep comes near this; it is refused before the commit, not voided
+// after it.
+const maxTxnDepth = 128
+
+// txnHeadroom is left below the payload limit for the headers of the
+// transaction's message.
+const txnHeadroom = 4 << 10
+
+// checkTxn refuses a transaction message that views could not read back or
+// that the server would not take (larger than maxPayload), with a
+// ParameterError that names the limit: the caller is told at once and
+// nothing is stored.
+func checkTxn(data []byte, maxPayload int64) error {
+	if limit := int(maxPayload) - txnHeadroom; len(data) > limit {
+		return bus.ParameterError("the change is too large to store: %s bytes exceed the limit of %s", bus.Count(len(data)), bus.Count(limit))
+	}
+	if d := bus.ScanJSON(data).Depth; d > maxTxnDepth {
+		return bus.ParameterError("the change is too deeply nested to store: %s levels exceed the limit of %d", bus.Count(d), maxTxnDepth)
+	}
+	return nil
 }
 
 // awaitAck waits for a transaction message to be stored and returns its

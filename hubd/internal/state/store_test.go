@@ -1365,3 +1365,66 @@ func TestLoadingSkipsAnEntryWhoseRequestCommittedElsewhere(t *testing.T) {
 		t.Fatalf("thing.x = %s at %d (%v), want the committed transaction's value", v, rev, ok)
 	}
 }
+
+// The store refuses, before its commit, a transaction that views could not
+// decode again or that the server would not take: the caller gets a
+// ParameterError naming the limit, nothing is stored, and the next write
+// goes through.
+func TestCommitRefusesWhatCouldNotBeReadBack(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	deep := json.RawMessage(strings.Repeat("[", maxTxnDepth) + strings.Repeat("]", maxTxnDepth))
+	large := strings.Repeat("x", int(b.nc.MaxPayload()))
+	cases := []struct {
+		name string
+		fn   UpdateFunc
+		want string
+	}{
+		{"a value nested too deep", func(tx *Txn) (any, error) { return nil, tx.Put("deep.1", deep) },
+			"the change is too deeply nested to store: 131 levels exceed the limit of 128"},
+		{"an event body nested too deep", func(tx *Txn) (any, error) { tx.Emit("deep.event", nil, deep); return nil, nil },
+			"the change is too deeply nested to store: 131 levels exceed the limit of 128"},
+		{"a value larger than a message", func(tx *Txn) (any, error) { return nil, tx.Put("large.1", large) },
+			"the change is too large to store: "},
+	}
+	stream, err := b.js.Stream(ctx, kvStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastSeq := func() uint64 {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.LastSeq
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before, applied := lastSeq(), b.store.Applied()
+			_, err := b.store.Update(ctx, "req-"+nuid.Next(), tc.fn)
+			var f *bus.Fault
+			if !errors.As(err, &f) || f.Code != bus.CodeParameterError || !strings.HasPrefix(f.Message, tc.want) {
+				t.Fatalf("Update = %v, want ParameterError %q", err, tc.want)
+			}
+			if after := lastSeq(); after != before || b.store.Applied() != applied {
+				t.Fatalf("a refused change was stored: stream %d -> %d, applied %d -> %d", before, after, applied, b.store.Applied())
+			}
+			if _, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) { return nil, tx.Put("ok.1", tc.name) }); err != nil {
+				t.Fatalf("a normal write after the refusal: %v", err)
+			}
+		})
+	}
+	// At the limit, a change commits and every view reads it back.
+	atLimit := json.RawMessage(strings.Repeat("[", maxTxnDepth-3) + strings.Repeat("]", maxTxnDepth-3))
+	res, err := b.store.Update(ctx, "", func(tx *Txn) (any, error) { return nil, tx.Put("deep.2", atLimit) })
+	if err != nil {
+		t.Fatalf("a change at the depth limit: %v", err)
+	}
+	other := setupOn(t, b.srv)
+	if err := other.store.WaitApplied(ctx, res.Rev); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, ok := (View{other.store}).Get("deep.2"); !ok || !bytes.Equal(got, atLimit) || other.store.verdictOf(res.Rev) != verdictValid {
+		t.Fatalf("another view has deep.2 = %.20s (%v), verdict %v", got, ok, other.store.verdictOf(res.Rev))
+	}
+}
