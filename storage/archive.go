@@ -34,6 +34,7 @@ package storage
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -110,6 +111,16 @@ var ErrBadCursor = errors.New("storage: malformed cursor")
 // ErrBadAddress is returned for a malformed address glob.
 var ErrBadAddress = errors.New("storage: bad address pattern")
 
+// ErrUndecodable marks a stored record that cannot be read back (nested
+// deeper than the JSON decoder goes, say, as an earlier version could store
+// one). Queries and lookups skip such a record and report it once.
+var ErrUndecodable = errors.New("storage: undecodable event")
+
+// MaxRecordSize bounds a record that is read back: a larger one cannot be
+// answered in any reply (NATS' payload limit is 8 MiB), so it is skipped as
+// an undecodable one is. The hub never publishes an event that large.
+const MaxRecordSize = 8 << 20
+
 // Archive is the Pebble-backed event archive. It is safe for concurrent use.
 type Archive struct {
 	db *pebble.DB
@@ -123,6 +134,9 @@ type Archive struct {
 	// those of the batch being staged, noted once it is committed.
 	addrs  map[string]bool
 	staged map[string]bool
+	log    *slog.Logger
+	// reported holds the sequences of undecodable records already logged.
+	reported sync.Map
 }
 
 // Open opens (creating if needed) the archive in dir. log may be nil.
@@ -140,7 +154,7 @@ func open(dir string, log *slog.Logger, bits uint) (*Archive, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open archive %s: %w", dir, err)
 	}
-	a := &Archive{db: db, bits: bits, addrs: map[string]bool{}, staged: map[string]bool{}}
+	a := &Archive{db: db, bits: bits, addrs: map[string]bool{}, staged: map[string]bool{}, log: log}
 	fail := func(err error) (*Archive, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("storage: open archive %s: %w", dir, err)
@@ -151,12 +165,10 @@ func open(dir string, log *slog.Logger, bits uint) (*Archive, error) {
 	if err := a.loadAddresses(); err != nil {
 		return fail(err)
 	}
-	last, ok, err := a.Last()
-	if err != nil {
+	// The position only: the newest record need not decode for the
+	// archive to open (and take the events after it).
+	if a.top, err = a.LastSeq(); err != nil {
 		return fail(err)
-	}
-	if ok {
-		a.top = last.Seq
 	}
 	return a, nil
 }
@@ -211,7 +223,13 @@ func (a *Archive) convertV1(log *slog.Logger) error {
 	for ok := it.First(); ok; ok = it.Next() {
 		ev, err := decodeEvent(it.Value())
 		if err != nil {
-			return err
+			// Kept as it is, without its indexes: queries skip it.
+			seq := lastU64(it.Key())
+			a.report(seq, err)
+			if err := b.Set(a.eventKey(seq), bytes.Clone(it.Value()), nil); err != nil {
+				return err
+			}
+			continue
 		}
 		if err := a.stage(b, &ev); err != nil {
 			return err
@@ -327,16 +345,9 @@ func (a *Archive) has(key []byte) (bool, error) {
 // stage adds an event's keys to b; a.mu is held (or the archive not yet
 // shared).
 func (a *Archive) stage(b *pebble.Batch, ev *Event) error {
-	rec := *ev
-	if len(rec.Body) == 0 {
-		rec.Body = json.RawMessage("null")
-	}
-	if rec.Props == nil {
-		rec.Props = map[string]any{}
-	}
-	val, err := json.Marshal(rec)
+	val, err := encodeEvent(ev)
 	if err != nil {
-		return fmt.Errorf("storage: encode event %d: %w", ev.Seq, err)
+		return err
 	}
 	set := func(k []byte, v []byte) error {
 		if err := b.Set(k, v, nil); err != nil {
@@ -372,11 +383,33 @@ func (a *Archive) stage(b *pebble.Batch, ev *Event) error {
 	return set(appendU64(appendU64(epochPrefix(e, prefixTime), timeKey(ev.Time)), ev.Seq), nil)
 }
 
-// Last returns the event with the highest stream sequence.
+// Last returns the event with the highest stream sequence (of those that
+// decode).
 func (a *Archive) Last() (Event, bool, error) {
 	return a.lookup(func(x *epochIter) (uint64, bool, error) {
 		return (&epochList{x: x, a: a, sub: []byte{prefixEvent}, desc: true}).seek(math.MaxUint64)
-	})
+	}, Filter{Order: Desc})
+}
+
+// LastSeq returns the highest stream sequence stored (0: none), whether or
+// not its record decodes: where the archive is, for whoever feeds it.
+func (a *Archive) LastSeq() (uint64, error) {
+	snap := a.db.NewSnapshot()
+	defer snap.Close()
+	first, last, ok, err := epochRange(snap)
+	if !ok || err != nil {
+		return 0, err
+	}
+	x, err := newEpochIter(snap, first, last)
+	if err != nil {
+		return 0, err
+	}
+	defer x.it.Close()
+	seq, _, err := (&epochList{x: x, a: a, sub: []byte{prefixEvent}, desc: true}).seek(math.MaxUint64)
+	if err != nil {
+		return 0, fmt.Errorf("storage: %w", err)
+	}
+	return seq, nil
 }
 
 // LastBefore returns the newest event (by time) strictly before t.
@@ -384,7 +417,7 @@ func (a *Archive) LastBefore(t time.Time) (Event, bool, error) {
 	return a.lookup(func(x *epochIter) (uint64, bool, error) {
 		_, seq, ok := x.lastBelow(prefixTime, timeKey(t))
 		return seq, ok, nil
-	})
+	}, Filter{Until: t, Order: Desc})
 }
 
 // FirstOfID returns the first event (lowest sequence) carrying Koji event id.
@@ -392,11 +425,13 @@ func (a *Archive) FirstOfID(id uint64) (Event, bool, error) {
 	return a.lookup(func(x *epochIter) (uint64, bool, error) {
 		val, seq, ok := x.firstAtLeast(prefixID, id)
 		return seq, ok && val == id, nil
-	})
+	}, Filter{AfterID: id - 1, BeforeID: id + 1})
 }
 
-// lookup returns the event find locates in a snapshot of the epochs.
-func (a *Archive) lookup(find func(*epochIter) (seq uint64, ok bool, err error)) (Event, bool, error) {
+// lookup returns the event find locates in a snapshot of the epochs. When
+// that record does not decode, the next event the query rest gives after it
+// is the answer (rest describes what find looks for, in its direction).
+func (a *Archive) lookup(find func(*epochIter) (seq uint64, ok bool, err error), rest Filter) (Event, bool, error) {
 	snap := a.db.NewSnapshot()
 	defer snap.Close()
 	first, last, ok, err := epochRange(snap)
@@ -418,23 +453,66 @@ func (a *Archive) lookup(find func(*epochIter) (seq uint64, ok bool, err error))
 	if !ok {
 		return Event{}, false, nil
 	}
-	return a.getEvent(snap, seq)
+	ev, err := a.getEvent(snap, seq)
+	if !errors.Is(err, ErrUndecodable) {
+		return ev, err == nil, err
+	}
+	rest.Limit, rest.Cursor = 1, strconv.FormatUint(seq, 10)
+	evs, _, err := a.query(snap, first, last, rest)
+	if err != nil || len(evs) == 0 {
+		return Event{}, false, err
+	}
+	return evs[0], true, nil
 }
 
-func (a *Archive) getEvent(snap *pebble.Snapshot, seq uint64) (Event, bool, error) {
+// getEvent reads the record of seq; one that does not decode is reported
+// (once) and is an ErrUndecodable.
+func (a *Archive) getEvent(snap *pebble.Snapshot, seq uint64) (Event, error) {
 	v, closer, err := snap.Get(a.eventKey(seq))
 	if errors.Is(err, pebble.ErrNotFound) {
-		return Event{}, false, fmt.Errorf("storage: index points at missing event %d", seq)
+		return Event{}, fmt.Errorf("storage: index points at missing event %d", seq)
 	}
 	if err != nil {
-		return Event{}, false, fmt.Errorf("storage: %w", err)
+		return Event{}, fmt.Errorf("storage: %w", err)
 	}
 	defer closer.Close()
 	ev, err := decodeEvent(v)
-	return ev, err == nil, err
+	if err != nil {
+		a.report(seq, err)
+		return Event{}, fmt.Errorf("%w %d: %w", ErrUndecodable, seq, err)
+	}
+	return ev, nil
 }
 
+// report logs an undecodable record once per sequence (per open).
+func (a *Archive) report(seq uint64, err error) {
+	if _, seen := a.reported.LoadOrStore(seq, true); !seen {
+		a.log.Error("archive: an event that cannot be read back is skipped", "seq", seq, "err", err)
+	}
+}
+
+// encodeEvent is the record of an event (decodeEvent reads it back).
+func encodeEvent(ev *Event) ([]byte, error) {
+	rec := *ev
+	if len(rec.Body) == 0 {
+		rec.Body = json.RawMessage("null")
+	}
+	if rec.Props == nil {
+		rec.Props = map[string]any{}
+	}
+	val, err := json.Marshal(rec)
+	if err != nil {
+		return nil, fmt.Errorf("storage: encode event %d: %w", ev.Seq, err)
+	}
+	return val, nil
+}
+
+// decodeEvent decodes a record; one larger than MaxRecordSize is refused
+// without decoding it.
 func decodeEvent(v []byte) (Event, error) {
+	if len(v) > MaxRecordSize {
+		return Event{}, fmt.Errorf("storage: event record of %d bytes exceeds the limit of %d", len(v), MaxRecordSize)
+	}
 	var ev Event
 	dec := json.NewDecoder(bytes.NewReader(v))
 	dec.UseNumber()
@@ -448,33 +526,11 @@ func decodeEvent(v []byte) (Event, error) {
 // page ("" when there is none). Paging is stable: events archived while a
 // client pages do not shift or repeat pages (they are appended at the end).
 func (a *Archive) Query(f Filter) ([]Event, string, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = DefaultLimit
-	}
-	if limit > MaxLimit {
-		limit = MaxLimit
-	}
-	desc := f.Order == Desc
-	var glob string
-	var prefix string
-	exact := ""
-	isPrefix := false
-	switch {
-	case f.Address == "":
-	case strings.HasSuffix(f.Address, ">"):
-		prefix, isPrefix = strings.TrimSuffix(f.Address, ">"), true
-	case strings.ContainsAny(f.Address, "*?["):
+	if strings.ContainsAny(f.Address, "*?[") && !strings.HasSuffix(f.Address, ">") {
 		if _, err := path.Match(f.Address, ""); err != nil {
 			return nil, "", fmt.Errorf("%w %q: %v", ErrBadAddress, f.Address, err)
 		}
-		glob = f.Address
-		prefix = f.Address[:strings.IndexAny(f.Address, "*?[")]
-		isPrefix = true
-	default:
-		exact = f.Address
 	}
-
 	snap := a.db.NewSnapshot()
 	defer snap.Close()
 	first, last, nonEmpty, err := epochRange(snap)
@@ -488,6 +544,25 @@ func (a *Archive) Query(f Filter) ([]Event, string, error) {
 			}
 		}
 		return nil, "", nil
+	}
+	return a.query(snap, first, last, f)
+}
+
+// query is Query on a snapshot whose epochs [first, last] hold events.
+func (a *Archive) query(snap *pebble.Snapshot, first, last uint32, f Filter) ([]Event, string, error) {
+	limit := min(cmp.Or(max(f.Limit, 0), DefaultLimit), MaxLimit)
+	desc := f.Order == Desc
+	glob, prefix, exact, isPrefix := "", "", "", false
+	switch {
+	case f.Address == "":
+	case strings.HasSuffix(f.Address, ">"):
+		prefix, isPrefix = strings.TrimSuffix(f.Address, ">"), true
+	case strings.ContainsAny(f.Address, "*?["):
+		glob = f.Address
+		prefix = f.Address[:strings.IndexAny(f.Address, "*?[")]
+		isPrefix = true
+	default:
+		exact = f.Address
 	}
 	q := &query{a: a, snap: snap, desc: desc, first: first, last: last}
 	defer q.closeAll()
@@ -615,11 +690,12 @@ func (a *Archive) Query(f Filter) ([]Event, string, error) {
 			// There is at least one more: hand out a cursor.
 			return out, strconv.FormatUint(out[len(out)-1].Seq, 10), nil
 		}
-		ev, _, err := a.getEvent(snap, seq)
-		if err != nil {
+		ev, err := a.getEvent(snap, seq)
+		if errors.Is(err, ErrUndecodable) {
+			// Reported by getEvent; the others still answer.
+		} else if err != nil {
 			return nil, "", err
-		}
-		if matches(&ev, &f) {
+		} else if matches(&ev, &f) {
 			out = append(out, ev)
 		}
 		if desc {

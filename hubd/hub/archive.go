@@ -121,13 +121,9 @@ func (a *archiveService) Start(ctx context.Context) error {
 // openConsumer returns the hub's durable consumer, creating it (from the
 // archive's last sequence) when missing or when the archive is behind it.
 func (a *archiveService) openConsumer(ctx context.Context, arc *storage.Archive) (jetstream.Consumer, error) {
-	last, ok, err := arc.Last()
+	lastSeq, err := arc.LastSeq()
 	if err != nil {
 		return nil, err
-	}
-	var lastSeq uint64
-	if ok {
-		lastSeq = last.Seq
 	}
 	stream, err := a.js.Stream(ctx, bus.EventsStream)
 	if err != nil {
