@@ -104,7 +104,6 @@ func NewFault(code int, format string, args ...any) *Fault {
 	if len(args) > 0 {
 		msg = fmt.Sprintf(format, args...)
 	}
-	msg = clip(msg, maxFaultMessage)
 	return &Fault{Code: code, Name: FaultName(code), Message: msg}
 }
 

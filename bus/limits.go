@@ -127,17 +127,11 @@ const ClipLen = 100
 // Clip shortens a caller's value for quoting in a fault: up to ClipLen bytes
 // (cut at a character boundary), then "…" and the value's size, so a fault
 // never echoes a huge value back.
-func Clip(s string) string { return clip(s, ClipLen) }
-
-// maxFaultMessage bounds any fault's text (NewFault clips longer ones): the
-// last guard against a fault that quotes a caller's value whole.
-const maxFaultMessage = 2048
-
-func clip(s string, n int) string {
-	if len(s) <= n {
+func Clip(s string) string {
+	if len(s) <= ClipLen {
 		return s
 	}
-	cut := n
+	cut := ClipLen
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}

@@ -64,11 +64,6 @@ func TestClipAndCount(t *testing.T) {
 	if !strings.HasSuffix(got, "… (8,000,000 bytes)") || len(got) > ClipLen+40 || !json.Valid([]byte(`"`+got+`"`)) {
 		t.Errorf("Clip(8 MB) = %q", got)
 	}
-	// Every fault is clipped, whatever quotes the value.
-	f := GenericError("No such tag: %s", strings.Repeat("x", 7_900_000))
-	if len(f.Message) > maxFaultMessage+40 || !strings.HasSuffix(f.Message, "… (7,900,013 bytes)") {
-		t.Errorf("fault of %d bytes: ...%s", len(f.Message), f.Message[len(f.Message)-40:])
-	}
 }
 
 // FuzzDecodeRequest: any body, deep or large, is either refused with a
@@ -91,7 +86,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			if !errors.As(err, &fault) || fault.Code != CodeParameterError {
 				t.Fatalf("DecodeRequest: %T %v, want a ParameterError", err, err)
 			}
-			if len(fault.Message) > maxFaultMessage+40 {
+			if len(fault.Message) > 200 {
 				t.Fatalf("a fault of %d bytes", len(fault.Message))
 			}
 			return
