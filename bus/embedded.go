@@ -105,7 +105,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
 		NoSigs:     true,
 		NoLog:      true,
-		MaxPayload: 8 << 20,
+		MaxPayload: MaxPayload,
 	}
 	if opts.Host == "" {
 		opts.Host = "127.0.0.1"
