@@ -3,6 +3,7 @@ package state
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 )
 
@@ -42,6 +43,11 @@ func FuzzAppendTxn(f *testing.F) {
 		if !bytes.Equal(got, want) {
 			t.Fatalf("appendTxn\n%s\njson.Marshal\n%s", got, want)
 		}
+		// The walk that decodes transactions too deep for the decoder
+		// reads any transaction as the decoder does.
+		if plain, deep := mustDecode(t, got), mustDecodeDeep(t, got); !reflect.DeepEqual(plain, deep) {
+			t.Fatalf("decodeTxnDeep\n%s\ndecodeTxn\n%s", dump(deep), dump(plain))
+		}
 		if len(m.Writes) > 0 {
 			m.Writes, m.Events = nil, m.Events[:1]
 			if got, _ := appendTxn(nil, m); !bytes.Equal(got, mustMarshal(t, m)) {
@@ -49,6 +55,24 @@ func FuzzAppendTxn(f *testing.F) {
 			}
 		}
 	})
+}
+
+func mustDecode(t *testing.T, data []byte) *txnMsg {
+	t.Helper()
+	m := &txnMsg{}
+	if err := json.Unmarshal(data, m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func mustDecodeDeep(t *testing.T, data []byte) *txnMsg {
+	t.Helper()
+	m, err := decodeTxnDeep(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 func mustMarshal(t *testing.T, v any) []byte {

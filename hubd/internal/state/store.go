@@ -607,10 +607,14 @@ func (s *Store) applyTxn(seq uint64, t *txnMsg, decodeErr error, ts time.Time) {
 	s.statuses[len(s.statuses)-1].txn = t
 }
 
-// decodeTxn decodes a transaction message.
+// decodeTxn decodes a transaction message (one nested too deep for the
+// decoder by decodeTxnDeep).
 func decodeTxn(data []byte) (*txnMsg, error) {
 	t := &txnMsg{}
 	if err := json.Unmarshal(data, t); err != nil {
+		if deep, derr := decodeTxnDeep(data); derr == nil {
+			return deep, nil
+		}
 		return nil, err
 	}
 	return t, nil

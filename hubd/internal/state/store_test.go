@@ -1106,6 +1106,10 @@ func TestSentTransactionIsWhatViewsDecode(t *testing.T) {
 			if !reflect.DeepEqual(sent, decoded) {
 				t.Fatalf("sent and decoded transactions differ:\nsent    %s\ndecoded %s", dump(sent), dump(decoded))
 			}
+			// The decoder for transactions nested too deep gives the same.
+			if deep, err := decodeTxnDeep(data); err != nil || !reflect.DeepEqual(sent, deep) {
+				t.Fatalf("decodeTxnDeep differs (%v):\nsent %s\ndeep %s", err, dump(sent), dump(deep))
+			}
 		})
 	}
 }
@@ -1426,5 +1430,40 @@ func TestCommitRefusesWhatCouldNotBeReadBack(t *testing.T) {
 	}
 	if got, _, ok := (View{other.store}).Get("deep.2"); !ok || !bytes.Equal(got, atLimit) || other.store.verdictOf(res.Rev) != verdictValid {
 		t.Fatalf("another view has deep.2 = %.20s (%v), verdict %v", got, ok, other.store.verdictOf(res.Rev))
+	}
+}
+
+// A transaction nested deeper than the JSON decoder goes, as a hub before
+// the commit check could have had acknowledged, is applied by a live view
+// and by one that loads it after a restart: not voided.
+func TestViewsApplyAnAcknowledgedTransactionNestedTooDeep(t *testing.T) {
+	b := setup(t)
+	ctx := ctxT(t)
+	deep := json.RawMessage(`{"k":` + strings.Repeat("[", 9998) + strings.Repeat("]", 9998) + `}`)
+	data, err := appendTxn(nil, &txnMsg{
+		Writes:  []txnWrite{{Key: "tag.9", Val: deep}},
+		Events:  []OutEvent{{Address: "tag.create", Props: json.RawMessage(`{"tag":"deep"}`), Body: deep}},
+		Request: "req-deep", Result: json.RawMessage(`9`),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checkTxn(data, b.nc.MaxPayload()) == nil {
+		t.Fatal("the store would commit this transaction itself")
+	}
+	// Published as the earlier hub did, without the check.
+	ack, err := b.js.Publish(ctx, kvSubjectPrefix+outboxPrefix+nuid.Next(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []*Store{b.store, setupOn(t, b.srv).store} {
+		if err := st.WaitApplied(ctx, ack.Sequence); err != nil {
+			t.Fatal(err)
+		}
+		v, tx := st.verdictAndTxn(ack.Sequence)
+		got, _, ok := (View{st}).Get("tag.9")
+		if v != verdictValid || !ok || !bytes.Equal(got, deep) || tx == nil || !bytes.Equal(tx.Events[0].Body, deep) || string(tx.Result) != "9" {
+			t.Fatalf("verdict %v, tag.9 present %v (%d bytes)", v, ok, len(got))
+		}
 	}
 }
