@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"strconv"
 	"unicode/utf8"
 )
@@ -71,11 +72,21 @@ func ScanJSON(data []byte) JSONShape {
 		case ']', '}':
 			depth--
 		case '"':
+			// To the closing quote: a string's bytes are found a run at a
+			// time (most strings have no escape).
 			start := i + 1
-			for i++; i < len(data) && data[i] != '"'; i++ {
-				if data[i] == '\\' {
-					i++
+			for i = start; i < len(data); {
+				j := bytes.IndexByte(data[i:], '"')
+				if j < 0 {
+					i = len(data)
+					break
 				}
+				k := bytes.IndexByte(data[i:i+j], '\\')
+				if k < 0 {
+					i += j
+					break
+				}
+				i += k + 2 // past the escaped byte
 			}
 			sh.LongestString = max(sh.LongestString, min(i, len(data))-start)
 		}

@@ -80,6 +80,9 @@ func FuzzDecodeRequest(f *testing.F) {
 	}
 	lim := RequestLimits{Size: 1 << 16, StringSize: 1 << 12}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		if got, want := ScanJSON(body), scanJSONByByte(body); got != want {
+			t.Fatalf("ScanJSON(%q) = %+v, byte by byte %+v", body, got, want)
+		}
 		req, err := DecodeRequest(body, lim)
 		if err != nil {
 			var fault *Fault
@@ -110,4 +113,65 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// scanJSONByByte is ScanJSON one byte at a time, as plainly as it can be
+// written: what FuzzDecodeRequest holds ScanJSON to.
+func scanJSONByByte(data []byte) JSONShape {
+	var sh JSONShape
+	depth := 0
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '[', '{':
+			depth++
+			sh.Depth = max(sh.Depth, depth)
+		case ']', '}':
+			depth--
+		case '"':
+			start := i + 1
+			for i++; i < len(data) && data[i] != '"'; i++ {
+				if data[i] == '\\' {
+					i++
+				}
+			}
+			sh.LongestString = max(sh.LongestString, min(i, len(data))-start)
+		}
+	}
+	return sh
+}
+
+// BenchmarkDecodeRequest: what the limits' scan adds to decoding a request
+// (scan-only, with-limits), beside the decode alone, for a createTag-sized
+// body and a large one.
+func BenchmarkDecodeRequest(b *testing.B) {
+	small, _ := NewRequest([]any{"f40-build"}, map[string]any{"arches": "x86_64 aarch64", "extra": map[string]any{"mock.package_manager": "dnf"}})
+	large, _ := NewRequest([]any{"f40-build"}, map[string]any{"extra": map[string]any{"k": strings.Repeat("x", 64<<10), "l": []any{[]any{1, 2}, map[string]any{"a": "b"}}}})
+	for _, body := range []struct {
+		name string
+		data []byte
+	}{{"small", small}, {"64KiB", large}} {
+		b.Run(body.name+"/decode-only", func(b *testing.B) {
+			b.SetBytes(int64(len(body.data)))
+			for b.Loop() {
+				var req Request
+				if err := json.Unmarshal(body.data, &req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(body.name+"/scan-only", func(b *testing.B) {
+			b.SetBytes(int64(len(body.data)))
+			for b.Loop() {
+				ScanJSON(body.data)
+			}
+		})
+		b.Run(body.name+"/with-limits", func(b *testing.B) {
+			b.SetBytes(int64(len(body.data)))
+			for b.Loop() {
+				if _, err := DecodeRequest(body.data, RequestLimits{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
