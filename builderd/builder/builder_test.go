@@ -562,3 +562,27 @@ func TestNotifySubject(t *testing.T) {
 		}
 	}
 }
+
+// A result the hub refuses for its size (hub.conf MaxResultSize) fails the
+// task with the hub's reason, at once, instead of being offered again.
+func TestResultBeyondTheHubsLimitFailsTheTask(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "hub.conf")
+	if err := os.WriteFile(conf, []byte("[hub]\nMaxResultSize = 1000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := hub.StartTestHub(t, func(c *hub.Config) { c.HubConf = conf })
+	creds := addHost(t, h, "builder1", "x86_64")
+	w := watchTasks(t, h)
+	reg := DefaultRegistry()
+	reg.Register(Handler{Method: "sleep", Run: func(ctx context.Context, t *Task, a Args) (any, error) {
+		return strings.Repeat("x", 5000), nil
+	}})
+	startBuilder(t, creds, func(c *Config) { c.Handlers = reg })
+	id := makeTask(t, h, "sleep", []any{0}, nil)
+	w.waitFor(t, 20*time.Second, "task failed", func(evs []*bus.Event) bool { return hasState(evs, id, "task.failed") })
+	err := h.Admin.Call(context.Background(), "getTaskResult", []any{id}, nil, nil)
+	var f *bus.Fault
+	if !errors.As(err, &f) || f.Code != bus.CodeParameterError || !strings.Contains(f.Message, "task result of 5,002 bytes exceeds the limit of 1,000 (MaxResultSize)") {
+		t.Fatalf("getTaskResult = %v, want the hub's refusal", err)
+	}
+}

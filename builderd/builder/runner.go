@@ -141,7 +141,15 @@ func (r *runner) run() {
 	// offered again until it is accepted or refused as stale: a task must not
 	// stay OPEN on a host that has finished it.
 	err := report()
-	for backoff := 200 * time.Millisecond; err != nil && !errors.Is(err, bus.ErrTaskAttemptStale) && ctx.Err() == nil; {
+	if runErr == nil && errors.Is(err, bus.ErrParameter) {
+		// The hub refused the result itself (beyond its MaxResultSize, say):
+		// offered again it would be refused again, so the task fails with
+		// the reason instead.
+		log.Warn("task result refused; failing the task", "err", err)
+		runErr = err
+		err = report()
+	}
+	for backoff := 200 * time.Millisecond; err != nil && !errors.Is(err, bus.ErrTaskAttemptStale) && !errors.Is(err, bus.ErrParameter) && ctx.Err() == nil; {
 		log.Warn("report task result, retrying", "err", err, "in", backoff)
 		select {
 		case <-time.After(backoff):
