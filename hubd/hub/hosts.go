@@ -41,12 +41,7 @@ func hostChannelKey(hostID, chanID int64) string {
 func init() { domainRegistrars = append(domainRegistrars, (*Server).registerHosts) }
 
 // refText renders an id-or-name argument as Python's '%s' would.
-func refText(r registry.Ref) string {
-	if r.IsID() {
-		return strconv.FormatInt(r.ID, 10)
-	}
-	return r.Name
-}
+func refText(r registry.Ref) string { return refValue(r) }
 
 // lookupHost resolves a host by id or name inside a view.
 func lookupHost(v state.View, ref registry.Ref) (*hostRecord, bool) {

@@ -75,6 +75,8 @@ func TestHostileCallsAreRefusedBeforeAnythingIsStored(t *testing.T) {
 			bus.CodeGenericError, "Name " + big(bus.ClipLen) + "… (1,000,000 bytes) is too long. Max length is 256 characters"},
 		{"getTag of a 1 MB name", h.Admin, "getTag", []any{big(1_000_000)}, map[string]any{"strict": true},
 			bus.CodeGenericError, "No such tagInfo: '" + big(bus.ClipLen) + "… (1,000,000 bytes)'"},
+		{"deleteBuildTarget of a 1 MB name", h.Admin, "deleteBuildTarget", []any{big(1_000_000)}, nil,
+			bus.CodeGenericError, "No such build target: " + big(bus.ClipLen) + "… (1,000,000 bytes)"},
 		{"a string over MaxStringSize", h.Admin, "createTag", []any{"lim-str"}, map[string]any{"extra": map[string]any{"k": big(2 << 20)}},
 			bus.CodeParameterError, "string of 2,097,152 bytes exceeds the limit of 1,048,576 (MaxStringSize)"},
 		{"an extra over MaxExtraSize", h.Admin, "createTag", []any{"lim-extra"}, map[string]any{"extra": manySmall},

@@ -253,7 +253,7 @@ func (s *Server) pkglistAdd(tx *state.Txn, c *registry.Call, a pkgAddArgs) (any,
 	} else if a.block != nil && *a.block {
 		action = "block"
 	}
-	if err := s.checkPackageListPolicy(tx.View, c, t, action, refValue(a.pkg), a.force); err != nil {
+	if err := s.checkPackageListPolicy(tx.View, c, t, action, refName(a.pkg), a.force); err != nil {
 		return nil, err
 	}
 	if !pkgOK {

@@ -1057,8 +1057,12 @@ func (s *Server) createTagTx(tx *state.Txn, c *registry.Call, t *tagRecord, pare
 	return nil
 }
 
-// refValue is str(value) of an id-or-name argument.
-func refValue(r registry.Ref) string {
+// refValue is str(value) of an id-or-name argument as a fault quotes it: a
+// long name clipped (bus.Clip).
+func refValue(r registry.Ref) string { return bus.Clip(refName(r)) }
+
+// refName is str(value) of an id-or-name argument, whole.
+func refName(r registry.Ref) string {
 	if r.IsID() {
 		return strconv.FormatInt(r.ID, 10)
 	}
