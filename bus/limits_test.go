@@ -115,27 +115,32 @@ func FuzzDecodeRequest(f *testing.F) {
 	})
 }
 
-// scanJSONByByte is ScanJSON one byte at a time, as plainly as it can be
-// written: what FuzzDecodeRequest holds ScanJSON to.
+// scanJSONByByte is ScanJSON as a plain state machine over one byte at a
+// time: what FuzzDecodeRequest holds ScanJSON to.
 func scanJSONByByte(data []byte) JSONShape {
 	var sh JSONShape
-	depth := 0
-	for i := 0; i < len(data); i++ {
-		switch data[i] {
-		case '[', '{':
+	depth, inString, escaped, start := 0, false, false, 0
+	for i, c := range data {
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case inString && c == '"':
+			inString = false
+			sh.LongestString = max(sh.LongestString, i-start)
+		case inString:
+		case c == '"':
+			inString, start = true, i+1
+		case c == '[' || c == '{':
 			depth++
 			sh.Depth = max(sh.Depth, depth)
-		case ']', '}':
+		case c == ']' || c == '}':
 			depth--
-		case '"':
-			start := i + 1
-			for i++; i < len(data) && data[i] != '"'; i++ {
-				if data[i] == '\\' {
-					i++
-				}
-			}
-			sh.LongestString = max(sh.LongestString, min(i, len(data))-start)
 		}
+	}
+	if inString {
+		sh.LongestString = max(sh.LongestString, len(data)-start)
 	}
 	return sh
 }

@@ -59,6 +59,21 @@ func setupWith(t *testing.T, srv *bustest.Server, prepare func(*Store)) *bundle 
 	return &bundle{srv: srv, store: st, js: js, nc: nc}
 }
 
+// bucketLastSeq is the sequence of the last message stored in the state
+// bucket's stream.
+func bucketLastSeq(ctx context.Context, t *testing.T, b *bundle) uint64 {
+	t.Helper()
+	kvs, err := b.js.Stream(ctx, kvStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := kvs.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.LastSeq
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
@@ -1391,17 +1406,7 @@ func TestCommitRefusesWhatCouldNotBeReadBack(t *testing.T) {
 		{"a value larger than a message", func(tx *Txn) (any, error) { return nil, tx.Put("large.1", large) },
 			"the change is too large to store: "},
 	}
-	stream, err := b.js.Stream(ctx, kvStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lastSeq := func() uint64 {
-		info, err := stream.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.LastSeq
-	}
+	lastSeq := func() uint64 { return bucketLastSeq(ctx, t, b) }
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before, applied := lastSeq(), b.store.Applied()
