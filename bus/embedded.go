@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/sys/unix"
 )
 
 // Durability says when the embedded server fsyncs JetStream writes.
@@ -112,6 +113,17 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	if opts.Port == 0 {
 		opts.Port = 4222
+	}
+	// JetStream's own storage limit, left unset, is 75% of the space free
+	// when the server starts (plus 75% of what its streams hold): after a
+	// restart on a fuller disk it is below what the streams already hold,
+	// and every write is refused (10023, insufficient resources) until a
+	// third of that is free again, though the disk has room. The filesystem's
+	// size is a limit that does not move with how full the disk was at the
+	// start; the hub's disk guard refuses writes before the disk is full.
+	var fs unix.Statfs_t
+	if err := unix.Statfs(cfg.DataDir, &fs); err == nil {
+		opts.JetStreamMaxStore = int64(fs.Blocks) * fs.Bsize
 	}
 	switch cfg.Durability {
 	case DurabilitySync, "":
