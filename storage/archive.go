@@ -45,6 +45,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -136,7 +137,8 @@ func open(dir string, log *slog.Logger, bits uint) (*Archive, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{log.With("component", "archive")}})
+	plog := log.With("component", "archive")
+	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{plog}, EventListener: quietBackgroundErrors(plog)})
 	if err != nil {
 		return nil, fmt.Errorf("storage: open archive %s: %w", dir, err)
 	}
@@ -860,6 +862,27 @@ func prefixEnd(p []byte) []byte {
 		}
 	}
 	return nil
+}
+
+// quietBackgroundErrors logs Pebble's failing flushes and compactions once
+// when they start failing and once when one succeeds again: Pebble retries
+// them at once, and on a full disk logged each failure, hundreds a second.
+func quietBackgroundErrors(log *slog.Logger) *pebble.EventListener {
+	var failing atomic.Bool
+	recovered := func(err error) {
+		if err == nil && failing.Swap(false) {
+			log.Info("archive: background writes succeed again")
+		}
+	}
+	return &pebble.EventListener{
+		BackgroundError: func(err error) {
+			if !failing.Swap(true) {
+				log.Error("archive: background writes fail; not logged again until one succeeds", "err", err)
+			}
+		},
+		FlushEnd:      func(info pebble.FlushInfo) { recovered(info.Err) },
+		CompactionEnd: func(info pebble.CompactionInfo) { recovered(info.Err) },
+	}
 }
 
 type pebbleLogger struct{ log *slog.Logger }

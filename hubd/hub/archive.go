@@ -37,6 +37,7 @@ import (
 
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/internal/registry"
+	"github.com/kojibus/kojibus/hubd/internal/state"
 	"github.com/kojibus/kojibus/storage"
 )
 
@@ -57,13 +58,15 @@ type archiveService struct {
 	dir      string // data directory
 	consumer string
 
-	arc    *storage.Archive
+	arc *storage.Archive
+	// stall logs a batch that cannot be stored (a full disk) once, not per attempt.
+	stall  state.Stall
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
 func newArchiveService(js jetstream.JetStream, dataDir string, log *slog.Logger) *archiveService {
-	return &archiveService{js: js, log: log, dir: dataDir}
+	return &archiveService{js: js, log: log, dir: dataDir, stall: state.Stall{Log: log, What: "archive: store events"}}
 }
 
 // hubID returns the id stored in the data directory, creating it on first use.
@@ -239,10 +242,10 @@ func (a *archiveService) store(ctx context.Context, batch []jetstream.Msg) {
 	for {
 		err := a.arc.PutBatch(events)
 		if err == nil {
+			a.stall.OK()
 			break
 		}
-		a.log.Error("archive: store events", "err", err)
-		if bus.Sleep(ctx, time.Second); ctx.Err() != nil {
+		if bus.Sleep(ctx, a.stall.Failed(err)); ctx.Err() != nil {
 			return
 		}
 	}

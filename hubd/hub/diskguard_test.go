@@ -1,0 +1,199 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kojibus/kojibus/bus"
+)
+
+func TestParseFreeSpace(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want FreeSpace
+		bad  bool
+	}{
+		{in: "5%", want: FreeSpace{Percent: 5}},
+		{in: "0.5%", want: FreeSpace{Percent: 0.5}},
+		{in: "0", want: FreeSpace{}},
+		{in: "1048576", want: FreeSpace{Bytes: 1 << 20}},
+		{in: "512MiB", want: FreeSpace{Bytes: 512 << 20}},
+		{in: "2G", want: FreeSpace{Bytes: 2 << 30}},
+		{in: "100%", bad: true},
+		{in: "-1%", bad: true},
+		{in: "lots", bad: true},
+		{in: "5 %", bad: true},
+	} {
+		got, err := ParseFreeSpace(tc.in)
+		if (err != nil) != tc.bad {
+			t.Errorf("ParseFreeSpace(%q): err %v, want error %v", tc.in, err, tc.bad)
+			continue
+		}
+		if got != tc.want {
+			t.Errorf("ParseFreeSpace(%q) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size bytes on a new directory, unmounted
+// when the test ends (after everything started later has stopped).
+func mountTmpfs(t *testing.T, size int64) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("kojibus-test", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount tmpfs: %v", err)
+		}
+	})
+	return dir
+}
+
+// fillUntilFree writes a file that leaves about free bytes available on the
+// filesystem of dir.
+func fillUntilFree(t *testing.T, dir, name string, free int64) string {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	avail := int64(st.Bavail) * st.Bsize
+	if avail <= free {
+		t.Fatalf("only %d bytes free, want to leave %d", avail, free)
+	}
+	path := filepath.Join(dir, name)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, avail-free); err != nil {
+		t.Fatalf("fill %s: %v", path, err)
+	}
+	return path
+}
+
+// TestDiskFull fills the hub's data directory, a small tmpfs, through the
+// API until writes are refused; while full, reads and logins answer and
+// writes are refused at once with InsufficientResources; once space is
+// freed, writes resume without a restart, and every write that was
+// acknowledged has its state and exactly one event.
+func TestDiskFull(t *testing.T) {
+	dir := mountTmpfs(t, 128<<20)
+	// What the hub writes after the last write it admitted can take tens of
+	// MiB on a disk this small (Pebble preallocates each WAL, 4.4 MiB, and
+	// flushes memtables of up to 4 MiB; files deleted while open keep their
+	// pages), which 5%, the default, leaves on disks of gigabytes.
+	const keepFree = 48 << 20
+	h := StartTestHub(t, func(c *Config) {
+		c.DataDir, c.MinFreeDisk = dir, "48MiB"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	password := "pw-late-secret"
+	if err := h.Admin.Call(ctx, "createUser", []any{"late"}, map[string]any{"password": password}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Admin.Call(ctx, "createTag", []any{"before"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// Leave 3 MiB above what the hub keeps free, then write tags with
+	// 48 KiB of extra each until the hub refuses.
+	filler := fillUntilFree(t, dir, "filler", keepFree+3<<20)
+	extra := map[string]any{"pad": strings.Repeat("x", 48<<10)}
+	var acked []string
+	var refusal error
+	for i := 0; refusal == nil; i++ {
+		if i == 1000 {
+			t.Fatalf("%d tags of 48 KiB written and none refused", i)
+		}
+		name := fmt.Sprintf("fill-%d", i)
+		err := h.Admin.Call(ctx, "createTag", []any{name}, map[string]any{"extra": extra}, nil)
+		if err == nil {
+			acked = append(acked, name)
+		} else {
+			refusal = err
+		}
+	}
+	if !errors.Is(refusal, bus.ErrInsufficientResources) || !strings.Contains(refusal.Error(), "below the 48.0 MiB kept free") {
+		t.Fatalf("refused with %v, want InsufficientResources naming the 48 MiB kept free", refusal)
+	}
+	t.Logf("%d tags acknowledged, then: %v", len(acked), refusal)
+	if len(acked) == 0 {
+		t.Fatal("the first write was refused already")
+	}
+
+	// While full: writes refused at once, reads and logins answer.
+	start := time.Now()
+	err := h.Admin.Call(ctx, "createTag", []any{"while-full"}, nil, nil)
+	if !errors.Is(err, bus.ErrInsufficientResources) {
+		t.Fatalf("createTag while full: %v, want InsufficientResources", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("a refusal took %v", d)
+	}
+	var tag bus.Tag
+	if err := h.Admin.Call(ctx, "getTag", []any{acked[len(acked)-1]}, nil, &tag); err != nil || tag.Name != acked[len(acked)-1] {
+		t.Fatalf("getTag while full: %+v, %v", tag, err)
+	}
+	late := h.Anonymous()
+	if err := late.Login(ctx, "late", password); err != nil {
+		t.Fatalf("login while full: %v", err)
+	}
+	var me *bus.LoggedInUser
+	if err := late.Call(ctx, "getLoggedInUser", nil, nil, &me); err != nil || me == nil || me.Name != "late" {
+		t.Fatalf("getLoggedInUser while full: %+v, %v", me, err)
+	}
+
+	// Space freed: writes resume by themselves.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		err := h.Admin.Call(ctx, "createTag", []any{"after"}, nil, nil)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, bus.ErrInsufficientResources) {
+			t.Fatalf("createTag after freeing space: %v", err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("writes did not resume: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+
+	// Every acknowledged tag is there, with exactly one tag.create event.
+	want := append(append([]string{"before"}, acked...), "after")
+	page := queryEventsUntil(t, h.Admin, map[string]any{"address": "tag.create", "limit": 1000}, len(want))
+	events := map[string]int{}
+	for _, ev := range page.Events {
+		events[fmt.Sprint(ev.Props["tag"])]++
+	}
+	for _, name := range want {
+		if err := h.Admin.Call(ctx, "getTag", []any{name}, map[string]any{"strict": true}, &tag); err != nil {
+			t.Errorf("getTag(%s) after: %v", name, err)
+		}
+		if events[name] != 1 {
+			t.Errorf("tag %s has %d tag.create events, want 1", name, events[name])
+		}
+	}
+	if len(page.Events) != len(want) {
+		t.Errorf("%d tag.create events, want %d", len(page.Events), len(want))
+	}
+}
