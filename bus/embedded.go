@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -79,6 +80,9 @@ type EmbeddedConfig struct {
 type Embedded struct {
 	Server  *server.Server
 	Secrets RoleSecrets
+
+	storeDir    string      // as configured, without the "jetstream" the server adds
+	storeFailed atomic.Bool // see StoreFailed
 }
 
 // URL is the client URL of the server.
@@ -146,12 +150,14 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
+	e := &Embedded{Server: srv, Secrets: secrets, storeDir: opts.StoreDir}
+	srv.SetLoggerV2(storeFailureLog{e}, false, false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
 		return nil, errors.New("embedded NATS: not ready after 10s")
 	}
-	return &Embedded{Server: srv, Secrets: secrets}, nil
+	return e, nil
 }
 
 // RoleUsers returns the NATS users and permissions of the four roles. An

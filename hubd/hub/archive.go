@@ -60,9 +60,12 @@ type archiveService struct {
 
 	arc *storage.Archive
 	// stall logs a batch that cannot be stored (a full disk) once, not per attempt.
-	stall  state.Stall
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	stall state.Stall
+	// pulling is the pull from the consumer (see pullAgain).
+	mu      sync.Mutex
+	pulling jetstream.MessagesContext
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 func newArchiveService(js jetstream.JetStream, dataDir string, log *slog.Logger) *archiveService {
@@ -173,6 +176,16 @@ func (a *archiveService) openConsumer(ctx context.Context, arc *storage.Archive)
 	return stream.CreateConsumer(ctx, cfg)
 }
 
+// pullAgain makes the archive pull from its consumer again, as
+// state.Relay.PullAgain does the relay.
+func (a *archiveService) pullAgain() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pulling != nil {
+		a.pulling.Stop()
+	}
+}
+
 // Stop stops following the stream and closes the archive. Safe on a nil or
 // never started service.
 func (a *archiveService) Stop() {
@@ -194,6 +207,9 @@ func (a *archiveService) run(ctx context.Context, cons jetstream.Consumer) {
 			bus.Sleep(ctx, time.Second)
 			continue
 		}
+		a.mu.Lock()
+		a.pulling = it
+		a.mu.Unlock()
 		stop := context.AfterFunc(ctx, it.Stop)
 		for ctx.Err() == nil {
 			m, err := it.Next()

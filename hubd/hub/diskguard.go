@@ -117,6 +117,10 @@ type diskGuard struct {
 	// log's state changes and for tests).
 	full atomic.Bool
 
+	// storeFailed and restart, with an embedded server (see watchServer).
+	storeFailed func() bool
+	restart     func()
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -152,14 +156,30 @@ func (g *diskGuard) Stop() {
 	<-g.done
 }
 
+// watchServer has the guard refuse writes while a stream of the embedded
+// server keeps a failed write (the disk filled up all the same: something
+// else filled it), and call restart once the disk has room again.
+func (g *diskGuard) watchServer(storeFailed func() bool, restart func()) {
+	g.mu.Lock()
+	g.storeFailed, g.restart = storeFailed, restart
+	g.mu.Unlock()
+}
+
 // check takes a new reading.
 func (g *diskGuard) check() error {
 	g.mu.Lock()
 	err := g.readLocked()
 	full := g.refusal(g.reading, 0, false) != nil
+	storeFailed, restart := g.storeFailed, g.restart
 	g.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	if storeFailed != nil && storeFailed() {
+		if !full {
+			restart()
+		}
+		full = full || storeFailed()
 	}
 	g.noteState(full)
 	return nil
@@ -231,6 +251,10 @@ func (g *diskGuard) Admit(size int, reserve bool) error {
 		}
 	}
 	err := g.refusal(g.reading, footprint, reserve)
+	if err == nil && g.storeFailed != nil && g.storeFailed() {
+		err = bus.NewFault(bus.CodeInsufficientResources,
+			"the hub's NATS server failed to write to the disk of its data directory; writes resume once space is freed")
+	}
 	if err == nil {
 		g.spent += footprint
 	}
@@ -251,6 +275,23 @@ func (g *diskGuard) Refused(err error) error {
 	g.mu.Unlock()
 	g.noteState(true)
 	return f
+}
+
+// restartJetStream restarts the embedded server's JetStream, whose store
+// failed a write while the disk was full, now that the disk has room: its
+// streams take writes again, and the relay and the archive pull anew.
+func (s *Server) restartJetStream() {
+	s.log.Warn("disk guard: the disk has room again; restarting JetStream, whose store failed a write while it was full")
+	if err := s.embedded.RestartJetStream(); err != nil {
+		s.log.Error("disk guard: restart JetStream", "err", err)
+		return
+	}
+	if s.relay != nil {
+		s.relay.PullAgain()
+	}
+	if s.archive != nil {
+		s.archive.pullAgain()
+	}
 }
 
 // formatBytes prints a size in binary units: "1.9 MiB".

@@ -198,6 +198,7 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("hub: %w", err)
 		}
 		s.embedded = e
+		s.disk.watchServer(e.StoreFailed, s.restartJetStream)
 		cc.InProcess = e.Server
 		cc.User, cc.Password = bus.RoleHub, e.Secrets[bus.RoleHub]
 		s.profileURL = e.URL()

@@ -103,6 +103,8 @@ type Relay struct {
 	// keepFinished, when set (tests), makes no purges: the bucket then
 	// looks as when a relay died between a write-out and its purge.
 	keepFinished bool
+	// pulling is the relay's pull from its consumer (see PullAgain).
+	pulling jetstream.MessagesContext
 	// passStall and writeStall log passes and write-outs that keep failing
 	// (a full disk) once, not per attempt, and space the attempts.
 	passStall, writeStall Stall
@@ -185,6 +187,17 @@ func (r *Relay) Start(ctx context.Context) error {
 	return nil
 }
 
+// PullAgain makes the relay pull from its consumer again: after JetStream
+// restarted (bus.Embedded.RestartJetStream) the server forgot its pull
+// requests, which would otherwise be renewed only when heartbeats are missed.
+func (r *Relay) PullAgain() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pulling != nil {
+		r.pulling.Stop() // its loop ends and the relay pulls anew
+	}
+}
+
 // Stop stops relaying; entries in flight are finished or left for
 // redelivery, and the pin is given up so another hub's relay takes over at once.
 func (r *Relay) Stop() {
@@ -223,6 +236,9 @@ func (r *Relay) run(ctx context.Context, cons jetstream.Consumer) {
 			bus.Sleep(ctx, time.Second)
 			continue
 		}
+		r.mu.Lock()
+		r.pulling = it
+		r.mu.Unlock()
 		stop := context.AfterFunc(ctx, it.Stop)
 		for ctx.Err() == nil {
 			resume = r.collectWriteOut(ctx, false) || resume

@@ -48,12 +48,19 @@ func (s *Store) admit(tx *Txn) error {
 }
 
 // refused turns a failed commit into the gate's fault when the server
-// refused it for lack of space.
+// refused it for lack of space, or when it failed (the server does not
+// answer a write its store failed) while the gate refuses even sessions.
 func (s *Store) refused(err error) error {
-	if s.gate == nil || !IsNoSpace(err) {
+	switch {
+	case s.gate == nil || err == nil:
 		return err
+	case IsNoSpace(err):
+		return s.gate.Refused(err)
 	}
-	return s.gate.Refused(err)
+	if full := s.gate.Admit(0, true); full != nil {
+		return full
+	}
+	return err
 }
 
 // JetStream's error codes for a server out of storage.
