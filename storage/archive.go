@@ -111,10 +111,17 @@ var ErrBadCursor = errors.New("storage: malformed cursor")
 // ErrBadAddress is returned for a malformed address glob.
 var ErrBadAddress = errors.New("storage: bad address pattern")
 
+// ErrFailed is returned by PutBatch once the store failed a write (its
+// disk was full): Pebble takes no more writes, and the archive is to be
+// closed and opened again once the disk has room.
+var ErrFailed = errors.New("storage: the archive failed a write; open it again")
+
 // Archive is the Pebble-backed event archive. It is safe for concurrent use.
 type Archive struct {
 	db *pebble.DB
 	mu sync.Mutex // serialises Put (existence check + batch)
+	// failed is the write error after which Pebble takes no more writes.
+	failed error
 	// top is the highest sequence stored: an event above it cannot be
 	// there yet, so only a replay costs an existence check.
 	top uint64
@@ -296,11 +303,30 @@ func (a *Archive) PutBatch(events []Event) error {
 	if b.Empty() {
 		return nil
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("storage: commit: %w", err)
+	if err := a.commit(b); err != nil {
+		return err
 	}
 	a.top = top
 	a.noteStaged()
+	return nil
+}
+
+// commit writes b, fsynced. A write Pebble's log cannot take (ENOSPC) is
+// fatal to Pebble, which reports it through its logger's Fatalf, a panic:
+// it becomes ErrFailed here, so a full disk stops the archive, not the hub.
+func (a *Archive) commit(b *pebble.Batch) (err error) {
+	if a.failed != nil {
+		return a.failed
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			a.failed = fmt.Errorf("%w: %v", ErrFailed, r)
+			err = a.failed
+		}
+	}()
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("storage: commit: %w", err)
+	}
 	return nil
 }
 

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/bus/bustest"
 )
 
 func TestParseFreeSpace(t *testing.T) {
@@ -43,49 +41,6 @@ func TestParseFreeSpace(t *testing.T) {
 	}
 }
 
-// mountTmpfs mounts a tmpfs of size bytes on a new directory, unmounted
-// when the test ends (after everything started later has stopped).
-func mountTmpfs(t *testing.T, size int64) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	dir := t.TempDir()
-	if err := unix.Mount("kojibus-test", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		t.Fatalf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount tmpfs: %v", err)
-		}
-	})
-	return dir
-}
-
-// fillUntilFree writes a file that leaves about free bytes available on the
-// filesystem of dir.
-func fillUntilFree(t *testing.T, dir, name string, free int64) string {
-	t.Helper()
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	avail := int64(st.Bavail) * st.Bsize
-	if avail <= free {
-		t.Fatalf("only %d bytes free, want to leave %d", avail, free)
-	}
-	path := filepath.Join(dir, name)
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := unix.Fallocate(int(f.Fd()), 0, 0, avail-free); err != nil {
-		t.Fatalf("fill %s: %v", path, err)
-	}
-	return path
-}
-
 // TestDiskFull fills the hub's data directory, a small tmpfs, through the
 // API until writes are refused; while full, reads and logins answer and
 // writes are refused at once with InsufficientResources. Then something else
@@ -94,7 +49,7 @@ func fillUntilFree(t *testing.T, dir, name string, free int64) string {
 // restart, and every write that was acknowledged has its state and exactly
 // one event.
 func TestDiskFull(t *testing.T) {
-	dir := mountTmpfs(t, 128<<20)
+	dir := bustest.MountTmpfs(t, 128<<20)
 	// What the hub writes after the last write it admitted can take tens of
 	// MiB on a disk this small (Pebble preallocates each WAL, 4.4 MiB, and
 	// flushes memtables of up to 4 MiB; files deleted while open keep their
@@ -115,7 +70,7 @@ func TestDiskFull(t *testing.T) {
 
 	// Leave 12 MiB above what the hub keeps free, then write tags with
 	// 48 KiB of extra each until the hub refuses.
-	filler := fillUntilFree(t, dir, "filler", keepFree+12<<20)
+	filler := bustest.FillUntilFree(t, dir, "filler", keepFree+12<<20)
 	extra := map[string]any{"pad": strings.Repeat("x", 48<<10)}
 	var acked []string
 	n := 0
@@ -146,7 +101,7 @@ func TestDiskFull(t *testing.T) {
 	// The refusal may come from the writes the guard counts before the disk
 	// shows them; 8 MiB below the threshold (and above the logins' reserve)
 	// the disk is full for certain.
-	below := fillUntilFree(t, dir, "below", keepFree-8<<20)
+	below := bustest.FillUntilFree(t, dir, "below", keepFree-8<<20)
 	fillUntilRefused()
 
 	// While full: writes refused at once, reads and logins answer.
@@ -174,7 +129,7 @@ func TestDiskFull(t *testing.T) {
 	// Something else takes the rest of the disk, and a write of the hub
 	// fails (logins pass under the reserve, so one gets that far): logins
 	// are refused at once too, reads still answer.
-	rest := fillUntilFree(t, dir, "rest", 0)
+	rest := bustest.FillUntilFree(t, dir, "rest", 0)
 	for i := 0; ; i++ { // a login that fits in pages already taken is stored
 		err := h.Anonymous().Login(ctx, "late", password)
 		if errors.Is(err, bus.ErrInsufficientResources) {
