@@ -1,6 +1,7 @@
 package bustest
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,22 +35,29 @@ func MountTmpfs(t testing.TB, size int64) string {
 // path (removing it gives the space back).
 func FillUntilFree(t testing.TB, dir, name string, free int64) string {
 	t.Helper()
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	avail := int64(st.Bavail) * st.Bsize
-	if avail <= free {
-		t.Fatalf("only %d bytes free, want to leave %d", avail, free)
-	}
 	path := filepath.Join(dir, name)
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := unix.Fallocate(int(f.Fd()), 0, 0, avail-free); err != nil {
-		t.Fatalf("fill %s: %v", path, err)
+	// Others write to the disk meanwhile: what was free a moment ago may not
+	// be any more.
+	for attempt := 0; ; attempt++ {
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		want := int64(st.Bavail)*st.Bsize - free
+		if want <= 0 {
+			t.Fatalf("only %d bytes free, want to leave %d", int64(st.Bavail)*st.Bsize, free)
+		}
+		err := unix.Fallocate(int(f.Fd()), 0, 0, want)
+		switch {
+		case err == nil:
+			return path
+		case !errors.Is(err, unix.ENOSPC) || attempt == 10:
+			t.Fatalf("fill %s: %v", path, err)
+		}
 	}
-	return path
 }

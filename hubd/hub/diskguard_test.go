@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -188,5 +189,47 @@ func TestDiskFull(t *testing.T) {
 	}
 	if len(page.Events) != len(want) {
 		t.Errorf("%d tag.create events, want %d", len(page.Events), len(want))
+	}
+}
+
+func TestDiskGuardAdmits(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		name        string
+		avail       uint64 // of 100 MiB, 5 MiB kept free
+		size        int
+		reserve     bool
+		wantRefused bool
+	}{
+		{name: "room", avail: 50 * mib, size: 1000},
+		{name: "below the threshold", avail: 4 * mib, size: 10, wantRefused: true},
+		{name: "a write that would take it below", avail: 5*mib + 100, size: 100, wantRefused: true},
+		{name: "a session under the reserve", avail: 4 * mib, size: 10, reserve: true},
+		{name: "a session below the reserve", avail: 2 * mib, size: 10, reserve: true, wantRefused: true},
+	} {
+		g := newDiskGuard(t.TempDir(), FreeSpace{Percent: 5}, slog.New(slog.DiscardHandler))
+		g.reading, g.recheck = diskReading{avail: tc.avail, total: 100 * mib}, 1<<62
+		err := g.Admit(tc.size, tc.reserve)
+		if refused := errors.Is(err, bus.ErrInsufficientResources); refused != tc.wantRefused || (err != nil && !refused) {
+			t.Errorf("%s: Admit: %v, want refused %v", tc.name, err, tc.wantRefused)
+		}
+	}
+	// A commit the server refused for lack of space holds every write,
+	// sessions too, until the next reading.
+	g := newDiskGuard(t.TempDir(), FreeSpace{Percent: 5}, slog.New(slog.DiscardHandler))
+	if err := g.check(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Refused(errors.New("insufficient resources")); !errors.Is(err, bus.ErrInsufficientResources) {
+		t.Fatalf("Refused: %v", err)
+	}
+	if err := g.Admit(1, true); !errors.Is(err, bus.ErrInsufficientResources) {
+		t.Fatalf("a session after a refused commit: %v", err)
+	}
+	if err := g.check(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Admit(1, false); err != nil {
+		t.Fatalf("a write after the next reading: %v", err)
 	}
 }
