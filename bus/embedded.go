@@ -10,9 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/sys/unix"
 )
 
 // Durability says when the embedded server fsyncs JetStream writes.
@@ -78,6 +80,9 @@ type EmbeddedConfig struct {
 type Embedded struct {
 	Server  *server.Server
 	Secrets RoleSecrets
+
+	storeDir    string      // as configured, without the "jetstream" the server adds
+	storeFailed atomic.Bool // see StoreFailed
 }
 
 // URL is the client URL of the server.
@@ -113,6 +118,17 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if opts.Port == 0 {
 		opts.Port = 4222
 	}
+	// JetStream's own storage limit, left unset, is 75% of the space free
+	// when the server starts (plus 75% of what its streams hold): after a
+	// restart on a fuller disk it is below what the streams already hold,
+	// and every write is refused (10023, insufficient resources) until a
+	// third of that is free again, though the disk has room. The filesystem's
+	// size is a limit that does not move with how full the disk was at the
+	// start; the hub's disk guard refuses writes before the disk is full.
+	var fs unix.Statfs_t
+	if err := unix.Statfs(cfg.DataDir, &fs); err == nil {
+		opts.JetStreamMaxStore = int64(fs.Blocks) * fs.Bsize
+	}
 	switch cfg.Durability {
 	case DurabilitySync, "":
 		opts.SyncAlways = true
@@ -134,12 +150,14 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
+	e := &Embedded{Server: srv, Secrets: secrets, storeDir: opts.StoreDir}
+	srv.SetLoggerV2(storeFailureLog{e}, false, false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
 		return nil, errors.New("embedded NATS: not ready after 10s")
 	}
-	return &Embedded{Server: srv, Secrets: secrets}, nil
+	return e, nil
 }
 
 // RoleUsers returns the NATS users and permissions of the four roles. An

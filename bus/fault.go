@@ -41,6 +41,13 @@ const (
 	CodeConflict           = 1101 // kojibus: a concurrent write won; retry
 )
 
+// CodeInsufficientResources is kojibus': the hub refuses writes because the
+// disk of its data directory (or the NATS server's storage) is too full;
+// reads and logins still answer, and writes resume by themselves once space
+// is freed. Not Koji's ServerOffline (1014): the hub is not offline, and
+// Koji's clients retry ServerOffline as if it were.
+const CodeInsufficientResources = 1102
+
 var faultNames = map[int]string{
 	CodeGenericError:       "GenericError",
 	CodeLockError:          "LockError",
@@ -70,6 +77,8 @@ var faultNames = map[int]string{
 	CodeServerUnavailable:  "ServerUnavailable",
 	CodeTaskAttemptStale:   "TaskAttemptStale",
 	CodeConflict:           "ConflictError",
+
+	CodeInsufficientResources: "InsufficientResources",
 }
 
 // FaultName returns Koji's exception name for a fault code.
@@ -118,6 +127,9 @@ var (
 	ErrTag              = &Fault{Code: CodeTagError}
 	ErrTaskAttemptStale = &Fault{Code: CodeTaskAttemptStale}
 	ErrConflict         = &Fault{Code: CodeConflict}
+
+	// ErrInsufficientResources: a write refused for lack of disk space.
+	ErrInsufficientResources = &Fault{Code: CodeInsufficientResources}
 )
 
 // GenericError is Koji's catch-all fault (code 1000).

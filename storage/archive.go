@@ -46,6 +46,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -121,10 +122,17 @@ var ErrUndecodable = errors.New("storage: undecodable event")
 // an undecodable one is. The hub never publishes an event that large.
 const MaxRecordSize = 8 << 20
 
+// ErrFailed is returned by PutBatch once the store failed a write (its
+// disk was full): Pebble takes no more writes, and the archive is to be
+// closed and opened again once the disk has room.
+var ErrFailed = errors.New("storage: the archive failed a write; open it again")
+
 // Archive is the Pebble-backed event archive. It is safe for concurrent use.
 type Archive struct {
 	db *pebble.DB
 	mu sync.Mutex // serialises Put (existence check + batch)
+	// failed is the write error after which Pebble takes no more writes.
+	failed error
 	// top is the highest sequence stored: an event above it cannot be
 	// there yet, so only a replay costs an existence check.
 	top uint64
@@ -150,7 +158,8 @@ func open(dir string, log *slog.Logger, bits uint) (*Archive, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{log.With("component", "archive")}})
+	plog := log.With("component", "archive")
+	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{plog}, EventListener: quietBackgroundErrors(plog)})
 	if err != nil {
 		return nil, fmt.Errorf("storage: open archive %s: %w", dir, err)
 	}
@@ -312,11 +321,30 @@ func (a *Archive) PutBatch(events []Event) error {
 	if b.Empty() {
 		return nil
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("storage: commit: %w", err)
+	if err := a.commit(b); err != nil {
+		return err
 	}
 	a.top = top
 	a.noteStaged()
+	return nil
+}
+
+// commit writes b, fsynced. A write Pebble's log cannot take (ENOSPC) is
+// fatal to Pebble, which reports it through its logger's Fatalf, a panic:
+// it becomes ErrFailed here, so a full disk stops the archive, not the hub.
+func (a *Archive) commit(b *pebble.Batch) (err error) {
+	if a.failed != nil {
+		return a.failed
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			a.failed = fmt.Errorf("%w: %v", ErrFailed, r)
+			err = a.failed
+		}
+	}()
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("storage: commit: %w", err)
+	}
 	return nil
 }
 
@@ -936,6 +964,27 @@ func prefixEnd(p []byte) []byte {
 		}
 	}
 	return nil
+}
+
+// quietBackgroundErrors logs Pebble's failing flushes and compactions once
+// when they start failing and once when one succeeds again: Pebble retries
+// them at once, and on a full disk logged each failure, hundreds a second.
+func quietBackgroundErrors(log *slog.Logger) *pebble.EventListener {
+	var failing atomic.Bool
+	recovered := func(err error) {
+		if err == nil && failing.Swap(false) {
+			log.Info("archive: background writes succeed again")
+		}
+	}
+	return &pebble.EventListener{
+		BackgroundError: func(err error) {
+			if !failing.Swap(true) {
+				log.Error("archive: background writes fail; not logged again until one succeeds", "err", err)
+			}
+		},
+		FlushEnd:      func(info pebble.FlushInfo) { recovered(info.Err) },
+		CompactionEnd: func(info pebble.CompactionInfo) { recovered(info.Err) },
+	}
 }
 
 type pebbleLogger struct{ log *slog.Logger }

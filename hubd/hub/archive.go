@@ -37,6 +37,7 @@ import (
 
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/internal/registry"
+	"github.com/kojibus/kojibus/hubd/internal/state"
 	"github.com/kojibus/kojibus/storage"
 )
 
@@ -57,13 +58,21 @@ type archiveService struct {
 	dir      string // data directory
 	consumer string
 
-	arc    *storage.Archive
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// arc is the archive, nil while it failed and could not be opened
+	// again; arcMu keeps it from being closed under a query (see use).
+	arcMu sync.RWMutex
+	arc   *storage.Archive
+	// stall logs a batch that cannot be stored (a full disk) once, not per attempt.
+	stall state.Stall
+	// pulling is the pull from the consumer (see pullAgain).
+	mu      sync.Mutex
+	pulling jetstream.MessagesContext
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 func newArchiveService(js jetstream.JetStream, dataDir string, log *slog.Logger) *archiveService {
-	return &archiveService{js: js, log: log, dir: dataDir}
+	return &archiveService{js: js, log: log, dir: dataDir, stall: state.Stall{Log: log, What: "archive: store events"}}
 }
 
 // hubID returns the id stored in the data directory, creating it on first use.
@@ -166,6 +175,16 @@ func (a *archiveService) openConsumer(ctx context.Context, arc *storage.Archive)
 	return stream.CreateConsumer(ctx, cfg)
 }
 
+// pullAgain makes the archive pull from its consumer again, as
+// state.Relay.PullAgain does the relay.
+func (a *archiveService) pullAgain() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pulling != nil {
+		a.pulling.Stop()
+	}
+}
+
 // Stop stops following the stream and closes the archive. Safe on a nil or
 // never started service.
 func (a *archiveService) Stop() {
@@ -174,6 +193,11 @@ func (a *archiveService) Stop() {
 	}
 	a.cancel()
 	a.wg.Wait()
+	a.arcMu.Lock()
+	defer a.arcMu.Unlock()
+	if a.arc == nil {
+		return // failed and not opened again
+	}
 	if err := a.arc.Close(); err != nil {
 		a.log.Error("archive: close", "err", err)
 	}
@@ -187,6 +211,9 @@ func (a *archiveService) run(ctx context.Context, cons jetstream.Consumer) {
 			bus.Sleep(ctx, time.Second)
 			continue
 		}
+		a.mu.Lock()
+		a.pulling = it
+		a.mu.Unlock()
 		stop := context.AfterFunc(ctx, it.Stop)
 		for ctx.Err() == nil {
 			m, err := it.Next()
@@ -233,18 +260,59 @@ func (a *archiveService) store(ctx context.Context, batch []jetstream.Msg) {
 		}
 	}
 	for {
-		err := a.arc.PutBatch(events)
+		err := a.put(events)
 		if err == nil {
+			a.stall.OK()
 			break
 		}
-		a.log.Error("archive: store events", "err", err)
-		if bus.Sleep(ctx, time.Second); ctx.Err() != nil {
+		if bus.Sleep(ctx, a.stall.Failed(err)); ctx.Err() != nil {
 			return
 		}
 	}
 	if err := newest.Ack(); err != nil {
 		a.log.Warn("archive: ack", "err", err)
 	}
+}
+
+// put stores events; an archive that failed a write (storage.ErrFailed: its
+// disk was full) is closed and opened again, which succeeds once the disk
+// has room. Its events stay unacked in the stream meanwhile.
+func (a *archiveService) put(events []storage.Event) error {
+	a.arcMu.RLock()
+	arc := a.arc
+	var err error
+	if arc != nil {
+		err = arc.PutBatch(events)
+	}
+	a.arcMu.RUnlock()
+	if arc != nil && !errors.Is(err, storage.ErrFailed) {
+		return err
+	}
+	a.arcMu.Lock()
+	defer a.arcMu.Unlock()
+	if a.arc != nil {
+		_ = a.arc.Close() // reports the failed write again
+		a.arc = nil       // queries answer ServerUnavailable until it opens
+	}
+	if a.arc, err = storage.Open(filepath.Join(a.dir, "archive"), a.log); err != nil {
+		return err
+	}
+	a.log.Info("archive: opened again after a failed write")
+	return a.arc.PutBatch(events)
+}
+
+// use returns the archive for a query and a release to call when the query
+// is done (the archive is not closed under it), or ServerUnavailable.
+func (a *archiveService) use() (*storage.Archive, func(), error) {
+	if a == nil {
+		return nil, nil, bus.NewFault(bus.CodeServerUnavailable, "the event archive is not running")
+	}
+	a.arcMu.RLock()
+	if a.arc == nil {
+		a.arcMu.RUnlock()
+		return nil, nil, bus.NewFault(bus.CodeServerUnavailable, "the event archive is not open: it failed a write on a full disk")
+	}
+	return a.arc, a.arcMu.RUnlock, nil
 }
 
 func archivedEvent(m jetstream.Msg) (storage.Event, error) {
@@ -314,13 +382,6 @@ func pyTypeName(raw json.RawMessage) string {
 	return "<class 'int'>"
 }
 
-func (s *Server) eventArchive() (*storage.Archive, error) {
-	if s.archive == nil || s.archive.arc == nil {
-		return nil, bus.NewFault(bus.CodeServerUnavailable, "the event archive is not running")
-	}
-	return s.archive.arc, nil
-}
-
 func (s *Server) registerArchive() {
 	noRows := func() error { return bus.GenericError("query returned no rows") }
 	s.reg.Register(
@@ -342,10 +403,11 @@ func (s *Server) registerArchive() {
 					}
 					before = &f
 				}
-				arc, err := s.eventArchive()
+				arc, release, err := s.archive.use()
 				if err != nil {
 					return nil, err
 				}
+				defer release()
 				var ev storage.Event
 				var ok bool
 				if before != nil {
@@ -377,10 +439,11 @@ func (s *Server) registerArchive() {
 				if err != nil {
 					return nil, err
 				}
-				arc, err := s.eventArchive()
+				arc, release, err := s.archive.use()
 				if err != nil {
 					return nil, err
 				}
+				defer release()
 				var ev storage.Event
 				ok := false
 				if id > 0 {
@@ -489,10 +552,11 @@ func (s *Server) queryEvents(ctx context.Context, c *registry.Call) (any, error)
 	if cursor != nil {
 		f.Cursor = *cursor
 	}
-	arc, err := s.eventArchive()
+	arc, release, err := s.archive.use()
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	events, next, err := arc.Query(f)
 	if errors.Is(err, storage.ErrBadCursor) {
 		return nil, bus.ParameterError("queryEvents(): invalid cursor %q", f.Cursor)

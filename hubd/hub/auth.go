@@ -268,6 +268,7 @@ func (s *Server) registerAuth() {
 			Name: "logout", Doc: "Close the current session", Access: registry.LoggedIn,
 			Handler: func(ctx context.Context, c *registry.Call) (any, error) {
 				_, err := s.store.Update(ctx, "", func(tx *state.Txn) (any, error) {
+					tx.UseReserve() // a logout frees a little
 					tx.Delete(sessionKey(c.Caller.SessionID))
 					return nil, nil
 				})
@@ -597,6 +598,7 @@ func (s *Server) passwordLogin(ctx context.Context, name, password string) (*bus
 func (s *Server) openSession(ctx context.Context, u *userRecord, authType int) (*bus.Session, error) {
 	key := bus.RandomSecret(24)
 	res, err := s.store.Update(ctx, "", func(tx *state.Txn) (any, error) {
+		tx.UseReserve() // logins keep working while the disk is too full for other writes
 		now := nowTS()
 		rec := sessionRecord{
 			ID: tx.NextID("session"), UserID: u.ID, HostID: u.HostID, KeyHash: hashSessionKey(key),

@@ -39,6 +39,7 @@ func Run(args []string, stderr io.Writer) int {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	hubConf := fs.String("config", "", "Koji's hub.conf: [policy] policies, [hub] MissingPolicyOk (re-read on SIGHUP)")
 	pluginDir := fs.String("plugin-config-dir", "/etc/koji-hub/plugins", "directory of the plugins' configuration files (sidetag.conf)")
+	minFreeDisk := fs.String("min-free-disk", DefaultMinFreeDisk, "keep this much of the data directory's filesystem free, refusing writes below it: a percentage (5%) or a size (2GiB); 0: off")
 	protonConf := fs.String("protonmsg-conf", "", "Koji's protonmsg.conf: run the protonmsg bridge inside hubd (as kojibridge does)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -72,7 +73,7 @@ func Run(args []string, stderr io.Writer) int {
 		ListenHost: host, ListenPort: port, Durability: dur, SyncInterval: interval,
 		Replicas: *replicas, SessionLifetime: *sessionLife, ClientCAFile: *clientCA, Logger: log,
 		HostTimeout: *hostTimeout, MaxTaskRetries: *maxRetries, HubConf: *hubConf,
-		PluginConfigDir: *pluginDir,
+		PluginConfigDir: *pluginDir, MinFreeDisk: *minFreeDisk,
 	}
 	if *protonConf != "" {
 		pc, err := bridge.LoadConfig(*protonConf)

@@ -58,6 +58,10 @@ type Config struct {
 	// HubConf is Koji's hub.conf: [policy] and [hub] MissingPolicyOk,
 	// Plugins. Empty: Koji's default policies.
 	HubConf string
+	// MinFreeDisk is how much of the data directory's filesystem is kept
+	// free: below it writes are refused with InsufficientResources (see
+	// diskguard.go). Default DefaultMinFreeDisk; "0" turns the guard off.
+	MinFreeDisk string
 	// Protonmsg, when set, runs the protonmsg bridge inside the hub
 	// (queue in <data>/protonmsg-queue, consumer bridge-hubd).
 	Protonmsg *bridge.Config
@@ -74,6 +78,7 @@ type Server struct {
 	store    *state.Store
 	relay    *state.Relay
 	archive  *archiveService
+	disk     *diskGuard
 	janitor  *janitor
 	// knownConsumers caches task queue consumers this hub knows to exist.
 	knownConsumers sync.Map
@@ -130,7 +135,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxTaskRetries == 0 {
 		cfg.MaxTaskRetries = 3
 	}
+	if cfg.MinFreeDisk == "" {
+		cfg.MinFreeDisk = DefaultMinFreeDisk
+	}
+	minFree, err := ParseFreeSpace(cfg.MinFreeDisk)
+	if err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: registry.New(), stopped: make(chan struct{}), plugins: map[string]bool{}}
+	s.disk = newDiskGuard(cfg.DataDir, minFree, cfg.Logger)
 	hc, err := LoadHubConf(cfg.HubConf)
 	if err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
@@ -169,6 +182,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
+	if err := s.disk.Start(); err != nil {
+		return err
+	}
 	cc := bus.ConnectConfig{
 		Name: "hubd", URLs: s.cfg.NATSURLs, User: s.cfg.NATSUser, Password: s.cfg.NATSPass,
 		CredsFile: s.cfg.NATSCreds, CAFile: s.cfg.NATSCA, CertFile: s.cfg.NATSCert, KeyFile: s.cfg.NATSKey,
@@ -182,6 +198,7 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("hub: %w", err)
 		}
 		s.embedded = e
+		s.disk.watchServer(e.StoreFailed, s.restartJetStream)
 		cc.InProcess = e.Server
 		cc.User, cc.Password = bus.RoleHub, e.Secrets[bus.RoleHub]
 		s.profileURL = e.URL()
@@ -220,6 +237,7 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 		return err
 	}
 	s.store = state.New(stateJS.Conn(), stateJS, s.log)
+	s.store.SetWriteGate(s.disk)
 	s.store.Index("task", taskGroups)
 	s.store.Index("tagged", taggedBuildGroup)
 	s.store.Index("build", buildGroups)
@@ -279,7 +297,9 @@ func (s *Server) extraConn(ctx context.Context, cc bus.ConnectConfig, name strin
 		return nil, fmt.Errorf("hub: %w", err)
 	}
 	s.extraConns = append(s.extraConns, nc)
-	js, err := jetstream.New(nc)
+	// A publish the server never answers (it does not answer one its store
+	// failed to write) fails after a while instead of holding the relay.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
@@ -329,5 +349,6 @@ func (s *Server) Stop() {
 		if s.embedded != nil {
 			s.embedded.Stop()
 		}
+		s.disk.Stop()
 	})
 }

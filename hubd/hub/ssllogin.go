@@ -180,6 +180,7 @@ func (s *Server) sslLogin(ctx context.Context, certPEM, nonce, sigText string) (
 	nonceKey := "sslnonce." + hex.EncodeToString(nonceHash[:16])
 	key := bus.RandomSecret(24)
 	res, err := s.store.Update(ctx, "", func(tx *state.Txn) (any, error) {
+		tx.UseReserve() // a login, as passwordLogin's
 		if _, _, used := tx.Get(nonceKey); used {
 			return nil, bus.AuthError("challenge already used")
 		}

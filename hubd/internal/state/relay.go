@@ -103,6 +103,11 @@ type Relay struct {
 	// keepFinished, when set (tests), makes no purges: the bucket then
 	// looks as when a relay died between a write-out and its purge.
 	keepFinished bool
+	// pulling is the relay's pull from its consumer (see PullAgain).
+	pulling jetstream.MessagesContext
+	// passStall and writeStall log passes and write-outs that keep failing
+	// (a full disk) once, not per attempt, and space the attempts.
+	passStall, writeStall Stall
 }
 
 func (r *Relay) told(seq uint64) {
@@ -116,7 +121,8 @@ func NewRelay(nc *nats.Conn, js jetstream.JetStream, store *Store, log *slog.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Relay{store: store, nc: nc, js: js, log: log, consumers: map[string]bool{}, purgeTo: make(chan uint64, 4096)}
+	return &Relay{store: store, nc: nc, js: js, log: log, consumers: map[string]bool{}, purgeTo: make(chan uint64, 4096),
+		passStall: Stall{Log: log, What: "relay: publish events"}, writeStall: Stall{Log: log, What: "relay: write out keys"}}
 }
 
 // relayConsumerConfig is the relay consumer, starting after start-1.
@@ -181,6 +187,17 @@ func (r *Relay) Start(ctx context.Context) error {
 	return nil
 }
 
+// PullAgain makes the relay pull from its consumer again: after JetStream
+// restarted (bus.Embedded.RestartJetStream) the server forgot its pull
+// requests, which would otherwise be renewed only when heartbeats are missed.
+func (r *Relay) PullAgain() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pulling != nil {
+		r.pulling.Stop() // its loop ends and the relay pulls anew
+	}
+}
+
 // Stop stops relaying; entries in flight are finished or left for
 // redelivery, and the pin is given up so another hub's relay takes over at once.
 func (r *Relay) Stop() {
@@ -219,6 +236,9 @@ func (r *Relay) run(ctx context.Context, cons jetstream.Consumer) {
 			bus.Sleep(ctx, time.Second)
 			continue
 		}
+		r.mu.Lock()
+		r.pulling = it
+		r.mu.Unlock()
 		stop := context.AfterFunc(ctx, it.Stop)
 		for ctx.Err() == nil {
 			resume = r.collectWriteOut(ctx, false) || resume
@@ -249,11 +269,11 @@ func (r *Relay) run(ctx context.Context, cons jetstream.Consumer) {
 			for ctx.Err() == nil && len(held) > 0 {
 				n, err := r.pass(ctx, cons, held, resume)
 				if err != nil {
-					r.log.Error("relay: publish events", "err", err)
 					resume = true // some of it may be out
-					bus.Sleep(ctx, 200*time.Millisecond)
+					bus.Sleep(ctx, r.passStall.Failed(err))
 					continue
 				}
+				r.passStall.OK()
 				if n == 0 {
 					break // waiting for an earlier entry
 				}
@@ -398,14 +418,14 @@ func (r *Relay) collectWriteOut(ctx context.Context, wait bool) (resume bool) {
 	switch {
 	case err == nil:
 		r.acked = w.last.seq
+		r.writeStall.OK()
 		return false
 	case w.stale():
 		r.leave(w)
 		return true
 	}
 	if !errors.Is(err, context.Canceled) {
-		r.log.Error("relay: write out keys", "through", w.last.seq, "err", err)
-		bus.Sleep(ctx, 200*time.Millisecond)
+		bus.Sleep(ctx, r.writeStall.Failed(fmt.Errorf("write out keys through %d: %w", w.last.seq, err)))
 	}
 	r.unwritten = w.then(r.unwritten)
 	r.unwritten.entries = writeOutBatch // due at once

@@ -169,6 +169,9 @@ type Store struct {
 	// which the view has not reached yet, by sequence (see applyAcked).
 	acked map[uint64]*txnMsg
 
+	// gate, when set, refuses commits while the disk is too full (space.go).
+	gate WriteGate
+
 	cancel context.CancelFunc
 	cc     jetstream.ConsumeContext
 	done   chan struct{}
@@ -887,6 +890,7 @@ type Txn struct {
 	err       error // an event body that could not be encoded
 	requestID string
 	holdsSeq  bool // took an id: holds seqSend until it is sent
+	reserve   bool // see UseReserve
 }
 
 type write struct {
@@ -1109,15 +1113,20 @@ func (s *Store) Update(ctx context.Context, requestID string, fn UpdateFunc) (*R
 			tx.release()
 			return &Result{Value: val, Rev: s.Applied()}, nil
 		}
+		if err := s.admit(tx); err != nil {
+			tx.release()
+			return nil, err
+		}
 		// The commit is sent before the id lock is released (so one hub's
 		// commits reach the log in id order) but awaited after it, so
 		// concurrent creates pipeline instead of taking a round trip each.
 		key, ack, err := s.send(tx, val)
 		tx.release()
 		if err != nil {
-			return nil, err
+			return nil, s.refused(err)
 		}
 		seq, err := awaitAck(ctx, ack)
+		err = s.refused(err)
 		if err == nil {
 			s.applyAcked(key, seq)
 			err = s.WaitApplied(ctx, seq)
