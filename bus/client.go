@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -94,6 +95,11 @@ func (c *Client) CallRaw(ctx context.Context, method string, args []any, kwargs 
 
 // CallBody sends an already encoded request body.
 func (c *Client) CallBody(ctx context.Context, method string, body []byte) (json.RawMessage, error) {
+	if !validMethodName(method) {
+		// The server would refuse to route it (a permissions violation,
+		// no reply): say what the hub says of an unknown method.
+		return nil, GenericError("Invalid method: %s", method)
+	}
 	msg := nats.NewMsg(APISubject(method))
 	msg.Data = body
 	msg.Header.Set(HeaderRequestID, nuid.Next())
@@ -141,4 +147,15 @@ func (c *Client) CallBody(ctx context.Context, method string, body []byte) (json
 		return nil, NewFault(CodeServerOffline, "no hub is answering on %s", c.nc.ConnectedUrlRedacted())
 	}
 	return nil, fmt.Errorf("%s: %w", method, lastErr)
+}
+
+// validMethodName reports whether method makes a routable subject: dotted
+// tokens, none empty, without wildcards or white space.
+func validMethodName(method string) bool {
+	for tok := range strings.SplitSeq(method, ".") {
+		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
+			return false
+		}
+	}
+	return true
 }
