@@ -94,6 +94,40 @@ func TestHeadersOutOfBoundsAreRefusedAtOnce(t *testing.T) {
 	}
 }
 
+// The attack of issue 19: hello with a minimum revision far ahead, many at
+// once. Each is refused at once, and another caller's hello meanwhile
+// answers within 10x (loosely, as asked) of its latency without them.
+func TestMinRevFloodIsRefusedWhileOthersAreServed(t *testing.T) {
+	h := StartTestHub(t, nil)
+	other := h.Anonymous()
+	before := medianHello(t, other, 50)
+	attacker := h.Connect(t, bus.RoleClient, "min-rev-attacker")
+	const flood = 500
+	var refused atomic.Int64
+	var wg sync.WaitGroup
+	for range flood {
+		wg.Go(func() {
+			// Far less than minRevWait: a wait instead of a refusal fails here.
+			ctx, cancel := context.WithTimeout(context.Background(), minRevWait/2)
+			defer cancel()
+			_, err := rawCall(ctx, attacker, "hello", map[string]string{bus.HeaderMinRev: "999999999999"})
+			if errors.Is(err, bus.ErrParameter) || errors.Is(err, bus.ErrTooManyRequests) {
+				refused.Add(1)
+			} else {
+				t.Errorf("hello with a far minimum revision: %v", err)
+			}
+		})
+	}
+	during := medianHello(t, other, 50)
+	wg.Wait()
+	if refused.Load() != flood {
+		t.Fatalf("%d of %d refused", refused.Load(), flood)
+	}
+	if base := max(before, time.Millisecond); during > 10*base {
+		t.Fatalf("hello took %v during the flood, %v without it", during, before)
+	}
+}
+
 // registerBlocking adds a test method that holds its worker until release
 // is closed, counting the calls running at once.
 func registerBlocking(h *TestHub, name string, running, peak *atomic.Int64, release <-chan struct{}) {
