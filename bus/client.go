@@ -129,13 +129,22 @@ func (c *Client) CallBody(ctx context.Context, method string, body []byte) (json
 			}
 			return nil, fmt.Errorf("%s: %w", method, err)
 		}
-		if rev, err := strconv.ParseUint(resp.Header.Get(HeaderRev), 10, 64); err == nil {
+		rev, revErr := strconv.ParseUint(resp.Header.Get(HeaderRev), 10, 64)
+		if revErr == nil {
 			for cur := c.seenRev.Load(); rev > cur && !c.seenRev.CompareAndSwap(cur, rev); cur = c.seenRev.Load() {
 			}
 		}
 		result, err := DecodeResponse(resp.Data)
 		var fault *Fault
 		if errors.As(err, &fault) {
+			if minRevRefused(fault) && msg.Header.Get(HeaderMinRev) != "" && revErr == nil {
+				// The hubs' state is older than what this client saw (made
+				// again, restored): go on from where it is.
+				c.seenRev.Store(rev)
+				msg.Header.Del(HeaderMinRev)
+				lastErr = fault
+				continue
+			}
 			return nil, fault
 		}
 		if err != nil {
@@ -147,6 +156,12 @@ func (c *Client) CallBody(ctx context.Context, method string, body []byte) (json
 		return nil, NewFault(CodeServerOffline, "no hub is answering on %s", c.nc.ConnectedUrlRedacted())
 	}
 	return nil, fmt.Errorf("%s: %w", method, lastErr)
+}
+
+// minRevRefused tells the hub's refusal of a HeaderMinRev beyond every
+// revision its state stream holds.
+func minRevRefused(f *Fault) bool {
+	return f.Code == CodeParameterError && strings.HasPrefix(f.Message, HeaderMinRev+" ")
 }
 
 // validMethodName reports whether method makes a routable subject: dotted
