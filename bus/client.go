@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -94,6 +95,11 @@ func (c *Client) CallRaw(ctx context.Context, method string, args []any, kwargs 
 
 // CallBody sends an already encoded request body.
 func (c *Client) CallBody(ctx context.Context, method string, body []byte) (json.RawMessage, error) {
+	if !validMethodName(method) {
+		// The server would refuse to route it (a permissions violation,
+		// no reply): say what the hub says of an unknown method.
+		return nil, GenericError("Invalid method: %s", method)
+	}
 	msg := nats.NewMsg(APISubject(method))
 	msg.Data = body
 	msg.Header.Set(HeaderRequestID, nuid.Next())
@@ -123,13 +129,22 @@ func (c *Client) CallBody(ctx context.Context, method string, body []byte) (json
 			}
 			return nil, fmt.Errorf("%s: %w", method, err)
 		}
-		if rev, err := strconv.ParseUint(resp.Header.Get(HeaderRev), 10, 64); err == nil {
+		rev, revErr := strconv.ParseUint(resp.Header.Get(HeaderRev), 10, 64)
+		if revErr == nil {
 			for cur := c.seenRev.Load(); rev > cur && !c.seenRev.CompareAndSwap(cur, rev); cur = c.seenRev.Load() {
 			}
 		}
 		result, err := DecodeResponse(resp.Data)
 		var fault *Fault
 		if errors.As(err, &fault) {
+			if minRevRefused(fault) && msg.Header.Get(HeaderMinRev) != "" && revErr == nil {
+				// The hubs' state is older than what this client saw (made
+				// again, restored): go on from where it is.
+				c.seenRev.Store(rev)
+				msg.Header.Del(HeaderMinRev)
+				lastErr = fault
+				continue
+			}
 			return nil, fault
 		}
 		if err != nil {
@@ -141,4 +156,21 @@ func (c *Client) CallBody(ctx context.Context, method string, body []byte) (json
 		return nil, NewFault(CodeServerOffline, "no hub is answering on %s", c.nc.ConnectedUrlRedacted())
 	}
 	return nil, fmt.Errorf("%s: %w", method, lastErr)
+}
+
+// minRevRefused tells the hub's refusal of a HeaderMinRev beyond every
+// revision its state stream holds.
+func minRevRefused(f *Fault) bool {
+	return f.Code == CodeParameterError && strings.HasPrefix(f.Message, HeaderMinRev+" ")
+}
+
+// validMethodName reports whether method makes a routable subject: dotted
+// tokens, none empty, without wildcards or white space.
+func validMethodName(method string) bool {
+	for tok := range strings.SplitSeq(method, ".") {
+		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
+			return false
+		}
+	}
+	return true
 }

@@ -39,6 +39,8 @@ const (
 	CodeServerUnavailable  = 1025
 	CodeTaskAttemptStale   = 1100 // kojibus: a result from a superseded task attempt
 	CodeConflict           = 1101 // kojibus: a concurrent write won; retry
+	CodeTooManyRequests    = 1110 // kojibus: the caller has its fair share of the hub's workers and a full queue
+	CodeReplyTooLarge      = 1111 // kojibus: the reply would exceed the NATS message limit; page the call
 )
 
 // CodeInsufficientResources is kojibus': the hub refuses writes because the
@@ -77,6 +79,8 @@ var faultNames = map[int]string{
 	CodeServerUnavailable:  "ServerUnavailable",
 	CodeTaskAttemptStale:   "TaskAttemptStale",
 	CodeConflict:           "ConflictError",
+	CodeTooManyRequests:    "TooManyRequests",
+	CodeReplyTooLarge:      "ReplyTooLarge",
 
 	CodeInsufficientResources: "InsufficientResources",
 }
@@ -127,6 +131,8 @@ var (
 	ErrTag              = &Fault{Code: CodeTagError}
 	ErrTaskAttemptStale = &Fault{Code: CodeTaskAttemptStale}
 	ErrConflict         = &Fault{Code: CodeConflict}
+	ErrTooManyRequests  = &Fault{Code: CodeTooManyRequests}
+	ErrReplyTooLarge    = &Fault{Code: CodeReplyTooLarge}
 
 	// ErrInsufficientResources: a write refused for lack of disk space.
 	ErrInsufficientResources = &Fault{Code: CodeInsufficientResources}

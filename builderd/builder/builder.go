@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -199,6 +200,7 @@ func (b *Builder) Start(ctx context.Context) (err error) {
 	if err := os.MkdirAll(b.cfg.WorkDir, 0o755); err != nil {
 		return fmt.Errorf("builder: work directory: %w", err)
 	}
+	b.removeLeftoverRuns()
 	name := b.cfg.Profile.Host
 	if name == "" {
 		name = b.cfg.Profile.User
@@ -897,6 +899,24 @@ func (b *Builder) claim(msg jetstream.Msg, id, attempt int64, method string, han
 	}
 	log.Info("task opened", "weight", handler.Weight)
 	go r.run()
+}
+
+// removeLeftoverRuns removes the run directories a previous builderd left
+// behind (killed before its runs ended): no run of this one has started
+// yet, and a work directory serves one builderd.
+func (b *Builder) removeLeftoverRuns() {
+	dir := filepath.Join(b.cfg.WorkDir, "tasks")
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		b.log.Warn("read task work directories", "dir", dir, "err", err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			b.log.Warn("remove leftover task work directory", "dir", e.Name(), "err", err)
+			continue
+		}
+		b.log.Info("removed leftover task work directory", "dir", e.Name())
+	}
 }
 
 // taskDir is the work directory of a run.

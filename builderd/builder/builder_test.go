@@ -383,6 +383,9 @@ func TestCancelKillsProcess(t *testing.T) {
 		t.Fatalf("killed after %v", d)
 	}
 	waitUntil(t, 5*time.Second, "run ended", func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.running) == 0 })
+	if _, err := os.Stat(b.taskDir(id, 1)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("work directory of the killed run: %v, want it removed", err)
+	}
 	if info := taskInfo(t, h, id); info.State != bus.TaskCanceled {
 		t.Fatalf("state %s", bus.TaskStateName(info.State))
 	}
@@ -391,6 +394,37 @@ func TestCancelKillsProcess(t *testing.T) {
 	defer w.mu.Unlock()
 	if hasState(w.events, id, "task.closed") || hasState(w.events, id, "task.failed") {
 		t.Fatal("a canceled run reported a result")
+	}
+}
+
+// A builderd killed during runs leaves their work directories: the next one
+// removes them when it starts, and keeps the rest of its work directory.
+func TestLeftoverRunDirectoriesRemovedAtStart(t *testing.T) {
+	h := hub.StartTestHub(t, nil)
+	creds := addHost(t, h, "builder1", "x86_64")
+	work := t.TempDir()
+	for _, run := range []string{"7-1", "8-3"} {
+		if err := os.MkdirAll(filepath.Join(work, "tasks", run, "sub"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(work, "tasks", run, "sub", "out.log"), []byte("left"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keep := filepath.Join(work, "rootfs-cache", "kept")
+	if err := os.MkdirAll(keep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	startBuilder(t, creds, func(c *Config) { c.WorkDir = work })
+	left, err := os.ReadDir(filepath.Join(work, "tasks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Fatalf("%d run directories left after start, want none", len(left))
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Fatalf("the rootfs cache went too: %v", err)
 	}
 }
 

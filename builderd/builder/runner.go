@@ -106,7 +106,7 @@ func (r *runner) run() {
 		}
 		return res, err
 	}()
-	if t.made.Load() {
+	if t != nil && t.made.Load() { // t is nil when the log upload could not start
 		if err := os.RemoveAll(dir); err != nil {
 			log.Warn("remove task work directory", "err", err)
 		}

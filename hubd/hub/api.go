@@ -27,17 +27,22 @@ func (s *Server) serveAPI() error {
 	if workers < 128 {
 		workers = 128
 	}
-	s.work = make(chan *nats.Msg, 1024)
+	s.share = newFairShare(workers)
+	s.work = make(chan apiCall, 1024)
 	for range workers {
 		s.workers.Add(1)
 		go func() {
 			defer s.workers.Done()
-			for m := range s.work {
-				s.handle(m)
+			for c := range s.work {
+				// A worker that finishes a caller's call takes that
+				// caller's next waiting one, if any (see fairShare).
+				for m := c.msg; m != nil; m = s.share.done(c.caller) {
+					s.handle(m)
+				}
 			}
 		}()
 	}
-	sub, err := s.nc.QueueSubscribe(bus.APIPrefix+">", apiQueue, func(m *nats.Msg) { s.work <- m })
+	sub, err := s.nc.QueueSubscribe(bus.APIPrefix+">", apiQueue, s.admit)
 	if err != nil {
 		return fmt.Errorf("hub: subscribe API: %w", err)
 	}
@@ -48,29 +53,51 @@ func (s *Server) serveAPI() error {
 	return s.nc.Flush()
 }
 
-func (s *Server) handle(m *nats.Msg) {
+// apiCall is a request handed to the workers, with the caller it counts against.
+type apiCall struct {
+	msg    *nats.Msg
+	caller string
+}
+
+// admit runs on the subscription's goroutine: it checks the headers and
+// hands the request to the workers within its caller's fair share, queues
+// it behind the caller's running calls, or refuses it.
+func (s *Server) admit(m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
-	method := m.Subject[len(bus.APIPrefix):]
+	if err := checkHeaders(m.Header); err != nil {
+		s.respond(m, apiMethod(m), nil, err)
+		return
+	}
+	caller := callerOf(m)
+	run, err := s.share.admit(caller, m)
+	switch {
+	case err != nil:
+		s.respond(m, apiMethod(m), nil, err)
+	case run:
+		s.work <- apiCall{msg: m, caller: caller}
+	}
+}
+
+func apiMethod(m *nats.Msg) string { return m.Subject[len(bus.APIPrefix):] }
+
+func (s *Server) handle(m *nats.Msg) {
+	method := apiMethod(m)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	session := ""
-	requestID := ""
-	if m.Header != nil {
-		session = m.Header.Get(bus.HeaderSession)
-		requestID = m.Header.Get(bus.HeaderRequestID)
+	var result any
+	err := s.awaitMinRev(ctx, method, m.Header.Get(bus.HeaderMinRev))
+	if err == nil {
+		result, err = s.Dispatch(ctx, method, m.Header.Get(bus.HeaderSession), m.Header.Get(bus.HeaderRequestID), m.Data)
 	}
-	// Read your writes across hubs: wait until this hub's view has what the
-	// client has already seen from another.
-	if minRev, perr := strconv.ParseUint(m.Header.Get(bus.HeaderMinRev), 10, 64); perr == nil && minRev > 0 {
-		wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-		if werr := s.store.WaitApplied(wctx, minRev); werr != nil {
-			s.log.Warn("api: view behind the client", "method", method, "want", minRev, "err", werr)
-		}
-		wcancel()
-	}
-	result, err := s.Dispatch(ctx, method, session, requestID, m.Data)
+	s.respond(m, method, result, err)
+}
+
+// respond sends the reply to a call: its result, or its fault. A reply over
+// the connection's payload limit is answered with a ReplyTooLarge fault
+// naming both sizes, so the caller learns to page instead of timing out.
+func (s *Server) respond(m *nats.Msg, method string, result any, err error) {
 	var out []byte
 	if err == nil {
 		var b []byte
@@ -87,18 +114,31 @@ func (s *Server) handle(m *nats.Msg) {
 		}
 	}
 	if err != nil {
-		resp := bus.Response{Error: bus.AsFault(err)}
-		if resp.Error.Code == bus.CodeGenericError && !isFault(err) {
-			s.log.Error("api: internal error", "method", method, "err", err)
-		}
-		out, _ = json.Marshal(resp)
+		out = s.encodeFault(method, err)
 	}
 	reply := nats.NewMsg(m.Reply)
 	reply.Data = out
 	reply.Header.Set(bus.HeaderRev, strconv.FormatUint(s.store.Applied(), 10))
-	if err := m.RespondMsg(reply); err != nil {
+	err = m.RespondMsg(reply)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		reply.Data = s.encodeFault(method, bus.NewFault(bus.CodeReplyTooLarge,
+			"the reply to %s is %d bytes, over the %d-byte message limit: ask for less at a time "+
+				"(queryOpts limit and offset, or queryEvents' limit and cursor)", method, len(out), s.nc.MaxPayload()))
+		err = m.RespondMsg(reply)
+	}
+	if err != nil {
 		s.log.Warn("api: respond", "method", method, "err", err)
 	}
+}
+
+// encodeFault encodes err as a fault reply, logging what is not a fault.
+func (s *Server) encodeFault(method string, err error) []byte {
+	resp := bus.Response{Error: bus.AsFault(err)}
+	if resp.Error.Code == bus.CodeGenericError && !isFault(err) {
+		s.log.Error("api: internal error", "method", method, "err", err)
+	}
+	out, _ := json.Marshal(resp)
+	return out
 }
 
 func isFault(err error) bool {

@@ -27,10 +27,28 @@ func checkRun(v state.View, c *registry.Call, taskID, attempt int64) (*taskRecor
 	if !ok {
 		return nil, bus.GenericError("No such task: %d", taskID)
 	}
+	if err := heldByOther(v, c, t, attempt); err != nil {
+		return nil, err
+	}
 	if t.State != bus.TaskOpen || t.HostID == nil || *t.HostID != c.Caller.HostID || t.Attempt != attempt {
 		return nil, staleFault(t, attempt)
 	}
 	return t, nil
+}
+
+// heldByOther refuses a call for the current attempt of a task that
+// another host holds: not a superseded run of the caller's but someone
+// else's, named so that the mistake (or the attack) is plain. The code stays
+// TaskAttemptStale: to the caller the run is not its own, as for a stale one.
+func heldByOther(v state.View, c *registry.Call, t *taskRecord, attempt int64) error {
+	if t.HostID == nil || *t.HostID == c.Caller.HostID || t.Attempt != attempt {
+		return nil
+	}
+	holder := fmt.Sprintf("%d", *t.HostID)
+	if h, ok := lookupHost(v, registry.Ref{ID: *t.HostID}); ok {
+		holder = h.Name
+	}
+	return bus.NewFault(bus.CodeTaskAttemptStale, "task %d attempt %d is held by another host, %s", t.ID, attempt, holder)
 }
 
 func (s *Server) registerHostTasks() {
@@ -130,6 +148,9 @@ func (s *Server) hostOpenTask(ctx context.Context, c *registry.Call) (any, error
 		}
 		if t.Attempt != attempt {
 			return nil, staleFault(t, attempt)
+		}
+		if err := heldByOther(tx.View, c, t, attempt); err != nil {
+			return nil, err
 		}
 		h, ok := lookupHost(tx.View, registry.Ref{ID: c.Caller.HostID})
 		if !ok {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,9 +76,20 @@ func TestDispatchClaimCloseWithOutput(t *testing.T) {
 	if err := b2.Client.Call(ctx, "host.openTask", []any{id, attempt}, nil, nil); !isStale(err) {
 		t.Fatalf("second claim: %v", err)
 	}
-	// Another host cannot report for the run.
-	if err := b2.Client.Call(ctx, "host.closeTask", []any{id, attempt, "x"}, nil, nil); !isStale(err) {
-		t.Fatalf("close by another host: %v", err)
+	// Another host cannot report for the run, nor claim it; it is told whose run it is.
+	held := fmt.Sprintf("task %d attempt %d is held by another host, builder1", id, attempt)
+	for _, method := range []string{"host.closeTask", "host.failTask", "host.setTaskWeight"} {
+		last := any("x")
+		if method == "host.setTaskWeight" {
+			last = 2.0
+		}
+		err := b2.Client.Call(ctx, method, []any{id, attempt, last}, nil, nil)
+		if f, ok := err.(*bus.Fault); !ok || !isStale(err) || f.Message != held {
+			t.Fatalf("%s by another host: %v, want %q", method, err, held)
+		}
+	}
+	if err := b2.Client.Call(ctx, "host.openTask", []any{id, attempt}, nil, nil); err == nil || err.(*bus.Fault).Message != held {
+		t.Fatalf("claim of another host's run: %v, want %q", err, held)
 	}
 	// Output: a log written in two chunks, visible while running.
 	b1.Upload(t, id, attempt, "sleep.log", "hello ")

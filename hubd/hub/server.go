@@ -107,7 +107,8 @@ type Server struct {
 	// profileURL is the NATS URL written into kojictl.conf.
 	profileURL string
 
-	work chan *nats.Msg
+	work  chan apiCall
+	share *fairShare // see fairshare.go
 	// sessions caches authenticated session headers (see authenticate).
 	sessions sessionCache
 	workers  sync.WaitGroup

@@ -500,6 +500,8 @@ type queryOpts struct {
 	CountOnly bool   `json:"countOnly"`
 }
 
+func (q *queryOpts) countOnly() bool { return q != nil && q.CountOnly }
+
 func readQueryOpts(c *registry.Call, name string) (*queryOpts, error) {
 	if c.IsNull(name) {
 		return nil, nil
@@ -1484,6 +1486,14 @@ func (s *Server) listTags(ctx context.Context, c *registry.Call) (any, error) {
 		return nil, err
 	}
 	sortByID(out, func(e tagListEntry) int64 { return e.ID })
+	if perms && (q == nil || q.Order == "") && !q.countOnly() {
+		// In id order already: only the page asked for is converted below.
+		page, err := applyListOpts(out, q)
+		if err != nil {
+			return nil, err
+		}
+		out, q = page.([]tagListEntry), nil
+	}
 	if perms {
 		// Koji returns perm_id and perm as null when the tag has none.
 		res := make([]map[string]any, 0, len(out))

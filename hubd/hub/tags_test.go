@@ -3,7 +3,9 @@ package hub
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/kojibus/kojibus/bus"
@@ -510,5 +512,50 @@ func TestTagEvents(t *testing.T) {
 	call(t, a, "getTag", []any{"evt"}, nil, &gone)
 	if gone != nil {
 		t.Fatalf("deleted tag still there: %+v", gone)
+	}
+}
+
+// listTags pages with queryOpts, with and without perms (whose rows are
+// converted after the page is cut).
+func TestListTagsPagesWithQueryOpts(t *testing.T) {
+	h := StartTestHub(t, nil)
+	var names []string
+	for i := range 5 {
+		name := fmt.Sprintf("page-%d", i)
+		call(t, h.Admin, "createTag", []any{name}, nil, nil)
+		names = append(names, name)
+	}
+	tests := []struct {
+		name string
+		kw   map[string]any
+		want []string
+	}{
+		{"limit and offset", map[string]any{"queryOpts": map[string]any{"limit": 2, "offset": 1}}, names[1:3]},
+		{"last short page", map[string]any{"queryOpts": map[string]any{"limit": 2, "offset": 4}}, names[4:]},
+		{"past the end", map[string]any{"queryOpts": map[string]any{"limit": 2, "offset": 9}}, nil},
+		{"without perms", map[string]any{"perms": false, "queryOpts": map[string]any{"limit": 3}}, names[:3]},
+		{"ordered", map[string]any{"queryOpts": map[string]any{"order": "-id", "limit": 2}}, []string{names[4], names[3]}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.kw["pattern"] = "page-*"
+			var rows []map[string]any
+			call(t, h.Admin, "listTags", nil, tt.kw, &rows)
+			var got []string
+			for _, r := range rows {
+				got = append(got, r["name"].(string))
+				if _, ok := r["perm_id"]; ok == (tt.kw["perms"] == false) {
+					t.Fatalf("row %v: perm_id present %v with perms=%v", r, ok, tt.kw["perms"])
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+	var n int
+	call(t, h.Admin, "listTags", nil, map[string]any{"pattern": "page-*", "queryOpts": map[string]any{"countOnly": true}}, &n)
+	if n != len(names) {
+		t.Fatalf("countOnly %d, want %d", n, len(names))
 	}
 }

@@ -387,7 +387,7 @@ func (a *app) listHostsCmd() *cobra.Command {
 			if v := triState(cmd, "enabled", "not-enabled,disabled"); v != nil {
 				kw["enabled"] = *v
 			}
-			raw, err := c.CallRaw(ctx, "listHosts", nil, kw)
+			raw, err := callPaged(ctx, c, "listHosts", nil, kw)
 			if err != nil {
 				return err
 			}

@@ -289,7 +289,7 @@ func (a *app) listTagsCmd() *cobra.Command {
 				kw["build"] = b.ID
 			}
 			var rows []map[string]any
-			raw, err := c.CallRaw(ctx, "listTags", nil, kw)
+			raw, err := callPaged(ctx, c, "listTags", nil, kw)
 			if err != nil {
 				return err
 			}

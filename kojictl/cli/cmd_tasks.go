@@ -323,7 +323,7 @@ func (s *taskSelection) list(ctx context.Context, cmd *cobra.Command, c *bus.Cli
 	}
 	// koji asks for order "priority,create_time"; the hub orders by one
 	// field, so the rows are ordered here.
-	raw, err := c.CallRaw(ctx, "listTasks", []any{opts, nil}, nil)
+	raw, err := callPaged(ctx, c, "listTasks", []any{opts}, nil)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -172,6 +172,11 @@ type Store struct {
 	// gate, when set, refuses commits while the disk is too full (space.go).
 	gate WriteGate
 
+	// stream is the state bucket's stream; lastSeq the highest sequence
+	// it was seen to hold (see Holds).
+	stream  jetstream.Stream
+	lastSeq atomic.Uint64
+
 	cancel context.CancelFunc
 	cc     jetstream.ConsumeContext
 	done   chan struct{}
@@ -211,7 +216,9 @@ func (s *Store) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
+	s.stream = stream
 	s.loadAt = info.State.LastSeq
+	s.lastSeq.Store(info.State.LastSeq)
 	if s.loadAt == 0 || info.State.Msgs == 0 {
 		s.loading = false
 		s.applied = s.loadAt // nothing before it to read
@@ -742,6 +749,29 @@ func (s *Store) WaitApplied(ctx context.Context, rev uint64) error {
 			return fmt.Errorf("state: waiting for revision %d (at %d): %w", rev, applied, ctx.Err())
 		}
 	}
+}
+
+// Holds reports whether revision rev exists: the view has applied it, or the
+// state stream's last sequence is at or past it (one stream info request
+// when the view is behind rev). It also returns the last sequence known. A
+// revision beyond the stream was never handed out by any hub, so a client's
+// minimum revision beyond it is refused rather than waited for.
+func (s *Store) Holds(ctx context.Context, rev uint64) (bool, uint64, error) {
+	s.mu.RLock()
+	applied := s.applied
+	s.mu.RUnlock()
+	last := max(s.lastSeq.Load(), applied)
+	if rev <= last {
+		return true, last, nil
+	}
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return false, last, fmt.Errorf("state: stream info: %w", err)
+	}
+	for cur := s.lastSeq.Load(); info.State.LastSeq > cur && !s.lastSeq.CompareAndSwap(cur, info.State.LastSeq); cur = s.lastSeq.Load() {
+	}
+	last = max(last, info.State.LastSeq)
+	return rev <= last, last, nil
 }
 
 // Voided counts the transactions this view found void because a concurrent
