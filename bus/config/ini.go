@@ -295,3 +295,25 @@ type KV struct {
 	Section string
 	Pairs   [][2]string
 }
+
+// SetValue returns data with key of section set to value, every other line
+// kept as it was; changed is false when the value was already so. The key
+// must exist (files hubd writes are rewritten, never extended).
+func SetValue(data []byte, section, key, value string) (out []byte, changed bool, err error) {
+	f, err := Parse("", data)
+	if err != nil {
+		return nil, false, err
+	}
+	sec := f.Section(section)
+	old, ok := sec.Get(key)
+	n := sec.Line(key) - 1
+	lines := strings.Split(string(data), "\n")
+	if !ok || n < 0 || n >= len(lines) {
+		return nil, false, fmt.Errorf("no %s in [%s]", key, section)
+	}
+	if old == value {
+		return data, false, nil
+	}
+	lines[n] = key + " = " + value
+	return []byte(strings.Join(lines, "\n")), true, nil
+}
