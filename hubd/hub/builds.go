@@ -417,6 +417,12 @@ func (s *Server) registerBuilds() {
 			Handler: s.tagBuild,
 		},
 		registry.Method{
+			Name: "tagBuildBypass", Doc: "Tag a build without running post checks (no policy, no package list); tag permission required",
+			Params: []registry.Param{registry.P("tag"), registry.P("build"), registry.Opt("force", false), registry.Opt("notify", false)},
+			Perm:   "tag", Write: true,
+			Handler: s.tagBuildBypass,
+		},
+		registry.Method{
 			Name: "untagBuild", Doc: "Untag a build",
 			Params: []registry.Param{registry.P("tag"), registry.P("build"), registry.Opt("strict", true), registry.Opt("force", false)},
 			Access: registry.LoggedIn, Write: true,
@@ -868,17 +874,23 @@ func (s *Server) tagBuild(ctx context.Context, c *registry.Call) (any, error) {
 			tx.Emit("build.untag", tagEventProps("Untag", from, b, c.Caller.UserName),
 				map[string]any{"tag": from.info(), "build": b, "user": userInfo, "force": force, "strict": true})
 		}
-		if err := tx.Put(taggedKey(t.ID, b.ID), taggedRecord{TagID: t.ID, BuildID: b.ID, UserID: uid, TS: nowTS()}); err != nil {
-			return nil, err
-		}
-		if err := touchTag(tx, t.ID); err != nil {
-			return nil, err
-		}
-		tx.Emit("build.tag", tagEventProps("Tag", t, b, c.Caller.UserName),
-			map[string]any{"tag": t.info(), "build": b, "user": userInfo, "force": force})
-		return nil, nil
+		return nil, insertTagged(tx, c, t, b, userInfo, force)
 	})
 	return nil, err
+}
+
+// insertTagged tags b in t and emits build.tag (Koji's _tag_build insert).
+func insertTagged(tx *state.Txn, c *registry.Call, t *tagRecord, b *bus.Build, userInfo any, force bool) error {
+	uid := c.Caller.UserID
+	if err := tx.Put(taggedKey(t.ID, b.ID), taggedRecord{TagID: t.ID, BuildID: b.ID, UserID: uid, TS: nowTS()}); err != nil {
+		return err
+	}
+	if err := touchTag(tx, t.ID); err != nil {
+		return err
+	}
+	tx.Emit("build.tag", tagEventProps("Tag", t, b, c.Caller.UserName),
+		map[string]any{"tag": t.info(), "build": b, "user": userInfo, "force": force})
+	return nil
 }
 
 func (s *Server) untagBuild(ctx context.Context, c *registry.Call) (any, error) {

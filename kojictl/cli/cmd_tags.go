@@ -18,7 +18,7 @@ func (a *app) tagCommands() []*cobra.Command {
 		a.addTargetCmd(), a.listTargetsCmd(),
 		a.addGroupCmd(), a.groupPkgCmd("add-group-pkg", "Add a package to a group's package listing", "groupPackageListAdd"),
 		a.groupPkgCmd("block-group-pkg", "Block a package from a group's package listing", "groupPackageListBlock"),
-		a.listGroupsCmd(), a.addPkgCmd(), a.blockPkgCmd(), a.listPkgsCmd(),
+		a.listGroupsCmd(), a.addPkgCmd(), a.blockPkgCmd(), a.unblockPkgCmd(), a.removePkgCmd(), a.listPkgsCmd(),
 	}
 }
 
