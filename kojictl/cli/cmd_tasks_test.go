@@ -425,4 +425,23 @@ func TestDownloadTaskOutputChunks(t *testing.T) {
 	if data, err := os.ReadFile(out); err != nil || string(data) != want.String() {
 		t.Fatalf("downloaded %d bytes (%v), want %d", len(data), err, want.Len())
 	}
+	// without a file name: every output file of the task, as koji's download-task
+	id2 := makeTask(t, p, "sleep", "1")
+	_, attempt2 := claim(t, b1)
+	b1.Upload(t, id2, attempt2, "a.log", "log text\n")
+	b1.Upload(t, id2, attempt2, "b.txt", "result text\n")
+	if err := b1.Client.Call(tctx(t), "host.closeTask", []any{id2, attempt2, nil}, b1.Finish(t, id2, attempt2), nil); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	runSteps(t, p, []step{
+		{name: "all files", args: []string{"download-task-output", "-o", dir, strconv.FormatInt(id2, 10)},
+			exact: ptr("Downloaded a.log (9 bytes) to " + filepath.Join(dir, "a.log") + "\nDownloaded b.txt (12 bytes) to " + filepath.Join(dir, "b.txt") + "\n")},
+		{name: "no files", args: []string{"download-task-output", strconv.FormatInt(id+100, 10)}, code: 1},
+	})
+	for name, text := range map[string]string{"a.log": "log text\n", "b.txt": "result text\n"} {
+		if data, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(data) != text {
+			t.Errorf("%s = %q (%v), want %q", name, data, err, text)
+		}
+	}
 }
