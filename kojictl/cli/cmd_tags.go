@@ -804,7 +804,11 @@ func (a *app) addPkgCmd() *cobra.Command {
 				}
 				toAdd = append(toAdd, p)
 			}
-			kw := map[string]any{"force": force, "block": false}
+			// koji's --force has no default: None when not given
+			kw := map[string]any{"force": nil, "block": false}
+			if force {
+				kw["force"] = true
+			}
 			if extraArches != "" {
 				kw["extra_arches"] = parseArches(extraArches)
 			}
