@@ -791,29 +791,52 @@ func tagEventProps(kind string, t *tagRecord, b *bus.Build, user string) map[str
 	return map[string]any{"type": kind, "tag": t.Name, "name": b.Name, "version": b.Version, "release": b.Release, "user": user}
 }
 
+// tagBuildArgs are the tag, build and force arguments of tagBuild and tagBuildBypass.
+type tagBuildArgs struct {
+	tag   registry.Ref
+	build buildRef
+	force bool
+}
+
+func readTagBuildArgs(c *registry.Call) (a tagBuildArgs, err error) {
+	if a.tag, err = c.Ref("tag"); err != nil {
+		return a, err
+	}
+	if a.build, err = readBuildRef(c, "build"); err != nil {
+		return a, err
+	}
+	a.force, err = c.Bool("force")
+	return a, err
+}
+
+// lookup finds the tag and the build, which must be complete.
+func (a tagBuildArgs) lookup(v state.View) (*tagRecord, *bus.Build, error) {
+	b, err := getBuildStrict(v, a.build)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := getTagStrict(v, a.tag)
+	if err != nil {
+		return nil, nil, err
+	}
+	if b.State != bus.BuildComplete {
+		return nil, nil, bus.NewFault(bus.CodeTagError, "build %s not complete: state %s", b.NVR, stateName(bus.BuildStateNames, b.State))
+	}
+	return t, b, nil
+}
+
 func (s *Server) tagBuild(ctx context.Context, c *registry.Call) (any, error) {
-	tagRef, err := c.Ref("tag")
+	args, err := readTagBuildArgs(c)
 	if err != nil {
 		return nil, err
 	}
-	ref, err := readBuildRef(c, "build")
-	if err != nil {
-		return nil, err
-	}
-	force, err := c.Bool("force")
-	if err != nil {
-		return nil, err
-	}
+	force := args.force
 	fromRef, err := c.OptRef("fromtag")
 	if err != nil {
 		return nil, err
 	}
 	_, err = s.update(ctx, c, func(tx *state.Txn) (any, error) {
-		b, err := getBuildStrict(tx.View, ref)
-		if err != nil {
-			return nil, err
-		}
-		t, err := getTagStrict(tx.View, tagRef)
+		t, b, err := args.lookup(tx.View)
 		if err != nil {
 			return nil, err
 		}
@@ -822,9 +845,6 @@ func (s *Server) tagBuild(ctx context.Context, c *registry.Call) (any, error) {
 			if from, err = getTagStrict(tx.View, *fromRef); err != nil {
 				return nil, err
 			}
-		}
-		if b.State != bus.BuildComplete {
-			return nil, bus.NewFault(bus.CodeTagError, "build %s not complete: state %s", b.NVR, stateName(bus.BuildStateNames, b.State))
 		}
 		uid := c.Caller.UserID
 		if err := assertTagAccess(tx.View, uid, t, force); err != nil {

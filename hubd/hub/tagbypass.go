@@ -13,32 +13,18 @@ import (
 // imports. A locked tag, or a build already tagged, needs force (a retag
 // moves the build to the top of the tag). notify has no mail to send here.
 func (s *Server) tagBuildBypass(ctx context.Context, c *registry.Call) (any, error) {
-	tagRef, err := c.Ref("tag")
-	if err != nil {
-		return nil, err
-	}
-	ref, err := readBuildRef(c, "build")
-	if err != nil {
-		return nil, err
-	}
-	force, err := c.Bool("force")
+	args, err := readTagBuildArgs(c)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := c.Bool("notify"); err != nil {
 		return nil, err
 	}
+	force := args.force
 	_, err = s.update(ctx, c, func(tx *state.Txn) (any, error) {
-		t, err := getTagStrict(tx.View, tagRef)
+		t, b, err := args.lookup(tx.View)
 		if err != nil {
 			return nil, err
-		}
-		b, err := getBuildStrict(tx.View, ref)
-		if err != nil {
-			return nil, err
-		}
-		if b.State != bus.BuildComplete {
-			return nil, bus.NewFault(bus.CodeTagError, "build %s not complete: state %s", b.NVR, stateName(bus.BuildStateNames, b.State))
 		}
 		if t.Locked && !force {
 			return nil, bus.NewFault(bus.CodeTagError, "Tag %s is locked", t.Name)

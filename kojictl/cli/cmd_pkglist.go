@@ -34,37 +34,46 @@ func (a *app) removePkgCmd() *cobra.Command {
 		Short: "Remove a package from the listing for tag",
 		Args:  minArgs(2, "Please specify a tag and at least one package"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, err := a.session(ctx)
-			if err != nil {
-				return err
-			}
-			tag, err := a.mustTag(cmd, c, args[0])
-			if err != nil {
-				return err
-			}
-			existing, err := a.tagPackages(cmd, c, tag.ID, false)
-			if err != nil {
-				return err
-			}
-			missing := false
-			for _, p := range args[1:] {
-				if _, ok := existing[p]; !ok {
-					a.printf("Package %s is not in tag %s\n", p, args[0])
-					missing = true
-				}
-			}
-			if missing {
-				return &exitError{code: exitFail}
-			}
-			for _, p := range args[1:] {
-				if err := c.Call(ctx, "packageListRemove", []any{args[0], p}, map[string]any{"force": force}, nil); err != nil {
-					return err
-				}
-			}
-			return nil
+			missing := func(p string) { a.printf("Package %s is not in tag %s\n", p, args[0]) }
+			return a.checkedPkgListCall(cmd, args, false, missing, "packageListRemove", map[string]any{"force": force})
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "Override blocks if necessary")
 	return cmd
+}
+
+// checkedPkgListCall is block-pkg and remove-pkg: every package of
+// args[1:] must be in the tag's list (with inherited ones: as block-pkg
+// sees it), each missing one is reported and the command exits 1 before any
+// call; else method(tag, package, **kw) for each.
+func (a *app) checkedPkgListCall(cmd *cobra.Command, args []string, inherited bool, missing func(pkg string), method string, kw map[string]any) error {
+	ctx := cmd.Context()
+	c, err := a.session(ctx)
+	if err != nil {
+		return err
+	}
+	tag, err := a.mustTag(cmd, c, args[0])
+	if err != nil {
+		return err
+	}
+	existing, err := a.tagPackages(cmd, c, tag.ID, inherited)
+	if err != nil {
+		return err
+	}
+	absent := false
+	for _, p := range args[1:] {
+		if _, ok := existing[p]; !ok {
+			missing(p)
+			absent = true
+		}
+	}
+	if absent {
+		return &exitError{code: exitFail}
+	}
+	for _, p := range args[1:] {
+		if err := c.Call(ctx, method, []any{args[0], p}, kw, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
