@@ -314,6 +314,25 @@ func SetValue(data []byte, section, key, value string) (out []byte, changed bool
 	if old == value {
 		return data, false, nil
 	}
-	lines[n] = key + " = " + value
-	return []byte(strings.Join(lines, "\n")), true, nil
+	if strings.ContainsAny(value, "\r\n") {
+		return nil, false, fmt.Errorf("%s: a value of one line only", key)
+	}
+	// the old value's continuation lines go with it
+	end := n + 1
+	for end < len(lines) {
+		t := strings.TrimSpace(lines[end])
+		if t == "" || (t[0] != '#' && t[0] != ';' && lines[end][0] != ' ' && lines[end][0] != '\t') {
+			break
+		}
+		end++
+	}
+	kept := append([]string{}, lines[:n]...)
+	kept = append(kept, key+" = "+value)
+	for _, l := range lines[n+1 : end] {
+		if t := strings.TrimSpace(l); t[0] == '#' || t[0] == ';' {
+			kept = append(kept, l)
+		}
+	}
+	kept = append(kept, lines[end:]...)
+	return []byte(strings.Join(kept, "\n")), true, nil
 }
