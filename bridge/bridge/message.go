@@ -47,7 +47,13 @@ func (c *Config) Convert(ev *bus.Event) (*Outgoing, error) {
 	}
 	text := pythonize(ev.Body)
 	limit := c.ExtraLimit > 0 && extraLimited(ev.Address)
-	if parity := needsParity(ev); limit || parity {
+	parity := needsParity(ev)
+	if parity && !limit && ev.Props["type"] == "TaskStateChange" {
+		if out, ok := taskKojiForm(ev.Body, text); ok {
+			text, parity = out, false
+		}
+	}
+	if limit || parity {
 		// Only these bodies are decoded: the rest is rewritten in one pass.
 		body, err := parseOrdered(ev.Body)
 		if err != nil {

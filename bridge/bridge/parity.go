@@ -34,6 +34,69 @@ func needsParity(ev *bus.Event) bool {
 	return false
 }
 
+// taskKojiForm is kojiForm for a TaskStateChange without decoding the whole
+// body: the hub writes info's weight and request side by side, so the
+// pythonized text holds `"weight": W, "request": R` once, and only R is
+// decoded. ok is false when the body is not laid out so (kojiForm then).
+func taskKojiForm(raw, text []byte) (out []byte, ok bool) {
+	// raw is the hub's compact JSON: {...,"info":{...,"method":"M",...,"weight":W,"request":R...}}.
+	// Every field of info before request is a scalar, and no JSON string
+	// holds an unescaped quote, so the first matches after "info":{ are
+	// info's own.
+	infoAt := bytes.Index(raw, []byte(`"info":{`))
+	if infoAt < 0 {
+		return nil, false
+	}
+	info := raw[infoAt:]
+	wi := bytes.Index(info, []byte(`,"weight":`))
+	mi := bytes.Index(info, []byte(`,"method":"`))
+	if wi < 0 || mi < 0 || mi > wi {
+		return nil, false
+	}
+	rest := info[wi+len(`,"weight":`):]
+	comma := bytes.IndexByte(rest, ',')
+	if comma < 0 || !bytes.HasPrefix(rest[comma:], []byte(`,"request":`)) {
+		return nil, false
+	}
+	weight := rest[:comma]
+	var w float64
+	if json.Unmarshal(weight, &w) != nil {
+		return nil, false
+	}
+	var req json.RawMessage
+	if json.NewDecoder(bytes.NewReader(rest[comma+len(`,"request":`):])).Decode(&req) != nil {
+		return nil, false
+	}
+	m := info[mi+len(`,"method":"`):]
+	end := bytes.IndexByte(m, '"')
+	if end < 0 || bytes.IndexByte(m[:end], '\\') >= 0 {
+		return nil, false
+	}
+	request := pythonize(req)
+	if req[0] == '[' {
+		args, err := parseOrdered(req)
+		if err != nil {
+			return nil, false
+		}
+		request = pythonJSON(xmlrpcDumps(args.([]any), string(m[:end])))
+	}
+	old := []byte(`, "weight": ` + string(pythonize(weight)) + `, "request": ` + string(pythonize(req)))
+	textInfo := bytes.Index(text, []byte(`"info": {`))
+	if textInfo < 0 {
+		return nil, false
+	}
+	i := bytes.Index(text[textInfo:], old)
+	if i < 0 {
+		return nil, false
+	}
+	i += textInfo
+	out = make([]byte, 0, len(text)+len(request))
+	out = append(out, text[:i]...)
+	out = append(out, `, "weight": `+pythonFloatRepr(w)+`, "request": `...)
+	out = append(out, request...)
+	return append(out, text[i+len(old):]...), true
+}
+
 // kojiForm rewrites a decoded body (see needsParity) in place.
 func kojiForm(ev *bus.Event, body any) {
 	o, ok := body.(*object)

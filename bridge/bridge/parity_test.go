@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/kojibus/kojibus/bus"
@@ -39,4 +40,60 @@ func TestXMLRPCDumps(t *testing.T) {
 	if got, want := string(pythonJSON(body)), `{"info": {"weight": 1.0, "method": "m", "request": "<?xml version='1.0'?>\n<methodCall>\n<methodName>m</methodName>\n<params>\n</params>\n</methodCall>\n"}}`; got != want {
 		t.Errorf("body %s\nwant %s", got, want)
 	}
+}
+
+// TestTaskKojiFormFastPath: the splice of a hub task body equals the full
+// decode's rewrite.
+func TestTaskKojiFormFastPath(t *testing.T) {
+	raw := []byte(`{"attribute":"state","old":"FREE","new":"OPEN","info":{"id":1,"state":1,"channel_id":1,"owner":1,"method":"sleep","arch":"noarch","priority":20,"weight":1.5,"request":[5,"x<y",{"weight":2,"__starstar":true}],"channel":"default"}}`)
+	ev := &bus.Event{ID: 3, Address: "task.open", Props: map[string]any{"type": "TaskStateChange"}, Body: raw}
+	fast, ok := taskKojiForm(raw, pythonize(raw))
+	if !ok {
+		t.Fatal("the hub's layout was not recognised")
+	}
+	body, err := parseOrdered(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kojiForm(ev, body)
+	if slow := pythonJSON(body); string(fast) != string(slow) {
+		t.Fatalf("fast\n%s\nslow\n%s", fast, slow)
+	}
+	if _, ok := taskKojiForm([]byte(`{"info":{"request":[1],"weight":1}}`), nil); ok {
+		t.Fatal("another layout taken for the hub's")
+	}
+}
+
+// FuzzTaskKojiForm: whenever the splice takes a body, it writes what the
+// full decode writes; a TaskStateChange always converts to ASCII JSON.
+func FuzzTaskKojiForm(f *testing.F) {
+	f.Add([]byte(`{"attribute":"state","info":{"id":1,"method":"sleep","priority":20,"weight":1,"request":[5,null,{"a":1.5}]}}`))
+	f.Add([]byte(`{"info":{"method":"m","weight":2.5,"request":null,"channel":"x"}}`))
+	f.Add([]byte(`{"x":"\"info\":{","info":{"label":"a,\"weight\":1","method":"m","weight":1e3,"request":["<&>"]}}`))
+	c := &Config{TopicPrefix: "/topic/koji"}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if !json.Valid(raw) {
+			return
+		}
+		ev := &bus.Event{ID: 1, Address: "task.open", Props: map[string]any{"type": "TaskStateChange"}, Body: raw}
+		out, err := c.Convert(ev)
+		if err != nil {
+			return
+		}
+		if !json.Valid([]byte(out.Body)) {
+			t.Fatalf("not JSON: %q", out.Body)
+		}
+		fast, ok := taskKojiForm(raw, pythonize(raw))
+		if !ok {
+			return
+		}
+		body, err := parseOrdered(raw)
+		if err != nil {
+			return
+		}
+		kojiForm(ev, body)
+		if slow := pythonJSON(body); string(fast) != string(slow) {
+			t.Fatalf("fast\n%s\nslow\n%s\nfrom %s", fast, slow, raw)
+		}
+	})
 }
