@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -146,6 +148,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		}
 		opts.Users = RoleUsers(secrets)
 	}
+	if err := checkListenFree(opts.Host, opts.Port); err != nil {
+		return nil, err
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
@@ -158,6 +163,20 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		return nil, errors.New("embedded NATS: not ready after 10s")
 	}
 	return e, nil
+}
+
+// checkListenFree fails at once when host:port cannot be listened on (the
+// server itself would only log it and leave ReadyForConnections to time out).
+func checkListenFree(host string, port int) error {
+	if port <= 0 {
+		return nil // -1: the server picks a free port
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("embedded NATS: cannot listen on %s: %w (another server is there? choose another address with --listen)", addr, errors.Unwrap(err))
+	}
+	return l.Close()
 }
 
 // RoleUsers returns the NATS users and permissions of the four roles. An

@@ -46,13 +46,24 @@ func (c *Config) Convert(ev *bus.Event) (*Outgoing, error) {
 		return nil, fmt.Errorf("event %d body: not JSON", ev.Seq)
 	}
 	text := pythonize(ev.Body)
-	if c.ExtraLimit > 0 && extraLimited(ev.Address) {
+	limit := c.ExtraLimit > 0 && extraLimited(ev.Address)
+	parity := needsParity(ev)
+	if parity && !limit && ev.Props["type"] == "TaskStateChange" {
+		if out, ok := taskKojiForm(ev.Body, text); ok {
+			text, parity = out, false
+		}
+	}
+	if limit || parity {
 		// Only these bodies are decoded: the rest is rewritten in one pass.
 		body, err := parseOrdered(ev.Body)
 		if err != nil {
 			return nil, fmt.Errorf("event %d body: %w", ev.Seq, err)
 		}
-		if build := buildInfo(body, ev.Address); build != nil {
+		if parity {
+			kojiForm(ev, body)
+			text = pythonJSON(body)
+		}
+		if build := buildInfo(body, ev.Address); limit && build != nil {
 			if extra, ok := build.get("extra"); ok && len(pythonJSON(extra)) > c.ExtraLimit {
 				build.del("extra")
 				text = pythonJSON(body)
@@ -249,6 +260,8 @@ func writePython(b *bytes.Buffer, v any) {
 		}
 	case json.Number:
 		b.WriteString(x.String())
+	case pyFloat:
+		b.WriteString(pythonFloatRepr(float64(x)))
 	case string:
 		writePythonString(b, x)
 	case []any:

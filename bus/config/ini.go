@@ -304,3 +304,44 @@ type KV struct {
 	Section string
 	Pairs   [][2]string
 }
+
+// SetValue returns data with key of section set to value, every other line
+// kept as it was; changed is false when the value was already so. The key
+// must exist (files hubd writes are rewritten, never extended).
+func SetValue(data []byte, section, key, value string) (out []byte, changed bool, err error) {
+	f, err := Parse("", data)
+	if err != nil {
+		return nil, false, err
+	}
+	sec := f.Section(section)
+	old, ok := sec.Get(key)
+	n := sec.Line(key) - 1
+	lines := strings.Split(string(data), "\n")
+	if !ok || n < 0 || n >= len(lines) {
+		return nil, false, fmt.Errorf("no %s in [%s]", key, section)
+	}
+	if old == value {
+		return data, false, nil
+	}
+	if strings.ContainsAny(value, "\r\n") {
+		return nil, false, fmt.Errorf("%s: a value of one line only", key)
+	}
+	// the old value's continuation lines go with it
+	end := n + 1
+	for end < len(lines) {
+		t := strings.TrimSpace(lines[end])
+		if t == "" || (t[0] != '#' && t[0] != ';' && lines[end][0] != ' ' && lines[end][0] != '\t') {
+			break
+		}
+		end++
+	}
+	kept := append([]string{}, lines[:n]...)
+	kept = append(kept, key+" = "+value)
+	for _, l := range lines[n+1 : end] {
+		if t := strings.TrimSpace(l); t[0] == '#' || t[0] == ';' {
+			kept = append(kept, l)
+		}
+	}
+	kept = append(kept, lines[end:]...)
+	return []byte(strings.Join(kept, "\n")), true, nil
+}

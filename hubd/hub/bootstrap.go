@@ -59,6 +59,9 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		}
 		s.log.Info("created bootstrap admin; kojictl profile written", "user", bootstrapAdmin, "profile", path)
 	} else if _, err := os.Stat(path); err == nil {
+		if err := s.followProfileServer(path); err != nil {
+			return err
+		}
 		s.log.Info("kojictl profile", "profile", path)
 	} else if errors.Is(err, os.ErrNotExist) {
 		s.log.Warn("bootstrap admin exists but its profile is gone; reset its password with setPassword", "profile", path)
@@ -77,5 +80,27 @@ func (s *Server) writeProfile(path, user, password string) error {
 	if err := bus.WriteFileAtomic(path, data, 0o600); err != nil {
 		return fmt.Errorf("write profile: %w", err)
 	}
+	return nil
+}
+
+// followProfileServer points the saved profile's server at the address the
+// hub listens on now (hubd --listen may differ from the last start), keeping
+// every other line, credentials included.
+func (s *Server) followProfileServer(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	out, changed, err := config.SetValue(data, "koji", "server", s.profileURL)
+	if err != nil {
+		return fmt.Errorf("profile %s: %w", path, err)
+	}
+	if !changed {
+		return nil
+	}
+	if err := bus.WriteFileAtomic(path, out, 0o600); err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	s.log.Info("kojictl profile follows the hub's address", "profile", path, "server", s.profileURL)
 	return nil
 }

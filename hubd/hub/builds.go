@@ -420,6 +420,12 @@ func (s *Server) registerBuilds() {
 			Handler: s.tagBuild,
 		},
 		registry.Method{
+			Name: "tagBuildBypass", Doc: "Tag a build without running post checks (no policy, no package list); tag permission required",
+			Params: []registry.Param{registry.P("tag"), registry.P("build"), registry.Opt("force", false), registry.Opt("notify", false)},
+			Perm:   "tag", Write: true,
+			Handler: s.tagBuildBypass,
+		},
+		registry.Method{
 			Name: "untagBuild", Doc: "Untag a build",
 			Params: []registry.Param{registry.P("tag"), registry.P("build"), registry.Opt("strict", true), registry.Opt("force", false)},
 			Access: registry.LoggedIn, Write: true,
@@ -788,29 +794,52 @@ func tagEventProps(kind string, t *tagRecord, b *bus.Build, user string) map[str
 	return map[string]any{"type": kind, "tag": t.Name, "name": b.Name, "version": b.Version, "release": b.Release, "user": user}
 }
 
+// tagBuildArgs are the tag, build and force arguments of tagBuild and tagBuildBypass.
+type tagBuildArgs struct {
+	tag   registry.Ref
+	build buildRef
+	force bool
+}
+
+func readTagBuildArgs(c *registry.Call) (a tagBuildArgs, err error) {
+	if a.tag, err = c.Ref("tag"); err != nil {
+		return a, err
+	}
+	if a.build, err = readBuildRef(c, "build"); err != nil {
+		return a, err
+	}
+	a.force, err = c.Bool("force")
+	return a, err
+}
+
+// lookup finds the tag and the build, which must be complete.
+func (a tagBuildArgs) lookup(v state.View) (*tagRecord, *bus.Build, error) {
+	b, err := getBuildStrict(v, a.build)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := getTagStrict(v, a.tag)
+	if err != nil {
+		return nil, nil, err
+	}
+	if b.State != bus.BuildComplete {
+		return nil, nil, bus.NewFault(bus.CodeTagError, "build %s not complete: state %s", b.NVR, stateName(bus.BuildStateNames, b.State))
+	}
+	return t, b, nil
+}
+
 func (s *Server) tagBuild(ctx context.Context, c *registry.Call) (any, error) {
-	tagRef, err := c.Ref("tag")
+	args, err := readTagBuildArgs(c)
 	if err != nil {
 		return nil, err
 	}
-	ref, err := readBuildRef(c, "build")
-	if err != nil {
-		return nil, err
-	}
-	force, err := c.Bool("force")
-	if err != nil {
-		return nil, err
-	}
+	force := args.force
 	fromRef, err := c.OptRef("fromtag")
 	if err != nil {
 		return nil, err
 	}
 	_, err = s.update(ctx, c, func(tx *state.Txn) (any, error) {
-		b, err := getBuildStrict(tx.View, ref)
-		if err != nil {
-			return nil, err
-		}
-		t, err := getTagStrict(tx.View, tagRef)
+		t, b, err := args.lookup(tx.View)
 		if err != nil {
 			return nil, err
 		}
@@ -819,9 +848,6 @@ func (s *Server) tagBuild(ctx context.Context, c *registry.Call) (any, error) {
 			if from, err = getTagStrict(tx.View, *fromRef); err != nil {
 				return nil, err
 			}
-		}
-		if b.State != bus.BuildComplete {
-			return nil, bus.NewFault(bus.CodeTagError, "build %s not complete: state %s", b.NVR, stateName(bus.BuildStateNames, b.State))
 		}
 		uid := c.Caller.UserID
 		if err := assertTagAccess(tx.View, uid, t, force); err != nil {
@@ -871,17 +897,23 @@ func (s *Server) tagBuild(ctx context.Context, c *registry.Call) (any, error) {
 			tx.Emit("build.untag", tagEventProps("Untag", from, b, c.Caller.UserName),
 				map[string]any{"tag": from.info(), "build": b, "user": userInfo, "force": force, "strict": true})
 		}
-		if err := tx.Put(taggedKey(t.ID, b.ID), taggedRecord{TagID: t.ID, BuildID: b.ID, UserID: uid, TS: nowTS()}); err != nil {
-			return nil, err
-		}
-		if err := touchTag(tx, t.ID); err != nil {
-			return nil, err
-		}
-		tx.Emit("build.tag", tagEventProps("Tag", t, b, c.Caller.UserName),
-			map[string]any{"tag": t.info(), "build": b, "user": userInfo, "force": force})
-		return nil, nil
+		return nil, insertTagged(tx, c, t, b, userInfo, force)
 	})
 	return nil, err
+}
+
+// insertTagged tags b in t and emits build.tag (Koji's _tag_build insert).
+func insertTagged(tx *state.Txn, c *registry.Call, t *tagRecord, b *bus.Build, userInfo any, force bool) error {
+	uid := c.Caller.UserID
+	if err := tx.Put(taggedKey(t.ID, b.ID), taggedRecord{TagID: t.ID, BuildID: b.ID, UserID: uid, TS: nowTS()}); err != nil {
+		return err
+	}
+	if err := touchTag(tx, t.ID); err != nil {
+		return err
+	}
+	tx.Emit("build.tag", tagEventProps("Tag", t, b, c.Caller.UserName),
+		map[string]any{"tag": t.info(), "build": b, "user": userInfo, "force": force})
+	return nil
 }
 
 func (s *Server) untagBuild(ctx context.Context, c *registry.Call) (any, error) {

@@ -227,6 +227,9 @@ type pkgAddArgs struct {
 	extraArches *string
 	force       bool
 	update      bool
+	// forceNone: force was given as None (koji's add-pkg without --force),
+	// which protonmsg's body carries as null
+	forceNone bool
 }
 
 // pkglistAdd is Koji's _direct_pkglist_add with the policy check, inside a transaction.
@@ -314,9 +317,17 @@ func (s *Server) pkglistAdd(tx *state.Txn, c *registry.Call, a pkgAddArgs) (any,
 		return nil, err
 	}
 	s.emitPackageEvent(tx, c, action, t, pkg, map[string]any{
-		"owner": *owner, "block": block, "extra_arches": extraArches, "force": a.force, "update": a.update,
+		"owner": *owner, "block": block, "extra_arches": extraArches, "force": forceBody(a), "update": a.update,
 	})
 	return nil, nil
+}
+
+// forceBody is the force of a package.* body: the argument as given.
+func forceBody(a pkgAddArgs) any {
+	if a.forceNone {
+		return nil
+	}
+	return a.force
 }
 
 func init() { domainRegistrars = append(domainRegistrars, (*Server).registerPackages) }
@@ -352,6 +363,9 @@ func (s *Server) registerPackages() {
 					return nil, err
 				}
 				a := pkgAddArgs{tag: tag, pkg: pkg, force: force}
+				if raw, ok := argRaw(c, "force"); ok && isNullRaw(raw) {
+					a.forceNone = true
+				}
 				if a.owner, err = c.OptRef("owner"); err != nil {
 					return nil, err
 				}

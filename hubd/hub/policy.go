@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/kojibus/kojibus/bus"
@@ -528,6 +529,15 @@ func policyDataArg(c *registry.Call) (map[string]any, error) {
 	return data, nil
 }
 
+// knownPolicies are the policy names Koji and its plugins consult;
+// checkPolicy refuses any other name not in hub.conf (a typo, not a policy).
+var knownPolicies = []string{"tag", "package_list", "channel", "priority", "volume", "build_from_srpm",
+	"build_from_repo_id", "build_from_scm", "build_rpm", "cg_import", "vm", "draft_promotion", "sidetag", "runroot"}
+
+// actionPolicies answer with an action (a channel, a priority, a volume)
+// instead of allow or deny.
+var actionPolicies = map[string]bool{"channel": true, "priority": true, "volume": true}
+
 func (s *Server) checkPolicyCall(ctx context.Context, c *registry.Call) (any, error) {
 	name, err := c.String("name")
 	if err != nil {
@@ -541,35 +551,61 @@ func (s *Server) checkPolicyCall(ctx context.Context, c *registry.Call) (any, er
 	if err != nil {
 		return nil, err
 	}
+	set := s.policySet()
+	if set.Policy(name) == nil && !slices.Contains(knownPolicies, name) {
+		return nil, bus.GenericError("No such policy: %s", name)
+	}
 	var d policy.Decision
 	err = s.store.Read(func(v state.View) error {
 		// names for the id fields, as kojictl gives them
 		for _, key := range []string{"tag", "fromtag", "build_tag"} {
 			if n, ok := data[key].(string); ok {
-				if t, ok := lookupTag(v, registry.Ref{Name: n}); ok {
-					data[key] = t.ID
+				t, ok := lookupTag(v, registry.Ref{Name: n})
+				if !ok {
+					return bus.GenericError("No such tag: %s", n)
 				}
+				data[key] = t.ID
 			}
 		}
+		// the caller is the policy's user unless the data names one
+		_, hasUser := data["user"]
+		if _, ok := data["user_id"]; !ok && !hasUser {
+			data["user_id"] = c.Caller.UserID
+		}
 		if n, ok := data["user"].(string); ok {
-			if u, ok := lookupUser(v, registry.Ref{Name: n}); ok {
-				data["user_id"] = u.ID
+			u, ok := lookupUser(v, registry.Ref{Name: n})
+			if !ok {
+				return bus.GenericError("No such user: %s", n)
 			}
+			data["user_id"] = u.ID
+		}
+		if actionPolicies[name] {
+			ev := &policy.Eval{Set: set, Env: &policyEnv{v: v}}
+			d = policy.Decision{Allowed: true, Reason: "no such policy: the hub's default"}
+			if set.Policy(name) == nil {
+				return nil
+			}
+			action, err := ev.Apply(name, data)
+			d.Result, d.Trace, d.Rule, d.Reason = action, ev.Trace, ev.LastRule, ""
+			if action == "" {
+				d.Reason = "not covered by policy: the hub's default"
+			}
+			return err
 		}
 		var err error
 		isAdmin := viewHasPerm(v, c.Caller.UserID, "admin", false)
-		d, err = s.policySet().Check(name, data, &policyEnv{v: v}, "deny", force, isAdmin)
+		d, err = set.Check(name, data, &policyEnv{v: v}, "deny", force, isAdmin)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	if s.policySet().Policy(name) == nil && !strings.HasPrefix(d.Reason, "missing") {
+	if set.Policy(name) == nil && !actionPolicies[name] && !strings.HasPrefix(d.Reason, "missing") {
 		d.Reason = "no such policy: allowed by MissingPolicyOk"
 	}
 	trace := d.Trace
 	if trace == nil {
 		trace = []string{}
 	}
-	return map[string]any{"result": d.Result, "allowed": d.Allowed, "reason": d.Reason, "rule": d.Rule, "trace": trace}, nil
+	return map[string]any{"result": d.Result, "allowed": d.Allowed, "action": actionPolicies[name], "reason": d.Reason, "rule": d.Rule, "trace": trace}, nil
 }

@@ -365,3 +365,44 @@ channel =
 		}
 	}
 }
+
+// TestCheckPolicyData: checkPolicy evaluates as the caller unless the data
+// names a user, prints an action policy's action, and refuses names that
+// name nothing.
+func TestCheckPolicyData(t *testing.T) {
+	h, _ := policyHub(t)
+	setupTag(t, h, "f40-build", nil, nil)
+	h.UserClient(t, "alice")
+	for _, tc := range []struct {
+		name    string
+		policy  string
+		data    map[string]any
+		result  string
+		allowed bool
+		fault   string
+	}{
+		{"the caller is the user", "package_list", map[string]any{"action": "add"}, "allow", true, ""},
+		{"user= by name", "package_list", map[string]any{"action": "block", "user": "alice"}, "allow", true, ""},
+		{"action policy", "channel", map[string]any{"method": "sleep"}, "use slow", true, ""},
+		{"action policy default rule", "channel", map[string]any{"method": "build"}, "use default", true, ""},
+		{"priority", "priority", map[string]any{"method": "sleep"}, "adjust +3", true, ""},
+		{"unknown policy", "tga", map[string]any{}, "", false, "No such policy: tga"},
+		{"unknown tag", "tag", map[string]any{"tag": "nosuch"}, "", false, "No such tag: nosuch"},
+		{"unknown user", "tag", map[string]any{"user": "nobody"}, "", false, "No such user: nobody"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var res map[string]any
+			err := h.Admin.Call(context.Background(), "checkPolicy", []any{tc.policy, tc.data}, nil, &res)
+			if tc.fault != "" {
+				wantFault(t, err, bus.CodeGenericError, tc.fault)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res["result"] != tc.result || res["allowed"] != tc.allowed {
+				t.Fatalf("checkPolicy %s %v = %v, want %s", tc.policy, tc.data, res, tc.result)
+			}
+		})
+	}
+}

@@ -379,6 +379,11 @@ func emitTaskState(tx *state.Txn, t *taskRecord, old *int) {
 		"attribute": "state", "old": oldName, "new": newName,
 	}
 	info := taskInfoWith{Task: t.Task, Request: rawOrNull(t.Request)}
+	// the channel's name, as Koji's task info in protonmsg bodies has it
+	var ch bus.Channel
+	if ok, _ := tx.GetJSON(channelKey(t.ChannelID), &ch); ok {
+		info.Channel = ch.Name
+	}
 	if t.State == bus.TaskClosed && len(t.Result) > 0 {
 		info.Result = t.Result
 	}
@@ -391,6 +396,7 @@ type taskInfoWith struct {
 	bus.Task
 	Request json.RawMessage `json:"request"`
 	Result  json.RawMessage `json:"result,omitempty"`
+	Channel string          `json:"channel,omitempty"` // in state events only
 }
 
 // taskInfo renders a task as getTaskInfo does, optionally with its request.

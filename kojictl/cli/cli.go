@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -89,7 +90,7 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func RunContext(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := a.rootCommand()
-	root.SetArgs(args)
+	root.SetArgs(globalsBeforeVerb(args))
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -102,6 +103,9 @@ func RunContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 func (a *app) report(root *cobra.Command, err error) int {
 	if err == nil {
 		return exitOK
+	}
+	if a.jsonOut {
+		return a.reportJSON(err)
 	}
 	var ue *usageError
 	var ee *exitError
@@ -134,6 +138,63 @@ func (a *app) report(root *cobra.Command, err error) int {
 	return exitFail
 }
 
+// reportJSON prints err under --json as one JSON object on stderr:
+// {"error": text, "exit_code": N} with the fault's code and name for a hub
+// fault, so that scripts reading JSON need no text parsing.
+func (a *app) reportJSON(err error) int {
+	out := map[string]any{"error": err.Error(), "exit_code": exitFail}
+	var ue *usageError
+	var ee *exitError
+	var f *bus.Fault
+	switch {
+	case errors.As(err, &ue) || isCobraUsage(err):
+		out["exit_code"] = exitUsage
+	case errors.As(err, &ee):
+		if ee.msg == "" {
+			return ee.code // the JSON answer is already on stdout
+		}
+		out["exit_code"] = ee.code
+	case errors.As(err, &f):
+		out["error"], out["fault_code"], out["fault_name"] = f.Message, f.Code, f.Name
+	case errors.Is(err, context.Canceled):
+		out["error"] = "interrupted"
+	}
+	b, _ := json.Marshal(out)
+	fmt.Fprintln(a.stderr, string(b))
+	return out["exit_code"].(int)
+}
+
+// pflag's errors, and the optparse texts koji prints for them.
+var (
+	flagValueError = regexp.MustCompile(`^invalid argument "(.*)" for "(?:-[^,]+, )?(--[^"]+)" flag: strconv\.Parse(Int|Uint|Float|Bool): parsing "[^"]*": (.*)$`)
+	flagNegNumber  = regexp.MustCompile(`^unknown shorthand flag: '.' in (-[0-9.]+)$`)
+	flagUnknown    = regexp.MustCompile(`^unknown (?:shorthand )?flag: (?:'.' in )?(-\S+)$`)
+	flagNeedsValue = regexp.MustCompile(`^flag needs an argument: (?:'.' in )?(-\S+)$`)
+)
+
+// optparseText says a flag error in the user's words, as koji's optparse
+// does, instead of pflag's Go internals (strconv.ParseInt: ...).
+func optparseText(err error) string {
+	msg := err.Error()
+	if m := flagValueError.FindStringSubmatch(msg); m != nil {
+		kind := map[string]string{"Int": "integer", "Uint": "integer", "Float": "floating-point", "Bool": "boolean"}[m[3]]
+		if strings.Contains(m[4], "out of range") {
+			return fmt.Sprintf("option %s: %s value out of range: '%s'", m[2], kind, m[1])
+		}
+		return fmt.Sprintf("option %s: invalid %s value: '%s'", m[2], kind, m[1])
+	}
+	if m := flagNegNumber.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("no such option: %s (a negative value goes after '=', as in --priority=%s)", m[1], m[1])
+	}
+	if m := flagUnknown.FindStringSubmatch(msg); m != nil {
+		return "no such option: " + m[1]
+	}
+	if m := flagNeedsValue.FindStringSubmatch(msg); m != nil {
+		return m[1] + " option requires 1 argument"
+	}
+	return msg
+}
+
 // isCobraUsage recognises cobra's own errors (unknown command, bad flag).
 func isCobraUsage(err error) bool {
 	msg := err.Error()
@@ -157,11 +218,13 @@ output formats, and reaches the hub over NATS with a koji-style profile:
 	}
 	pf := root.PersistentFlags()
 	pf.StringVarP(&a.configPath, "config", "c", "", "profile file (default $"+EnvConfig+", then ~/.config/kojictl.conf)")
-	pf.StringVarP(&a.profileName, "profile", "p", "koji", "profile (section of the profile file) to use")
+	// -p is --profile only before the command (globalsBeforeVerb), as in
+	// koji; after it, -p is the command's own (runroot's --package).
+	pf.StringVar(&a.profileName, "profile", "koji", "profile (section of the profile file) to use; -p NAME before the command")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "run quietly: no headers, no progress")
 	pf.BoolVar(&a.jsonOut, "json", false, "machine-readable JSON output")
 	pf.BoolVar(&a.noauth, "noauth", false, "do not authenticate")
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usagef(cmd, "%s", err) })
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usagef(cmd, "%s", optparseText(err)) })
 	for _, group := range [][]*cobra.Command{
 		a.miscCommands(), a.userCommands(), a.hostCommands(), a.tagCommands(),
 		a.buildCommands(), a.repoCommands(), a.eventCommands(), a.taskCommands(), a.bridgeCommands(), a.policyCommands(), a.sidetagCommands(), a.runrootCommands(),
@@ -169,6 +232,37 @@ output formats, and reaches the hub over NATS with a koji-style profile:
 		root.AddCommand(group...)
 	}
 	return root
+}
+
+// globalsBeforeVerb rewrites the global -p NAME (koji's --profile), given
+// before the command verb, to --profile NAME: koji's global options come
+// before the command, so a -p after it is the command's own.
+func globalsBeforeVerb(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		switch {
+		case arg == "--":
+			return append(out, args[i:]...)
+		case arg == "-p":
+			out = append(out, "--profile")
+			continue
+		case strings.HasPrefix(arg, "-p"):
+			out = append(out, "--profile="+strings.TrimPrefix(arg, "-p"))
+			continue
+		case arg == "-c" || arg == "--config" || arg == "--profile":
+			out = append(out, arg)
+			if i+1 < len(args) {
+				i++
+				out = append(out, args[i])
+			}
+			continue
+		case !strings.HasPrefix(arg, "-") || arg == "-":
+			return append(out, args[i:]...) // the verb and its own arguments
+		}
+		out = append(out, arg)
+	}
+	return out
 }
 
 // configFile resolves the profile file: -c, then $KOJIBUS_CONFIG, then ~/.config/kojictl.conf.

@@ -393,7 +393,7 @@ func TestErrors(t *testing.T) {
 		{name: "add-user alice", args: []string{"add-user", "--password", "alice-secret-pw", "alice"}},
 		{name: "completion", args: []string{"completion", "bash"}, out: []string{"bash completion V2 for kojictl"}},
 		{name: "unknown command", args: []string{"no-such-command"}, code: 2, errText: "kojictl: error: unknown command"},
-		{name: "unknown flag", args: []string{"list-tags", "--bogus"}, code: 2, errText: "kojictl: error: unknown flag: --bogus"},
+		{name: "unknown flag", args: []string{"list-tags", "--bogus"}, code: 2, errText: "kojictl: error: no such option: --bogus"},
 		{name: "missing args", args: []string{"add-tag"}, code: 2, errText: "Usage: kojictl add-tag [options] <name>"},
 		{name: "too many args", args: []string{"wait-repo", "a", "b"}, code: 2, errText: "Only one tag may be specified"},
 		{name: "mutually exclusive", args: []string{"wait-repo", "--request", "--no-request", "x"}, code: 2},

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"encoding/json"
-	"errors"
 	"sort"
 	"time"
 
@@ -60,6 +59,9 @@ the answers that arrive within --wait are shown.`,
 			for {
 				select {
 				case m := <-replies:
+					if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+						break gather // NATS' "no responders": no bridge is listening
+					}
 					var s bridgeStatus
 					if err := json.Unmarshal(m.Data, &s); err != nil {
 						a.warn("bad answer from a bridge: %v", err)
@@ -73,7 +75,7 @@ the answers that arrive within --wait are shown.`,
 				}
 			}
 			if len(all) == 0 {
-				return errors.New("no protonmsg bridge answered")
+				return failf("no protonmsg bridge answered")
 			}
 			sort.Slice(all, func(i, j int) bool { return all[i].Name < all[j].Name })
 			if a.jsonOut {

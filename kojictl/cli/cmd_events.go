@@ -82,10 +82,11 @@ printed the events stored so far.`,
 			case f.Changed("since"):
 				cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, since
 			case f.Changed("since-time"):
-				t, err := time.Parse(time.RFC3339, sinceTime)
+				ts, err := parseTimeOpt(sinceTime)
 				if err != nil {
-					return usagef(cmd, "--since-time: %s", err)
+					return usagef(cmd, "option --since-time: %s", err)
 				}
+				t := time.UnixMicro(int64(ts * 1e6))
 				cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
 			case f.Changed("last"):
 				if glob == "" && subject == bus.EventPrefix+">" {
@@ -132,7 +133,7 @@ printed the events stored so far.`,
 	f := cmd.Flags()
 	f.StringVar(&filter, "filter", "", "address glob of the events to print (default: all)")
 	f.Uint64Var(&since, "since", 0, "start at this stream sequence")
-	f.StringVar(&sinceTime, "since-time", "", "start at this time (RFC3339)")
+	f.StringVar(&sinceTime, "since-time", "", "start at this time: a unix timestamp or YYYY-MM-DD[ HH:MM[:SS]] or RFC3339")
 	f.IntVar(&last, "last", 0, "start with the last N matching events")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events as they happen")
 	return cmd

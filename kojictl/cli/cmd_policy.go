@@ -37,7 +37,8 @@ func (a *app) checkPolicyCmd() *cobra.Command {
 		Short: "[admin] Evaluate a policy against data and show what decides (kojibus)",
 		Long: `Evaluates the hub's policy NAME against the given data without acting, and prints the
 result, the rule that decided and each rule tried. Values are numbers, true/false, null, or strings;
-tag, fromtag, build_tag and user may be given by name.`,
+tag, fromtag, build_tag and user may be given by name; the user is you unless given. A policy
+whose result is an action (channel, priority, volume) prints the action. Exit 1 when denied.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 {
 				return usagef(cmd, "Please specify a policy name")
@@ -60,6 +61,7 @@ tag, fromtag, build_tag and user may be given by name.`,
 			var res struct {
 				Result  string   `json:"result"`
 				Allowed bool     `json:"allowed"`
+				Action  bool     `json:"action"`
 				Reason  string   `json:"reason"`
 				Rule    string   `json:"rule"`
 				Trace   []string `json:"trace"`
@@ -67,10 +69,19 @@ tag, fromtag, build_tag and user may be given by name.`,
 			if err := c.Call(cmd.Context(), "checkPolicy", []any{args[0], data}, map[string]any{"force": force}, &res); err != nil {
 				return err
 			}
+			denied := &exitError{code: exitFail, msg: fmt.Sprintf("policy %s denies", args[0])}
 			if a.jsonOut {
-				return a.printJSON(res)
+				if err := a.printJSON(res); err != nil || res.Allowed {
+					return err
+				}
+				denied.msg = ""
+				return denied
 			}
-			a.printf("Result: %s\n", res.Result)
+			result := res.Result
+			if res.Action && result == "" {
+				result = "(none)"
+			}
+			a.printf("Result: %s\n", result)
 			if res.Reason != "" {
 				a.printf("Reason: %s\n", res.Reason)
 			}
@@ -84,7 +95,7 @@ tag, fromtag, build_tag and user may be given by name.`,
 				}
 			}
 			if !res.Allowed {
-				return fmt.Errorf("policy %s denies", args[0])
+				return denied
 			}
 			return nil
 		},

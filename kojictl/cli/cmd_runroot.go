@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -65,15 +67,24 @@ or was canceled; Ctrl-C cancels the task. Options must come before <tag>.`,
 				}
 				return err
 			}
-			if printID {
+			if printID && !a.jsonOut {
 				a.println(id)
 			}
 			if nowait {
+				if a.jsonOut {
+					return a.printJSON(map[string]any{"task_id": id})
+				}
 				return nil
 			}
-			if watch {
+			a.sayWhatItWaitsFor(ctx, c, id)
+			// --json: one object at the end, with the output collected
+			var output bytes.Buffer
+			switch {
+			case a.jsonOut:
+				err = a.followLogs(ctx, c, []int64{id}, &logPrinter{a: a, only: "runroot.log", raw: true, to: &output})
+			case watch:
 				err = a.watchTasks(ctx, c, []int64{id}, a.quiet)
-			} else {
+			default:
 				p := &logPrinter{a: a, only: "runroot.log", raw: true, silent: a.quiet}
 				err = a.followLogs(ctx, c, []int64{id}, p)
 			}
@@ -93,6 +104,11 @@ or was canceled; Ctrl-C cancels the task. Options must come before <tag>.`,
 			if err != nil {
 				return err
 			}
+			if a.jsonOut && t != nil {
+				if err := a.printJSON(map[string]any{"task_id": id, "state": bus.TaskStateName(t.State), "output": output.String()}); err != nil {
+					return err
+				}
+			}
 			if t == nil || t.State != bus.TaskClosed {
 				return &exitError{code: exitFail}
 			}
@@ -101,9 +117,9 @@ or was canceled; Ctrl-C cancels the task. Options must come before <tag>.`,
 	}
 	f := cmd.Flags()
 	f.SetInterspersed(false) // koji: disable_interspersed_args
-	// No -p: kojictl's global -p is --profile (koji's CLI parses plugin
-	// options apart, so its -p/--package does not clash there).
-	f.StringArrayVar(&packages, "package", nil, "make sure this package is in the chroot")
+	// -p after the verb is --package, as in koji (the global -p, --profile,
+	// comes before the verb).
+	f.StringArrayVarP(&packages, "package", "p", nil, "make sure this package is in the chroot")
 	f.StringArrayVarP(&mounts, "mount", "m", nil, "mount this directory read-write in the chroot")
 	f.BoolVar(&skipSetarch, "skip-setarch", false, "bypass normal setarch in the chroot")
 	f.IntVarP(&weight, "weight", "w", 0, "set task weight")
@@ -116,4 +132,24 @@ or was canceled; Ctrl-C cancels the task. Options must come before <tag>.`,
 	f.BoolVar(&nowait, "nowait", false, "Do not wait on task")
 	f.BoolVar(&watch, "watch", false, "Watch task instead of printing runroot.log")
 	return cmd
+}
+
+// sayWhatItWaitsFor says once, on stderr, that no ready host serves the
+// task's channel and arch now; the task waits for one, as in Koji.
+func (a *app) sayWhatItWaitsFor(ctx context.Context, c *bus.Client, id int64) {
+	t, err := a.getTask(ctx, c, id, false)
+	if err != nil || t == nil || t.State != bus.TaskFree {
+		return
+	}
+	var hosts []bus.Host
+	kw := map[string]any{"channelID": t.ChannelID, "arches": []string{t.Arch}, "ready": true, "enabled": true}
+	if err := c.Call(ctx, "listHosts", nil, kw, &hosts); err != nil || len(hosts) > 0 {
+		return
+	}
+	channel := fmt.Sprint(t.ChannelID)
+	var ch *bus.Channel
+	if err := c.Call(ctx, "getChannel", []any{t.ChannelID}, nil, &ch); err == nil && ch != nil {
+		channel = ch.Name
+	}
+	a.warn("Task %d waits for a host: no ready host of channel %s has arch %s now (waiting until one has)", id, channel, t.Arch)
 }

@@ -16,7 +16,7 @@ func TestRunrootRefusals(t *testing.T) {
 		{name: "options after the tag are the command's", args: []string{"runroot", "t", "x86_64", "ls", "--bogus"}, code: 1,
 			out:     []string{"* The runroot plugin appears to not be installed on the koji hub.  Please contact the administrator.\n"},
 			errText: "Invalid method: runroot"},
-		{name: "bad weight", args: []string{"runroot", "-w", "heavy", "t", "x86_64", "true"}, code: 2, errText: "invalid argument"},
+		{name: "bad weight", args: []string{"runroot", "-w", "heavy", "t", "x86_64", "true"}, code: 2, errText: "kojictl: error: option --weight: invalid integer value: 'heavy'"},
 	})
 	runSteps(t, p, []step{{name: "no task made", args: []string{"list-tasks"}, exact: ptr("(no tasks)\n")}})
 }

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -44,17 +46,29 @@ and return when it is ready (waiting on events, not polling).`,
 				}
 				return err
 			}
-			if !a.quiet { // -q/--quiet is the global option, as in koji
+			if !a.quiet && !a.jsonOut { // -q/--quiet is the global option, as in koji
 				a.println(st.Name)
 			}
-			if !wait {
-				return nil
+			if wait {
+				w := a.waitRepoCmd()
+				w.SetContext(ctx)
+				_ = w.Flags().Set("target", "true")
+				_ = w.Flags().Set("request", "true")
+				// --json: the sidetag alone, once its repo is ready
+				stdout, jsonOut := a.stdout, a.jsonOut
+				if jsonOut {
+					a.stdout, a.jsonOut = io.Discard, false
+				}
+				err := w.RunE(w, []string{st.Name})
+				a.stdout, a.jsonOut = stdout, jsonOut
+				if err != nil {
+					return err
+				}
 			}
-			w := a.waitRepoCmd()
-			w.SetContext(ctx)
-			_ = w.Flags().Set("target", "true")
-			_ = w.Flags().Set("request", "true")
-			return w.RunE(w, []string{st.Name})
+			if a.jsonOut {
+				return a.printJSON(st)
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -89,6 +103,15 @@ func (a *app) removeSidetagCmd() *cobra.Command {
 	}
 }
 
+// sidetagRow is a list-sidetags --json row: user_id an integer (the hub
+// sends Koji's string, from a JSON text column).
+type sidetagRow struct {
+	ID       int64  `json:"id"`
+	Name     string `json:"name"`
+	UserID   int64  `json:"user_id"`
+	UserName string `json:"user_name"`
+}
+
 func (a *app) listSidetagsCmd() *cobra.Command {
 	var basetag, user string
 	var mine bool
@@ -121,14 +144,19 @@ func (a *app) listSidetagsCmd() *cobra.Command {
 				}
 				kw["user"] = u.Name
 			}
-			var rows []struct {
-				ID       int64  `json:"id"`
-				Name     string `json:"name"`
-				UserID   string `json:"user_id"`
-				UserName string `json:"user_name"`
+			var rows []sidetagRow
+			var raw []struct {
+				ID       int64       `json:"id"`
+				Name     string      `json:"name"`
+				UserID   json.Number `json:"user_id"`
+				UserName string      `json:"user_name"`
 			}
-			if err := c.Call(cmd.Context(), "listSideTags", nil, kw, &rows); err != nil {
+			if err := c.Call(cmd.Context(), "listSideTags", nil, kw, &raw); err != nil {
 				return err
+			}
+			for _, r := range raw {
+				uid, _ := r.UserID.Int64()
+				rows = append(rows, sidetagRow{r.ID, r.Name, uid, r.UserName})
 			}
 			if a.jsonOut {
 				return a.printJSON(rows)

@@ -18,7 +18,7 @@ func (a *app) tagCommands() []*cobra.Command {
 		a.addTargetCmd(), a.listTargetsCmd(),
 		a.addGroupCmd(), a.groupPkgCmd("add-group-pkg", "Add a package to a group's package listing", "groupPackageListAdd"),
 		a.groupPkgCmd("block-group-pkg", "Block a package from a group's package listing", "groupPackageListBlock"),
-		a.listGroupsCmd(), a.addPkgCmd(), a.blockPkgCmd(), a.listPkgsCmd(),
+		a.listGroupsCmd(), a.addPkgCmd(), a.blockPkgCmd(), a.unblockPkgCmd(), a.removePkgCmd(), a.listPkgsCmd(),
 	}
 }
 
@@ -804,7 +804,11 @@ func (a *app) addPkgCmd() *cobra.Command {
 				}
 				toAdd = append(toAdd, p)
 			}
-			kw := map[string]any{"force": force, "block": false}
+			// koji's --force has no default: None when not given
+			kw := map[string]any{"force": nil, "block": false}
+			if force {
+				kw["force"] = true
+			}
 			if extraArches != "" {
 				kw["extra_arches"] = parseArches(extraArches)
 			}
@@ -831,35 +835,8 @@ func (a *app) blockPkgCmd() *cobra.Command {
 		Short: "Block a package in the listing for tag",
 		Args:  minArgs(2, "Please specify a tag and at least one package"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, err := a.session(ctx)
-			if err != nil {
-				return err
-			}
-			tag, err := a.mustTag(cmd, c, args[0])
-			if err != nil {
-				return err
-			}
-			existing, err := a.tagPackages(cmd, c, tag.ID, true)
-			if err != nil {
-				return err
-			}
-			missing := false
-			for _, p := range args[1:] {
-				if _, ok := existing[p]; !ok {
-					a.warn("Package %s doesn't exist in tag %s", p, args[0])
-					missing = true
-				}
-			}
-			if missing {
-				return &exitError{code: exitFail}
-			}
-			for _, p := range args[1:] {
-				if err := c.Call(ctx, "packageListBlock", []any{args[0], p}, map[string]any{"force": force}, nil); err != nil {
-					return err
-				}
-			}
-			return nil
+			missing := func(p string) { a.warn("Package %s doesn't exist in tag %s", p, args[0]) }
+			return a.checkedPkgListCall(cmd, args, true, missing, "packageListBlock", map[string]any{"force": force})
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "Override blocks and owner if necessary")

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"math"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -145,7 +145,7 @@ func makeTaskArg(s string) any {
 
 func (a *app) makeTaskCmd() *cobra.Command {
 	var channel, arch string
-	var priority int
+	var priority int32 // Koji's task priority is a database int4
 	var watch bool
 	cmd := &cobra.Command{
 		Use:   "make-task [options] <method> [<arg> ...]",
@@ -158,6 +158,10 @@ that starts with [ { ( or a quote is read as a Python literal.`,
 			ctx := cmd.Context()
 			arglist := make([]any, 0, len(args)-1)
 			for _, s := range args[1:] {
+				if intOverflows(s) {
+					// koji: xmlrpc's OverflowError
+					return failf("argument %s: int exceeds XML-RPC limits (%d to %d)", s, math.MinInt64, math.MaxInt64)
+				}
 				arglist = append(arglist, makeTaskArg(s))
 			}
 			kw := map[string]any{}
@@ -191,7 +195,7 @@ that starts with [ { ( or a quote is read as a Python literal.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&channel, "channel", "", "set channel")
-	f.IntVar(&priority, "priority", 0, "set priority")
+	f.Int32Var(&priority, "priority", 0, "set priority")
 	f.BoolVar(&watch, "watch", false, "watch the task")
 	f.StringVar(&arch, "arch", "", "set arch")
 	return cmd
@@ -457,6 +461,10 @@ func (a *app) taskParamLines(ctx context.Context, c *bus.Client, method string, 
 		if len(params) > 1 {
 			lines = append(lines, "Source: "+fmt.Sprint(params[0]), "Build Target: "+fmt.Sprint(params[1]))
 		}
+	}
+	if len(lines) == 0 {
+		// a method koji's CLI has no layout for: its arguments as given
+		lines = append(lines, "Arguments: "+pyRepr(params))
 	}
 	return lines
 }
@@ -976,6 +984,8 @@ type logPrinter struct {
 	// raw prints the contents alone, without headers (runroot's output);
 	// silent prints nothing (runroot --quiet).
 	raw, silent bool
+	// to receives raw output instead of stdout (runroot --json).
+	to io.Writer
 }
 
 func (p *logPrinter) wanted(name string) bool {
@@ -990,7 +1000,11 @@ func (p *logPrinter) write(task int64, volume, name string, data []byte) {
 		return
 	}
 	if p.raw {
-		_, _ = p.a.stdout.Write(data)
+		w := p.a.stdout
+		if p.to != nil {
+			w = p.to
+		}
+		_, _ = w.Write(data)
 		return
 	}
 	cur := fmt.Sprintf("%d:%s:%s:", task, volume, name)
@@ -1461,7 +1475,7 @@ func (a *app) isAdmin(ctx context.Context, c *bus.Client) (bool, string, error) 
 }
 
 func (a *app) setTaskPriorityCmd() *cobra.Command {
-	var priority int
+	var priority int32 // Koji's task priority is a database int4
 	var recurse bool
 	cmd := &cobra.Command{
 		Use:   "set-task-priority [options] --priority=<priority> <task_id> [<task_id> ...]",
@@ -1487,19 +1501,24 @@ func (a *app) setTaskPriorityCmd() *cobra.Command {
 			if !ok {
 				return failf("admin permission required (logged in as %s)", user)
 			}
+			refused := false
 			for _, id := range ids {
 				err := c.Call(ctx, "setTaskPriority", []any{id, priority, recurse}, nil, nil)
 				var f *bus.Fault
 				if errors.As(err, &f) && f.Code == bus.CodeGenericError {
 					a.warn("Can't update task priority on closed task: %d", id)
+					refused = true
 				} else if err != nil {
 					return err
 				}
 			}
+			if refused {
+				return &exitError{code: exitFail} // every refusal exits 1
+			}
 			return nil
 		},
 	}
-	cmd.Flags().IntVar(&priority, "priority", 0, "New priority")
+	cmd.Flags().Int32Var(&priority, "priority", 0, "New priority")
 	cmd.Flags().BoolVar(&recurse, "recurse", false, "Change priority of child tasks as well")
 	return cmd
 }
@@ -1683,85 +1702,4 @@ func sortedNames[V any](m map[string]V) []string {
 	}
 	sort.Strings(names)
 	return names
-}
-
-// downloadChunk is the size asked per downloadTaskOutput call: base64 of it
-// stays well inside NATS' default 1 MiB payload.
-const downloadChunk = 512 * 1024
-
-func (a *app) downloadTaskOutputCmd() *cobra.Command {
-	var outPath string
-	cmd := &cobra.Command{
-		Use:   "download-task-output [options] <task_id> <file>",
-		Short: "Download one output file of a task (downloadTaskOutput, in chunks)",
-		Long: `Download a task's output file in chunks (downloadTaskOutput with offset and
-size) to -o FILE (default: the file's base name in the current directory;
-"-" writes to stdout).`,
-		Args: exactArgs(2, "Please specify a task ID and a file name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			ids, err := parseTaskIDs(cmd, args[:1], "task id must be an integer")
-			if err != nil {
-				return err
-			}
-			id, name := ids[0], args[1]
-			if outPath == "" {
-				outPath = filepath.Base(name)
-			}
-			c, err := a.anon(ctx)
-			if err != nil {
-				return err
-			}
-			var w io.Writer = a.stdout
-			var file *os.File
-			tmp := ""
-			if outPath != "-" {
-				tmp = outPath + ".part"
-				if file, err = os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644); err != nil {
-					return failf("%s", err)
-				}
-				defer func() {
-					if file != nil {
-						file.Close()
-						os.Remove(tmp)
-					}
-				}()
-				w = file
-			}
-			var offset int64
-			for {
-				var b64 string
-				if err := c.Call(ctx, "downloadTaskOutput", []any{id, name}, map[string]any{"offset": offset, "size": downloadChunk}, &b64); err != nil {
-					return err
-				}
-				data, err := base64.StdEncoding.DecodeString(b64)
-				if err != nil {
-					return fmt.Errorf("downloadTaskOutput: %w", err)
-				}
-				if _, err := w.Write(data); err != nil {
-					return err
-				}
-				offset += int64(len(data))
-				if len(data) < downloadChunk {
-					break
-				}
-			}
-			if file != nil {
-				if err := file.Close(); err != nil {
-					return err
-				}
-				file = nil
-				if err := os.Rename(tmp, outPath); err != nil {
-					os.Remove(tmp)
-					return err
-				}
-				if !a.quiet {
-					a.printf("Downloaded %s (%d bytes) to %s\n", name, offset, outPath)
-				}
-			}
-			return nil
-		},
-	}
-	cmd.Flags().StringVarP(&outPath, "output", "o", "", `write to this file ("-" for stdout)`)
-	return cmd
 }

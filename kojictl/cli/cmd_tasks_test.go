@@ -170,8 +170,8 @@ func TestTaskCommands(t *testing.T) {
 		{name: "taskinfo", args: []string{"taskinfo", ps}, out: []string{
 			"re:^Task: " + ps + "\nType: sleep\nOwner: kojiadmin\nState: open\nCreated: \\w{3} \\w{3} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d \\d{4}\nStarted: .+\nHost: builder1\nLog Files:\n  No outputs reported \\[1\\]\nOutput:\n  No outputs reported \\[1\\]\n\\[1\\] Not all tasks produce outputs, and task outputs are not retained indefinitely.\n\n$"}},
 		{name: "taskinfo -v -r", args: []string{"taskinfo", "-v", "-r", ps}, out: []string{
-			"Type: sleep\nRequest Parameters:\nOwner: kojiadmin\n",
-			"\n\n  Task: " + cs + "\n  Type: child\n  Request Parameters:\n  Owner: kojiadmin\n  State: free\n"}},
+			"Type: sleep\nRequest Parameters:\n  Arguments: [5]\nOwner: kojiadmin\n",
+			"\n\n  Task: " + cs + "\n  Type: child\n  Request Parameters:\n    Arguments: []\n  Owner: kojiadmin\n  State: free\n"}},
 		{name: "taskinfo missing", args: []string{"taskinfo", "99999"}, code: 1, errText: "GenericError: No such task: 99999"},
 		{name: "taskinfo bad id", args: []string{"taskinfo", "x"}, code: 2, errText: "task id must be an integer"},
 
@@ -212,7 +212,7 @@ func TestTaskCommands(t *testing.T) {
 	runSteps(t, p, []step{
 		{name: "cancel with missing", args: []string{"cancel", cs, "99999"}, code: 1, errText: "No such task: 99999"},
 		{name: "cancel full", args: []string{"cancel", "--full", os_}},
-		{name: "set-task-priority closed", args: []string{"set-task-priority", "--priority", "3", os_}, errText: "Can't update task priority on closed task: " + os_},
+		{name: "set-task-priority closed", args: []string{"set-task-priority", "--priority", "3", os_}, code: 1, errText: "Can't update task priority on closed task: " + os_},
 		{name: "resubmit open", args: []string{"resubmit", "--nowait", cs}, code: 1, errText: "Cannot resubmit subtask: " + cs},
 	})
 	for _, id := range []int64{child, other} {
@@ -221,7 +221,7 @@ func TestTaskCommands(t *testing.T) {
 		}
 	}
 	r := kojictl(t, p, "", "resubmit", "--nowait", ps)
-	m := regexp.MustCompile(`(?s)^Resubmitting the following task:\nTask: ` + ps + `\nType: sleep\nRequest Parameters:\nOwner: kojiadmin\nState: canceled\n.*\nResubmitted task ` + ps + ` as new task (\d+)\n$`).FindStringSubmatch(r.out)
+	m := regexp.MustCompile(`(?s)^Resubmitting the following task:\nTask: ` + ps + `\nType: sleep\nRequest Parameters:\n  Arguments: \[5\]\nOwner: kojiadmin\nState: canceled\n.*\nResubmitted task ` + ps + ` as new task (\d+)\n$`).FindStringSubmatch(r.out)
 	if r.code != 0 || m == nil {
 		t.Fatalf("resubmit: exit %d\n%s%s", r.code, r.out, r.err)
 	}
@@ -424,5 +424,24 @@ func TestDownloadTaskOutputChunks(t *testing.T) {
 	}
 	if data, err := os.ReadFile(out); err != nil || string(data) != want.String() {
 		t.Fatalf("downloaded %d bytes (%v), want %d", len(data), err, want.Len())
+	}
+	// without a file name: every output file of the task, as koji's download-task
+	id2 := makeTask(t, p, "sleep", "1")
+	_, attempt2 := claim(t, b1)
+	b1.Upload(t, id2, attempt2, "a.log", "log text\n")
+	b1.Upload(t, id2, attempt2, "b.txt", "result text\n")
+	if err := b1.Client.Call(tctx(t), "host.closeTask", []any{id2, attempt2, nil}, b1.Finish(t, id2, attempt2), nil); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	runSteps(t, p, []step{
+		{name: "all files", args: []string{"download-task-output", "-o", dir, strconv.FormatInt(id2, 10)},
+			exact: ptr("Downloaded a.log (9 bytes) to " + filepath.Join(dir, "a.log") + "\nDownloaded b.txt (12 bytes) to " + filepath.Join(dir, "b.txt") + "\n")},
+		{name: "no files", args: []string{"download-task-output", strconv.FormatInt(id+100, 10)}, code: 1},
+	})
+	for name, text := range map[string]string{"a.log": "log text\n", "b.txt": "result text\n"} {
+		if data, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(data) != text {
+			t.Errorf("%s = %q (%v), want %q", name, data, err, text)
+		}
 	}
 }

@@ -65,21 +65,34 @@ func argFilter(s string, parseJSON bool) any {
 // pyInt parses as Python's int(): surrounding whitespace, a sign, digits
 // with single underscores between them.
 func pyInt(s string) (int64, bool) {
+	n, isInt, err := pyIntParse(s)
+	return n, isInt && err == nil
+}
+
+// intOverflows reports whether s is a Python int literal beyond 64 bits
+// (Python takes it; Koji's XML-RPC marshaller refuses it).
+func intOverflows(s string) bool {
+	_, isInt, err := pyIntParse(s)
+	return isInt && err != nil
+}
+
+// pyIntParse: isInt says s has the syntax of an int; err that it does not fit 64 bits.
+func pyIntParse(s string) (n int64, isInt bool, err error) {
 	t := strings.TrimSpace(s)
 	if t == "" {
-		return 0, false
+		return 0, false, nil
 	}
 	body := strings.TrimLeft(t, "+-")
 	if len(t)-len(body) > 1 || body == "" || body[0] == '_' || body[len(body)-1] == '_' || strings.Contains(body, "__") {
-		return 0, false
+		return 0, false, nil
 	}
 	for _, r := range body {
 		if (r < '0' || r > '9') && r != '_' {
-			return 0, false
+			return 0, false, nil
 		}
 	}
-	n, err := strconv.ParseInt(strings.ReplaceAll(t, "_", ""), 10, 64)
-	return n, err == nil
+	n, err = strconv.ParseInt(strings.ReplaceAll(t, "_", ""), 10, 64)
+	return n, true, err
 }
 
 // pyFloat parses as Python's float(), for finite values (JSON cannot carry the others).
