@@ -17,6 +17,8 @@ import (
 type Client struct {
 	nc      *nats.Conn
 	session string
+	// identity is the connection's token, part of every request subject.
+	identity string
 	// Timeout bounds one request (default 30s).
 	Timeout time.Duration
 	// Retries is how often a call that got no answer is sent again with the
@@ -30,7 +32,7 @@ type Client struct {
 
 // NewClient wraps a connection.
 func NewClient(nc *nats.Conn) *Client {
-	return &Client{nc: nc, Timeout: 30 * time.Second, Retries: 2, seenRev: new(atomic.Uint64)}
+	return &Client{nc: nc, identity: ConnIdentity(nc), Timeout: 30 * time.Second, Retries: 2, seenRev: new(atomic.Uint64)}
 }
 
 // Conn returns the underlying connection.
@@ -94,7 +96,7 @@ func (c *Client) CallRaw(ctx context.Context, method string, args []any, kwargs 
 
 // CallBody sends an already encoded request body.
 func (c *Client) CallBody(ctx context.Context, method string, body []byte) (json.RawMessage, error) {
-	msg := nats.NewMsg(APISubject(method))
+	msg := nats.NewMsg(IdentityAPISubject(c.identity, method))
 	msg.Data = body
 	msg.Header.Set(HeaderRequestID, nuid.Next())
 	if c.session != "" {

@@ -5,7 +5,8 @@ import "strings"
 // Subjects, streams and buckets. docs/architecture.md lists them with their
 // retention and who may publish or subscribe.
 const (
-	// APIPrefix + method is the request/reply subject of an API method.
+	// APIPrefix + identity token + "." + method is the request/reply subject
+	// of an API method (IdentityAPISubject).
 	APIPrefix = "koji.api."
 	// EventPrefix + address (protonmsg's: "task.open", "build.tag", ...) carries every state change.
 	EventPrefix = "koji.event."
@@ -132,9 +133,6 @@ const (
 	// HeaderAddress carries the protonmsg address ("build.tag") of an event.
 	HeaderAddress = "Koji-Address"
 )
-
-// APISubject returns the request subject of an API method.
-func APISubject(method string) string { return APIPrefix + method }
 
 // EventSubject returns the subject an event with a protonmsg address goes to.
 func EventSubject(address string) string { return EventPrefix + address }

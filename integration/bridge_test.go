@@ -53,7 +53,7 @@ func startBridge(t *testing.T, h *Hub, conf, dataDir string) *kojibridge {
 	b := &kojibridge{log: &syncBuffer{}, metrics: fmt.Sprintf("127.0.0.1:%d", rabbittest.FreePort(t))}
 	b.cmd = exec.Command(filepath.Join(binDir, "kojibridge"), "--config", conf, "--data-dir", dataDir, "--nats", h.URL,
 		"--metrics-listen", b.metrics)
-	b.cmd.Env = append(os.Environ(), "KOJIBRIDGE_NATS_PASSWORD="+h.RoleSecret(t, bus.RoleBridge))
+	b.cmd.Env = append(os.Environ(), "KOJIBRIDGE_NATS_PASSWORD="+h.RoleSecret(t, bus.SecretBridge))
 	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -80,7 +80,7 @@ func (s *stack) conf(t *testing.T, urls string, extra ...string) *bridge.Config 
 func (s *stack) start(t *testing.T, cfg *bridge.Config, now func() time.Time) *bridge.Bridge {
 	t.Helper()
 	ctx := context.Background()
-	nc := s.hub.Connect(t, bus.RoleBridge, "bridge")
+	nc := s.hub.ConnectBridge(t, "kojibridge")
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

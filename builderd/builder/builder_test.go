@@ -49,9 +49,6 @@ func addHost(t testing.TB, h *hub.TestHub, name string, arches ...string) string
 		server = h.Profile.Server
 	}
 	pairs := [][2]string{{"server", server}}
-	if creds.NATSUser != "" {
-		pairs = append(pairs, [2]string{"nats_user", creds.NATSUser}, [2]string{"nats_password", creds.NATSPassword})
-	}
 	pairs = append(pairs, [2]string{"authtype", "password"}, [2]string{"user", creds.User}, [2]string{"password", creds.Password}, [2]string{"host", creds.Host})
 	path := filepath.Join(t.TempDir(), name+".conf")
 	if err := bus.WriteFileAtomic(path, config.Write(config.KV{Section: "koji", Pairs: pairs}), 0o600); err != nil {

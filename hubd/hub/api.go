@@ -52,9 +52,13 @@ func (s *Server) handle(m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
-	method := m.Subject[len(bus.APIPrefix):]
+	identity, method, ok := bus.SplitAPISubject(m.Subject)
+	if !ok {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	ctx = withConnIdentity(ctx, identity) // checked by authenticate
 	session := ""
 	requestID := ""
 	if m.Header != nil {
@@ -121,7 +125,7 @@ func (s *Server) Dispatch(ctx context.Context, method, session, requestID string
 	if err != nil {
 		return nil, err
 	}
-	caller, err := s.authenticate(session)
+	caller, err := s.authenticate(ctx, session)
 	if err != nil {
 		return nil, err
 	}

@@ -298,11 +298,10 @@ func (s *Server) createHostCredentials(ctx context.Context, c *registry.Call) (a
 	if err != nil {
 		return nil, err
 	}
-	creds := &bus.HostCredentials{Host: name, User: name, Password: password, Server: s.URL(), NATSUser: bus.RoleHost}
-	if s.embedded != nil {
-		creds.NATSPassword = s.embedded.Secrets[bus.RoleHost]
-	}
-	return creds, nil
+	// The new password is also the host's NATS identity: connections with the
+	// old one are closed and refused from now on.
+	s.disconnectIdentity(name)
+	return &bus.HostCredentials{Host: name, User: name, Password: password, Server: s.URL()}, nil
 }
 
 // decodeKw decodes one **kw argument; ok is false when it was not given.
@@ -435,6 +434,9 @@ func (s *Server) setHostEnabled(ctx context.Context, c *registry.Call, enabled b
 		tx.Emit(address, hostEventProps(kind, &h.Host), map[string]any{"host": h.Host, "by": c.Caller.UserName})
 		return nil, nil
 	})
+	if err == nil && !enabled {
+		s.disconnectIdentity(name) // the callout refuses a disabled host's reconnect
+	}
 	return nil, err
 }
 

@@ -244,7 +244,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if prof.Host != "builder1" || prof.User != "builder1" || prof.AuthType != "password" || prof.NATSUser == "" || prof.Password == "" {
+	if prof.Host != "builder1" || prof.User != "builder1" || prof.AuthType != "password" || prof.Password == "" {
 		t.Errorf("creds profile = %+v", prof)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -426,7 +426,7 @@ func TestProfileLoading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	multi := write("multi.conf", string(good)+"\n[other]\nserver = "+h.Profile.Server+"\nnats_user = "+h.Profile.NATSUser+"\nnats_password = "+h.Profile.NATSPassword+"\nauthtype = noauth\n")
+	multi := write("multi.conf", string(good)+"\n[other]\nserver = "+h.Profile.Server+"\nauthtype = noauth\n")
 	badPW := write("badpw.conf", regexp.MustCompile(`(?m)^password = .*$`).ReplaceAllString(string(good), "password = wrong"))
 	tests := []struct {
 		name    string

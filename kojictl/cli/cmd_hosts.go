@@ -116,9 +116,6 @@ func (a *app) writeHostCreds(cmd *cobra.Command, c *bus.Client, host, path strin
 		name = host
 	}
 	pairs := [][2]string{{"server", server}}
-	if creds.NATSUser != "" {
-		pairs = append(pairs, [2]string{"nats_user", creds.NATSUser}, [2]string{"nats_password", creds.NATSPassword})
-	}
 	if a.profile.ServerCA != "" {
 		pairs = append(pairs, [2]string{"serverca", a.profile.ServerCA})
 	}
