@@ -3,6 +3,8 @@ package hub
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -221,5 +223,56 @@ func TestDisabledHostIsRefusedAndDisconnected(t *testing.T) {
 	}
 	if _, err := nats.Connect(h.URL(), nats.UserInfo(cc.User, cc.Password)); err == nil {
 		t.Error("a disabled host connected")
+	}
+}
+
+// TestUpgradeFromRolePasswords starts a hub on a data directory of the
+// role-password scheme: the hub password is kept, the shared client and host
+// passwords are gone, and a profile of that scheme still works, as its
+// user's own password is now its NATS identity.
+func TestUpgradeFromRolePasswords(t *testing.T) {
+	dir := t.TempDir()
+	old := `{"hub": "old-hub-secret", "client": "old-client-secret", "host": "old-host-secret", "bridge": "old-bridge-secret"}`
+	if err := os.WriteFile(filepath.Join(dir, "nats-roles.json"), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := StartTestHub(t, func(c *Config) { c.DataDir = dir })
+	secrets := h.Embedded().Secrets
+	if secrets[bus.RoleHub] != "old-hub-secret" || secrets[bus.SecretBridge] != "old-bridge-secret" || secrets["client"] != "" || secrets["host"] != "" {
+		t.Errorf("secrets after upgrade: %v", secrets)
+	}
+	if _, err := secrets.CalloutIssuer(); err != nil {
+		t.Error(err)
+	}
+	profile, err := os.ReadFile(h.ProfilePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldStyle := strings.Replace(string(profile), "authtype", "nats_user = client\nnats_password = old-client-secret\nauthtype", 1)
+	path := filepath.Join(t.TempDir(), "old.conf")
+	if err := os.WriteFile(path, []byte(oldStyle), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := bus.LoadProfile(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.Dial(ctxT(t), "old-profile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := p.Login(ctxT(t), c); err != nil {
+		t.Fatal(err)
+	}
+	var me bus.LoggedInUser
+	call(t, c, "getLoggedInUser", nil, nil, &me)
+	if me.Name != "kojiadmin" {
+		t.Errorf("logged in as %q", me.Name)
+	}
+	cc := bus.ConnectConfig{URLs: []string{h.URL()}, User: "client", Password: "old-client-secret"}
+	if nc, err := bus.Connect(ctxT(t), cc); err == nil {
+		nc.Close()
+		t.Error("the old shared client password still connects")
 	}
 }

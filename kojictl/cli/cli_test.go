@@ -261,6 +261,26 @@ func TestCommandsEndToEnd(t *testing.T) {
 	if err := hc.Call(ctx, "host.getID", nil, nil, &hostID); err != nil || hostID == 0 {
 		t.Errorf("host.getID = %d, %v", hostID, err)
 	}
+
+	// Rotated credentials: the new file connects, the old one no longer does.
+	rotated := filepath.Join(t.TempDir(), "builder1-new.conf")
+	runSteps(t, p, []step{
+		{name: "rotate-host-creds", args: []string{"rotate-host-creds", "--creds-out", rotated, "builder1"}, out: []string{"new credentials of builder1 written to"}},
+		{name: "rotate-host-creds no file", args: []string{"rotate-host-creds", "builder1"}, code: 1, errText: "--creds-out is required"},
+	})
+	if c, err := prof.Dial(ctx, "test-host-old"); err == nil {
+		c.Close()
+		t.Error("the host's old credentials still connect after rotate-host-creds")
+	}
+	newProf, err := bus.LoadProfile(rotated, "koji")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := newProf.Dial(ctx, "test-host-new")
+	if err != nil {
+		t.Fatalf("rotated credentials: %v", err)
+	}
+	nc.Close()
 }
 
 // TestJSONOutput checks that --json prints parseable JSON with Koji's fields.

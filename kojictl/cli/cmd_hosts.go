@@ -16,7 +16,7 @@ import (
 
 func (a *app) hostCommands() []*cobra.Command {
 	return []*cobra.Command{
-		a.addHostCmd(), a.editHostCmd(), a.enableHostCmd(true), a.enableHostCmd(false),
+		a.addHostCmd(), a.rotateHostCredsCmd(), a.editHostCmd(), a.enableHostCmd(true), a.enableHostCmd(false),
 		a.addHostToChannelCmd(), a.removeHostFromChannelCmd(), a.listHostsCmd(), a.listChannelsCmd(), a.hostinfoCmd(),
 	}
 }
@@ -94,6 +94,36 @@ and write them as a profile ([koji] section, mode 0600) for builderd.`,
 	f.StringVar(&principal, "krb-principal", "", "set a non-default kerberos principal for the host")
 	f.BoolVar(&force, "force", false, "if existing used is a regular user, convert it to a host")
 	f.StringVar(&credsOut, "creds-out", "", "create the host's credentials and write them to FILE as a builderd profile (mode 0600)")
+	return cmd
+}
+
+// rotateHostCredsCmd gives a host a new password (kojibus: the host's NATS
+// identity too); its connections with the old one are closed and refused.
+func (a *app) rotateHostCredsCmd() *cobra.Command {
+	var credsOut string
+	cmd := &cobra.Command{
+		Use:   "rotate-host-creds --creds-out FILE <hostname>",
+		Short: "Replace a host's credentials and write the new ones for builderd (kojibus)",
+		Long: `Replace a host's credentials: the old ones stop working at once (the host's
+connections are closed). The new ones are written to FILE (mode 0600) as a
+builderd profile; copy it to the host and restart builderd with --creds FILE.`,
+		Args: exactArgs(1, "Please specify a hostname"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if credsOut == "" {
+				return failf("--creds-out is required")
+			}
+			c, err := a.session(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if err := a.writeHostCreds(cmd, c, args[0], credsOut); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "new credentials of %s written to %s\n", args[0], credsOut)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&credsOut, "creds-out", "", "write the host's new credentials to FILE as a builderd profile (mode 0600)")
 	return cmd
 }
 
