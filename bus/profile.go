@@ -2,9 +2,11 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
 	"github.com/kojibus/kojibus/bus/config"
@@ -75,6 +77,11 @@ func (p *Profile) Dial(ctx context.Context, clientName string) (*Client, error) 
 		cc.User, cc.Password, cc.InboxPrefix = p.User, p.Password, InboxPrefix(IdentityToken(p.User))
 	}
 	nc, err := Connect(ctx, cc)
+	if errors.Is(err, nats.ErrAuthorization) {
+		// The server does not pass the callout's reason on (blocked user,
+		// disabled host, wrong password): say what Koji's login says.
+		return nil, AuthError("invalid username or password (NATS: %v)", err)
+	}
 	if err != nil {
 		return nil, err
 	}
