@@ -3,11 +3,13 @@ package hub
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -142,7 +144,7 @@ func checkPassword(u *userRecord, password string) error {
 	if u != nil && u.PasswordHash != "" {
 		hash = u.PasswordHash
 	}
-	if err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)); err != nil || u == nil || u.PasswordHash == "" {
+	if !passwordsSeen.check(hash, password) || u == nil || u.PasswordHash == "" {
 		return errBadCredentials
 	}
 	if u.Status == bus.UserStatusBlocked {
@@ -208,4 +210,45 @@ func loadOrCreateCalloutKey(path string) (nkeys.KeyPair, error) {
 		return nil, fmt.Errorf("callout key %s: %w", path, err)
 	}
 	return kp, nil
+}
+
+// passwordsSeen remembers, for a minute, passwords that matched their
+// bcrypt hash: a client connects (the callout checks its password) and then
+// logs in with the same password, and one bcrypt comparison (~50 ms of CPU)
+// is enough for both. The key is a digest of hash and password, so a
+// changed password or hash is never found.
+var passwordsSeen = &seenPasswords{m: map[[32]byte]time.Time{}}
+
+type seenPasswords struct {
+	mu sync.Mutex
+	m  map[[32]byte]time.Time
+}
+
+const seenPasswordLifetime = time.Minute
+
+// forget drops every remembered password (benchmarks of the cold path).
+func (p *seenPasswords) forget() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.m)
+}
+
+func (p *seenPasswords) check(hash, password string) bool {
+	key := sha256.Sum256([]byte(hash + "\x00" + password))
+	p.mu.Lock()
+	seen, ok := p.m[key]
+	p.mu.Unlock()
+	if ok && time.Since(seen) < seenPasswordLifetime {
+		return true
+	}
+	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.m) >= maxCheckedSessions {
+		p.m = map[[32]byte]time.Time{}
+	}
+	p.m[key] = time.Now()
+	return true
 }
