@@ -39,7 +39,7 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*nats.Conn, error) {
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
-		nats.Timeout(5 * time.Second),
+		nats.Timeout(AuthTimeout),
 	}
 	if cfg.User != "" {
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))

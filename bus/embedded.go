@@ -62,6 +62,10 @@ const (
 	SecretCalloutSeed = "callout-seed"
 )
 
+// AuthTimeout bounds a connection's authentication, the auth callout
+// included, on the server and in Connect.
+const AuthTimeout = 10 * time.Second
+
 // RoleSecrets are the secrets of an embedded server, generated on first start
 // and kept in <data>/nats-roles.json (mode 0600).
 type RoleSecrets map[string]string
@@ -137,6 +141,12 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		}
 		opts.Users = []*server.User{{Username: RoleHub, Password: secrets[RoleHub]}}
 		opts.AuthCallout = &server.AuthCallout{Issuer: issuer, AuthUsers: []string{RoleHub}}
+		// The callout's answer waits for a bcrypt comparison, which a
+		// loaded machine (or the race detector) makes slow.
+		opts.AuthTimeout = AuthTimeout.Seconds()
+		// A client still waiting for its CONNECT's answer takes a PING
+		// for a protocol error ("expected PONG"): no ping 2 s after connect.
+		opts.DisableShortFirstPing = true
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

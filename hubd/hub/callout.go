@@ -233,8 +233,10 @@ func (p *seenPasswords) forget() {
 	clear(p.m)
 }
 
+func seenKey(hash, password string) [32]byte { return sha256.Sum256([]byte(hash + "\x00" + password)) }
+
 func (p *seenPasswords) check(hash, password string) bool {
-	key := sha256.Sum256([]byte(hash + "\x00" + password))
+	key := seenKey(hash, password)
 	p.mu.Lock()
 	seen, ok := p.m[key]
 	p.mu.Unlock()
@@ -244,11 +246,16 @@ func (p *seenPasswords) check(hash, password string) bool {
 	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
 		return false
 	}
+	p.remember(hash, password)
+	return true
+}
+
+// remember records a password known to match hash.
+func (p *seenPasswords) remember(hash, password string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.m) >= maxCheckedSessions {
 		p.m = map[[32]byte]time.Time{}
 	}
-	p.m[key] = time.Now()
-	return true
+	p.m[seenKey(hash, password)] = time.Now()
 }

@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/crypto/bcrypt"
-
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/internal/registry"
 	"github.com/kojibus/kojibus/hubd/internal/state"
@@ -274,9 +272,9 @@ func (s *Server) createHostCredentials(ctx context.Context, c *registry.Call) (a
 		return nil, err
 	}
 	password := bus.RandomSecret(24)
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	hash, err := hashPassword(password)
 	if err != nil {
-		return nil, fmt.Errorf("hash password: %w", err)
+		return nil, err
 	}
 	_, err = s.update(ctx, c, func(tx *state.Txn) (any, error) {
 		h, ok := lookupHost(tx.View, registry.Ref{Name: name})
