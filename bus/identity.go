@@ -128,17 +128,19 @@ func UserGrants(token string, durables map[string][]string) Grants {
 
 // HostGrants are a build host's: a user's, plus pulling and acking task
 // queue messages, publishing task output and waking other builders. A task
-// queue's consumer is created when a task is first queued there, after the
-// host connected, and NATS grants subjects at connect only: so every host
-// may pull every queue, and task output subjects do not name the host
-// (docs/security.md, what is still trusted; fencing by attempt number keeps
-// a stolen message from running twice).
-func HostGrants(token string, durables map[string][]string) Grants {
+// queue's consumer is created when a task is first queued there, possibly
+// after the host connected, and NATS grants subjects at connect only: so a
+// host may pull any queue but those in notMine, the queues existing at
+// connect that are not its own (other channels' and arches', other hosts'
+// pinned ones). Task output subjects do not name the host (docs/security.md,
+// what is still trusted).
+func HostGrants(token string, durables map[string][]string, notMine []string) Grants {
 	g := UserGrants(token, durables)
 	g.PubAllow = append(g.PubAllow,
 		jsAPI+"CONSUMER.INFO."+TasksStream+".*",
 		jsAPI+"CONSUMER.MSG.NEXT."+TasksStream+".*",
 		"$JS.ACK."+TasksStream+".>")
+	g.PubDeny = append(g.PubDeny, denyConsumers(TasksStream, notMine)...)
 	g.PubAllow = append(g.PubAllow, UploadPrefix+">", NotifyPrefix+"tasks.>")
 	g.SubAllow = append(g.SubAllow, NotifyPrefix+"tasks.>")
 	return g

@@ -7,7 +7,9 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -116,10 +118,13 @@ func (s *Server) calloutIdentity(opts jwt.ConnectOptions) (string, bus.Grants, e
 	}
 	var u *userRecord
 	var h *hostRecord
+	var notMine []string
 	_ = s.store.Read(func(v state.View) error {
 		u, _ = lookupUser(v, registry.Ref{Name: user})
 		if u != nil && u.HostID != 0 {
-			h, _ = lookupHost(v, registry.Ref{ID: u.HostID})
+			if h, _ = lookupHost(v, registry.Ref{ID: u.HostID}); h != nil {
+				notMine = otherHostsQueues(v, h)
+			}
 		}
 		return nil
 	})
@@ -133,7 +138,31 @@ func (s *Server) calloutIdentity(opts jwt.ConnectOptions) (string, bus.Grants, e
 	if h == nil || !h.Enabled {
 		return "", bus.Grants{}, fmt.Errorf("host %s is disabled", u.Name)
 	}
-	return u.Name, bus.HostGrants(token, durables), nil
+	return u.Name, bus.HostGrants(token, durables, notMine), nil
+}
+
+// otherHostsQueues names the task queues a host may not pull from: every
+// recorded queue that is not among its own, and every other host's pinned
+// queue.
+func otherHostsQueues(v state.View, h *hostRecord) []string {
+	mine := map[string]bool{}
+	for _, q := range hostQueues(v, h) {
+		mine[q.Consumer] = true
+	}
+	others := map[string]bool{}
+	for _, k := range v.Keys("taskqueue", "taskqueue.") {
+		var q queueRecord
+		if ok, _ := v.GetJSON(k, &q); ok && !mine[q.Consumer] {
+			others[q.Consumer] = true
+		}
+	}
+	for _, k := range v.Keys("host", "host.") {
+		var o hostRecord
+		if ok, _ := v.GetJSON(k, &o); ok && o.ID != h.ID {
+			others[pinnedQueue(o.ID).Consumer] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(others))
 }
 
 // checkPassword compares a password with a user's hash (with a dummy hash

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/hubd/internal/state"
 )
 
 // probe is a raw connection as one identity, with the server's
@@ -58,6 +59,8 @@ type identitySetup struct {
 	h                   *TestHub
 	alice, host, bridge *probe
 	archive             string
+	// otherArch is the queue of an arch b1 does not build, otherHost b2's pinned queue.
+	otherArch, otherHost string
 }
 
 func setupIdentities(t *testing.T) *identitySetup {
@@ -66,6 +69,9 @@ func setupIdentities(t *testing.T) *identitySetup {
 	h.UserClient(t, "alice")
 	h.UserClient(t, "bob")
 	th := h.AddHost(t, "b1", "x86_64")
+	b2 := h.AddHost(t, "b2", "aarch64")
+	var task int64
+	call(t, h.Admin, "makeTask", []any{"sleep", []any{0}}, map[string]any{"arch": "aarch64"}, &task)
 	url := []string{h.URL()}
 	s := &identitySetup{h: h,
 		alice:  dialProbe(t, bus.ConnectConfig{URLs: url, User: "alice", Password: "pw-alice-secret", InboxPrefix: bus.InboxPrefix("alice")}),
@@ -83,6 +89,19 @@ func setupIdentities(t *testing.T) *identitySetup {
 	}
 	if s.archive == "" {
 		t.Fatalf("no archive consumer among %v", names)
+	}
+	s.otherHost = pinnedQueue(b2.ID).Consumer
+	_ = h.store.Read(func(v state.View) error {
+		for _, k := range v.Keys("taskqueue", "taskqueue.q-") {
+			var q queueRecord
+			if ok, _ := v.GetJSON(k, &q); ok && q.Arch == "aarch64" {
+				s.otherArch = q.Consumer
+			}
+		}
+		return nil
+	})
+	if s.otherArch == "" {
+		t.Fatal("no aarch64 queue recorded")
 	}
 	return s
 }
@@ -131,6 +150,9 @@ func TestIdentitiesCannotReachBeyondTheirGrants(t *testing.T) {
 		{"host publishes an event", s.host, "koji.event.task.open", nil},
 		{"host queues a task", s.host, "koji.tasks.1.x86_64.p1000", nil},
 		{"host deletes the task stream", s.host, "$JS.API.STREAM.DELETE." + bus.TasksStream, nil},
+		{"host pulls another arch's queue", s.host, "$JS.API.CONSUMER.MSG.NEXT." + bus.TasksStream + "." + s.otherArch, nil},
+		{"host acks another arch's queue", s.host, "$JS.ACK." + bus.TasksStream + "." + s.otherArch + ".1.1.1.1.0", nil},
+		{"host pulls another host's queue", s.host, "$JS.API.CONSUMER.MSG.NEXT." + bus.TasksStream + "." + s.otherHost, nil},
 		{"host calls as another identity", s.host, bus.IdentityAPISubject("kojiadmin", "hello"), nil},
 		{"bridge calls the API", s.bridge, bus.IdentityAPISubject("kojiadmin", "createTag"), nil},
 		{"bridge publishes an event", s.bridge, "koji.event.tag.create", nil},
