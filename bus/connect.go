@@ -38,6 +38,9 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
+		// While a hub restarts nobody answers the auth callout, and the
+		// server refuses connections: keep trying rather than give up.
+		nats.IgnoreAuthErrorAbort(),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.Timeout(AuthTimeout),
 	}
