@@ -76,7 +76,7 @@ func (s *stack) conf(t *testing.T, urls string, extra ...string) *bridge.Config 
 	return cfg
 }
 
-// start starts a bridge connected as the bridge role.
+// start starts a bridge connected as its own NATS identity.
 func (s *stack) start(t *testing.T, cfg *bridge.Config, now func() time.Time) *bridge.Bridge {
 	t.Helper()
 	ctx := context.Background()

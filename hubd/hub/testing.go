@@ -217,7 +217,7 @@ func (h *TestHost) Pull(t testing.TB) jetstream.Msg {
 }
 
 // AddHost adds a host (addHost + createHostCredentials as kojictl add-host
-// --creds-out does) and connects as it with the host role, logged in.
+// --creds-out does) and connects as it with its own credentials, logged in.
 func (h *TestHub) AddHost(t testing.TB, name string, arches ...string) *TestHost {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
