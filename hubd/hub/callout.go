@@ -46,11 +46,12 @@ type calloutService struct {
 	sub          *nats.Subscription
 }
 
-// startCallout subscribes the hub's own connection to the callout subject.
+// startCallout subscribes the hub's own connection to the callout subject,
+// in the API's queue group: of several hubs on a cluster, one answers.
 // Each request is answered in a goroutine of its own: a password check is
 // a bcrypt comparison, and connections should not wait behind each other.
 func (s *Server) startCallout() error {
-	sub, err := s.nc.Subscribe(calloutSubject, func(m *nats.Msg) { go s.answerCallout(m) })
+	sub, err := s.nc.QueueSubscribe(calloutSubject, apiQueue, func(m *nats.Msg) { go s.answerCallout(m) })
 	if err != nil {
 		return fmt.Errorf("hub: auth callout: %w", err)
 	}
