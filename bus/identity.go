@@ -132,16 +132,15 @@ func UserGrants(token string, durables map[string][]string) Grants {
 // after the host connected, and NATS grants subjects at connect only: so a
 // host may pull any queue but those in notMine, the queues existing at
 // connect that are not its own (other channels' and arches', other hosts'
-// pinned ones). Task output subjects do not name the host (docs/security.md,
-// what is still trusted).
-func HostGrants(token string, durables map[string][]string, notMine []string) Grants {
+// pinned ones). Task output goes under its own host id only.
+func HostGrants(token string, hostID int64, durables map[string][]string, notMine []string) Grants {
 	g := UserGrants(token, durables)
 	g.PubAllow = append(g.PubAllow,
 		jsAPI+"CONSUMER.INFO."+TasksStream+".*",
 		jsAPI+"CONSUMER.MSG.NEXT."+TasksStream+".*",
 		"$JS.ACK."+TasksStream+".>")
 	g.PubDeny = append(g.PubDeny, denyConsumers(TasksStream, notMine)...)
-	g.PubAllow = append(g.PubAllow, UploadPrefix+">", NotifyPrefix+"tasks.>")
+	g.PubAllow = append(g.PubAllow, UploadPrefix+formatInt(hostID)+".>", NotifyPrefix+"tasks.>")
 	g.SubAllow = append(g.SubAllow, NotifyPrefix+"tasks.>")
 	return g
 }

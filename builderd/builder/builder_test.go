@@ -246,7 +246,7 @@ func TestSleepTaskLogIsUploaded(t *testing.T) {
 		t.Fatal(err)
 	}
 	cons, err := js.OrderedConsumer(ctx, bus.UploadsStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{bus.UploadSubject(id, 1, "sleep.log")}})
+		FilterSubjects: []string{bus.UploadFilter(0, id, 1)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -139,7 +139,7 @@ func (s *Server) calloutIdentity(opts jwt.ConnectOptions) (string, bus.Grants, e
 	if h == nil || !h.Enabled {
 		return "", bus.Grants{}, fmt.Errorf("host %s is disabled", u.Name)
 	}
-	return u.Name, bus.HostGrants(token, durables, notMine), nil
+	return u.Name, bus.HostGrants(token, h.ID, durables, notMine), nil
 }
 
 // otherHostsQueues names the task queues a host may not pull from: every

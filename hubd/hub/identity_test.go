@@ -61,6 +61,7 @@ type identitySetup struct {
 	archive             string
 	// otherArch is the queue of an arch b1 does not build, otherHost b2's pinned queue.
 	otherArch, otherHost string
+	otherHostID          int64
 }
 
 func setupIdentities(t *testing.T) *identitySetup {
@@ -90,7 +91,7 @@ func setupIdentities(t *testing.T) *identitySetup {
 	if s.archive == "" {
 		t.Fatalf("no archive consumer among %v", names)
 	}
-	s.otherHost = pinnedQueue(b2.ID).Consumer
+	s.otherHost, s.otherHostID = pinnedQueue(b2.ID).Consumer, b2.ID
 	_ = h.store.Read(func(v state.View) error {
 		for _, k := range v.Keys("taskqueue", "taskqueue.q-") {
 			var q queueRecord
@@ -138,7 +139,7 @@ func TestIdentitiesCannotReachBeyondTheirGrants(t *testing.T) {
 		{"user answers the API in the hub's place", s.alice, "koji.api.>", nil},
 		{"user publishes an event", s.alice, "koji.event.tag.create", nil},
 		{"user queues a task", s.alice, "koji.tasks.1.noarch.p1000", nil},
-		{"user uploads task output", s.alice, bus.UploadSubject(1, 1, "x.log"), nil},
+		{"user uploads task output", s.alice, bus.UploadSubject(1, 1, 1, "x.log"), nil},
 		{"user calls as another identity", s.alice, bus.IdentityAPISubject("kojiadmin", "createTag"), nil},
 		{"user writes the state bucket", s.alice, "$KV.koji.user.1", nil},
 		{"user lists streams", s.alice, "$JS.API.STREAM.LIST", nil},
@@ -153,6 +154,7 @@ func TestIdentitiesCannotReachBeyondTheirGrants(t *testing.T) {
 		{"host pulls another arch's queue", s.host, "$JS.API.CONSUMER.MSG.NEXT." + bus.TasksStream + "." + s.otherArch, nil},
 		{"host acks another arch's queue", s.host, "$JS.ACK." + bus.TasksStream + "." + s.otherArch + ".1.1.1.1.0", nil},
 		{"host pulls another host's queue", s.host, "$JS.API.CONSUMER.MSG.NEXT." + bus.TasksStream + "." + s.otherHost, nil},
+		{"host uploads as another host", s.host, bus.UploadSubject(s.otherHostID, 1, 1, "x.log"), nil},
 		{"host calls as another identity", s.host, bus.IdentityAPISubject("kojiadmin", "hello"), nil},
 		{"bridge calls the API", s.bridge, bus.IdentityAPISubject("kojiadmin", "createTag"), nil},
 		{"bridge publishes an event", s.bridge, "koji.event.tag.create", nil},

@@ -114,7 +114,7 @@ func (h *TestHost) runUploads(task, attempt int64) *bus.Uploads {
 	}
 	run := [2]int64{task, attempt}
 	if h.uploads[run] == nil {
-		h.uploads[run] = bus.NewUploads(h.JS, task, attempt)
+		h.uploads[run] = bus.NewUploads(h.JS, h.ID, task, attempt)
 	}
 	return h.uploads[run]
 }
