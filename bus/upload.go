@@ -87,8 +87,9 @@ func (u *Upload) Publish(ctx context.Context, data []byte, final bool) error {
 		if last {
 			m.Header.Set(HeaderUploadFinal, "1")
 		}
-		// A publish retried by the client is stored once.
-		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%d-%d-%s-%d", u.taskID, u.attempt, EscapeToken(u.name), u.size))
+		// A publish retried by the client is stored once; the host id is
+		// part of the id, so another host's chunk never makes it a duplicate.
+		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%d-%d-%d-%s-%d", u.hostID, u.taskID, u.attempt, EscapeToken(u.name), u.size))
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		_, err := u.js.PublishMsg(pctx, m)
 		cancel()

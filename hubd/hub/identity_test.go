@@ -300,3 +300,26 @@ func TestUpgradeFromRolePasswords(t *testing.T) {
 		t.Error("the old shared client password still connects")
 	}
 }
+
+// TestOutputForATaskNotHeldIsIgnored: another host uploads files for a
+// task it does not hold, first, under its own host id (the only subjects it
+// may publish task output to): the task's live and final output lists only
+// the files of the host that runs it, whose chunks are not taken for
+// duplicates of the intruder's.
+func TestOutputForATaskNotHeldIsIgnored(t *testing.T) {
+	run := openSleepTask(t)
+	h, b1, id, attempt, ctx := run.h, run.b, run.id, run.attempt, ctxT(t)
+	intruder := h.AddHost(t, "intruder", "x86_64")
+	intruder.Upload(t, id, attempt, "sleep.log", "forged\n")
+	intruder.Upload(t, id, attempt, "extra.log", "forged\n")
+	b1.Upload(t, id, attempt, "sleep.log", "real\n")
+	list := func(when string) {
+		var names []string
+		if err := h.Admin.Call(ctx, "listTaskOutput", []any{id}, nil, &names); err != nil || len(names) != 1 || names[0] != "sleep.log" {
+			t.Errorf("%s: listTaskOutput = %v, %v; want only the running host's sleep.log", when, names, err)
+		}
+	}
+	list("running")
+	b1.Finish(t, id, attempt)
+	list("closed")
+}
