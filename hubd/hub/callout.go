@@ -112,9 +112,13 @@ func (s *Server) calloutIdentity(opts jwt.ConnectOptions) (string, bus.Grants, e
 	case strings.HasPrefix(user, bus.AnonymousUserPrefix) && password == "":
 		id := strings.TrimPrefix(user, bus.AnonymousUserPrefix)
 		return user, bus.UserGrants(bus.AnonymousIdentityToken(id), durables), nil
-	case strings.HasPrefix(user, bus.BridgeUserPrefix) &&
+	case strings.HasPrefix(user, bus.BridgeUserPrefix) && s.callout.bridgeSecret != "" &&
 		subtle.ConstantTimeCompare([]byte(password), []byte(s.callout.bridgeSecret)) == 1:
 		name := strings.TrimPrefix(user, bus.BridgeUserPrefix)
+		if name == "" || bus.EscapeToken(name) != name {
+			// its consumer's name goes into subjects as one plain token
+			return "", bus.Grants{}, fmt.Errorf("invalid bridge name %q", name)
+		}
 		return user, bus.BridgeGrants(bus.BridgeIdentityToken(name), bridge.ConsumerPrefix+name), nil
 	}
 	var u *userRecord

@@ -323,3 +323,32 @@ func TestOutputForATaskNotHeldIsIgnored(t *testing.T) {
 	b1.Finish(t, id, attempt)
 	list("closed")
 }
+
+// TestBridgeIdentityNeedsItsSecretAndAPlainName: a bridge identity takes
+// the bridge secret, and a name that is one plain subject token.
+func TestBridgeIdentityNeedsItsSecretAndAPlainName(t *testing.T) {
+	h := StartTestHub(t, nil)
+	secret := h.Embedded().Secrets[bus.SecretBridge]
+	url := []string{h.URL()}
+	for _, tt := range []struct {
+		name, user, password string
+		ok                   bool
+	}{
+		{"plain name", "kojibridge", secret, true},
+		{"no password", "kojibridge", "", false},
+		{"wrong password", "kojibridge", "not-the-secret", false},
+		{"wildcard name", "x.>", secret, false},
+		{"dotted name", "a.b", secret, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cc := bus.BridgeConnectConfig(tt.user, tt.password, url)
+			nc, err := nats.Connect(url[0], nats.UserInfo(cc.User, cc.Password), nats.NoReconnect())
+			if err == nil {
+				nc.Close()
+			}
+			if (err == nil) != tt.ok {
+				t.Errorf("connect as %q: %v, want ok=%v", cc.User, err, tt.ok)
+			}
+		})
+	}
+}
