@@ -67,6 +67,19 @@ func startBridge(t *testing.T, h *Hub, conf, dataDir string) *kojibridge {
 			t.Logf("kojibridge log:\n%s", b.log.String())
 		}
 	})
+	// A new bridge sends what happens after its consumer exists: wait for
+	// it, or events the test makes right away may come before.
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(b.log.String(), "kojibridge ready") {
+		select {
+		case <-exited:
+			t.Fatalf("kojibridge exited:\n%s", b.log.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kojibridge not ready after 30s:\n%s", b.log.String())
+		}
+	}
 	return b
 }
 
