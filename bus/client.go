@@ -18,6 +18,8 @@ import (
 type Client struct {
 	nc      *nats.Conn
 	session string
+	// identity is the connection's token, part of every request subject.
+	identity string
 	// Timeout bounds one request (default 30s).
 	Timeout time.Duration
 	// Retries is how often a call that got no answer is sent again with the
@@ -31,7 +33,7 @@ type Client struct {
 
 // NewClient wraps a connection.
 func NewClient(nc *nats.Conn) *Client {
-	return &Client{nc: nc, Timeout: 30 * time.Second, Retries: 2, seenRev: new(atomic.Uint64)}
+	return &Client{nc: nc, identity: ConnIdentity(nc), Timeout: 30 * time.Second, Retries: 2, seenRev: new(atomic.Uint64)}
 }
 
 // Conn returns the underlying connection.
@@ -100,7 +102,7 @@ func (c *Client) CallBody(ctx context.Context, method string, body []byte) (json
 		// no reply): say what the hub says of an unknown method.
 		return nil, GenericError("Invalid method: %s", method)
 	}
-	msg := nats.NewMsg(APISubject(method))
+	msg := nats.NewMsg(IdentityAPISubject(c.identity, method))
 	msg.Data = body
 	msg.Header.Set(HeaderRequestID, nuid.Next())
 	if c.session != "" {

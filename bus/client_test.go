@@ -23,7 +23,7 @@ func TestClientForgetsARevisionTheHubDoesNotHave(t *testing.T) {
 	var mu sync.Mutex
 	var sent []string // the min-rev header of each request
 	const hubRev = 5
-	sub, err := hubConn.Subscribe(bus.APISubject("echo"), func(m *nats.Msg) {
+	sub, err := hubConn.Subscribe(bus.IdentityAPISubject("*", "echo"), func(m *nats.Msg) {
 		minRev := m.Header.Get(bus.HeaderMinRev)
 		mu.Lock()
 		sent = append(sent, minRev)

@@ -25,6 +25,9 @@ type ConnectConfig struct {
 	CAFile    string // TLS: CA to verify the server
 	CertFile  string // TLS: client certificate
 	KeyFile   string // TLS: client key
+	// InboxPrefix replaces _INBOX: an identity may only read replies under
+	// its own prefix (InboxPrefix).
+	InboxPrefix string
 	// InProcess connects through a pipe to a server in this process: 2-3x
 	// lower latency than loopback TCP (reference/jetstream.md).
 	InProcess *server.Server
@@ -35,11 +38,17 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
+		// While a hub restarts nobody answers the auth callout, and the
+		// server refuses connections: keep trying rather than give up.
+		nats.IgnoreAuthErrorAbort(),
 		nats.ReconnectWait(250 * time.Millisecond),
-		nats.Timeout(5 * time.Second),
+		nats.Timeout(AuthTimeout),
 	}
 	if cfg.User != "" {
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
 	if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,17 +54,23 @@ func ParseDurability(s string) (Durability, time.Duration, error) {
 	return "", 0, fmt.Errorf("durability %q: want sync, interval or interval:DURATION", s)
 }
 
-// Roles are the NATS users of an embedded server. Koji identities (users and
-// hosts) ride on top of them in API headers; the roles decide what a
-// connection may touch at all.
+// The embedded server has one NATS user of its own, the hub's service
+// identity; every other connection is authenticated by the hub through NATS'
+// auth callout as a Koji user, host or bridge (bus/identity.go).
 const (
-	RoleHub    = "hub"
-	RoleClient = "client"
-	RoleHost   = "host"
-	RoleBridge = "bridge"
+	RoleHub = "hub"
+	// SecretBridge is the password protonmsg bridges connect with.
+	SecretBridge = "bridge"
+	// SecretCalloutSeed is the account nkey seed the hub signs the callout's
+	// user JWTs with; its public key is the callout's issuer.
+	SecretCalloutSeed = "callout-seed"
 )
 
-// RoleSecrets are the NATS passwords of the roles, generated on first start
+// AuthTimeout bounds a connection's authentication, the auth callout
+// included, on the server and in Connect.
+const AuthTimeout = 10 * time.Second
+
+// RoleSecrets are the secrets of an embedded server, generated on first start
 // and kept in <data>/nats-roles.json (mode 0600).
 type RoleSecrets map[string]string
 
@@ -74,7 +81,7 @@ type EmbeddedConfig struct {
 	Port         int    // default 4222; -1 picks a free port
 	Durability   Durability
 	SyncInterval time.Duration
-	// NoAuth disables the role users; only for benchmarks of raw NATS.
+	// NoAuth disables authentication; only for benchmarks of raw NATS.
 	NoAuth bool
 }
 
@@ -146,7 +153,18 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		if err != nil {
 			return nil, err
 		}
-		opts.Users = RoleUsers(secrets)
+		issuer, err := secrets.CalloutIssuer()
+		if err != nil {
+			return nil, err
+		}
+		opts.Users = []*server.User{{Username: RoleHub, Password: secrets[RoleHub]}}
+		opts.AuthCallout = &server.AuthCallout{Issuer: issuer, AuthUsers: []string{RoleHub}}
+		// The callout's answer waits for a bcrypt comparison, which a
+		// loaded machine (or the race detector) makes slow.
+		opts.AuthTimeout = AuthTimeout.Seconds()
+		// A client still waiting for its CONNECT's answer takes a PING
+		// for a protocol error ("expected PONG"): no ping 2 s after connect.
+		opts.DisableShortFirstPing = true
 	}
 	if err := checkListenFree(opts.Host, opts.Port); err != nil {
 		return nil, err
@@ -179,84 +197,69 @@ func checkListenFree(host string, port int) error {
 	return l.Close()
 }
 
-// RoleUsers returns the NATS users and permissions of the four roles. An
-// operator running an external NATS cluster configures the same permissions
-// (docs/architecture.md prints them).
-func RoleUsers(secrets RoleSecrets) []*server.User {
-	readEvents := []string{
-		// live events and replay through an ordered consumer on KOJI_EVENTS
-		EventPrefix + ">",
-		"$JS.API.INFO",
-		"$JS.API.STREAM.INFO." + EventsStream,
-		"$JS.API.CONSUMER.CREATE." + EventsStream + ".>",
-		"$JS.API.CONSUMER.INFO." + EventsStream + ".>",
-		"$JS.API.CONSUMER.DELETE." + EventsStream + ".>",
-		"$JS.API.CONSUMER.MSG.NEXT." + EventsStream + ".>",
-		"$JS.FC.>",
-		// live task output (watch-logs -f)
-		"$JS.API.STREAM.INFO." + UploadsStream,
-		"$JS.API.CONSUMER.CREATE." + UploadsStream + ".>",
-		"$JS.API.CONSUMER.INFO." + UploadsStream + ".>",
-		"$JS.API.CONSUMER.DELETE." + UploadsStream + ".>",
-		"$JS.API.CONSUMER.MSG.NEXT." + UploadsStream + ".>",
+// CalloutKey is the account key pair the hub signs callout answers with.
+func (s RoleSecrets) CalloutKey() (nkeys.KeyPair, error) {
+	kp, err := nkeys.FromSeed([]byte(s[SecretCalloutSeed]))
+	if err != nil {
+		return nil, fmt.Errorf("callout key: %w", err)
 	}
-	client := &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: append([]string{APIPrefix + ">", BridgeStatusSubject}, readEvents[1:]...)},
-		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", EventPrefix + ">"}},
-	}
-	host := &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: append([]string{
-			APIPrefix + ">",
-			"$JS.API.CONSUMER.INFO." + TasksStream + ".>",
-			"$JS.API.CONSUMER.MSG.NEXT." + TasksStream + ".>",
-			"$JS.ACK." + TasksStream + ".>",
-			UploadPrefix + ">",
-			NotifyPrefix + "tasks.>", // wake other builders for a task this one declined
-		}, readEvents[1:]...)},
-		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", EventPrefix + ">", NotifyPrefix + "tasks.>"}},
-	}
-	bridge := &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: append([]string{
-			APIPrefix + ">",
-			"$JS.ACK." + EventsStream + ".>",
-			"$JS.API.CONSUMER.DURABLE.CREATE." + EventsStream + ".>",
-		}, readEvents[1:]...)},
-		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", EventPrefix + ">", BridgeStatusSubject}},
-		// one answer to each status request it receives, nothing else
-		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},
-	}
-	return []*server.User{
-		{Username: RoleHub, Password: secrets[RoleHub]},
-		{Username: RoleClient, Password: secrets[RoleClient], Permissions: client},
-		{Username: RoleHost, Password: secrets[RoleHost], Permissions: host},
-		{Username: RoleBridge, Password: secrets[RoleBridge], Permissions: bridge},
-	}
+	return kp, nil
 }
 
+// CalloutIssuer is the public account key of CalloutKey.
+func (s RoleSecrets) CalloutIssuer() (string, error) {
+	kp, err := s.CalloutKey()
+	if err != nil {
+		return "", err
+	}
+	return kp.PublicKey()
+}
+
+// NewCalloutSeed returns a new account nkey seed.
+func NewCalloutSeed() string {
+	kp, err := nkeys.CreateAccount()
+	if err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	seed, _ := kp.Seed()
+	return string(seed)
+}
+
+// loadOrCreateSecrets reads the secrets file, adding what is missing. A file
+// of the role-password scheme keeps its hub password; its client and host
+// passwords are dropped, as nothing accepts them any more.
 func loadOrCreateSecrets(path string) (RoleSecrets, error) {
+	s := RoleSecrets{}
 	data, err := os.ReadFile(path)
-	if err == nil {
-		var s RoleSecrets
+	switch {
+	case err == nil:
 		if err := json.Unmarshal(data, &s); err != nil {
 			return nil, fmt.Errorf("read %s: %w", path, err)
 		}
-		for _, r := range []string{RoleHub, RoleClient, RoleHost, RoleBridge} {
-			if s[r] == "" {
-				return nil, fmt.Errorf("read %s: no secret for role %s", path, r)
-			}
-		}
-		return s, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
+	case !errors.Is(err, os.ErrNotExist):
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	s := RoleSecrets{}
-	for _, r := range []string{RoleHub, RoleClient, RoleHost, RoleBridge} {
-		s[r] = RandomSecret(24)
+	changed := false
+	for _, old := range []string{"client", "host"} {
+		if _, ok := s[old]; ok {
+			delete(s, old)
+			changed = true
+		}
 	}
-	data, _ = json.MarshalIndent(s, "", "  ")
-	if err := WriteFileAtomic(path, data, 0o600); err != nil {
-		return nil, err
+	for name, gen := range map[string]func() string{
+		RoleHub: func() string { return RandomSecret(24) }, SecretBridge: func() string { return RandomSecret(24) },
+		SecretCalloutSeed: NewCalloutSeed,
+	} {
+		if s[name] == "" {
+			s[name] = gen()
+			changed = true
+		}
+	}
+	if changed {
+		data, _ = json.MarshalIndent(s, "", "  ")
+		if err := WriteFileAtomic(path, data, 0o600); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }

@@ -2,8 +2,12 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 
 	"github.com/kojibus/kojibus/bus/config"
 )
@@ -11,18 +15,16 @@ import (
 // Profile is a kojictl profile (a section of a koji-style INI file); the
 // credentials file of a build host has the same shape.
 type Profile struct {
-	Name         string
-	Server       string // NATS URL(s), comma-separated
-	NATSUser     string
-	NATSPassword string
-	NATSCreds    string
-	ServerCA     string // CA to verify the NATS server (tls://)
-	AuthType     string // password or ssl
-	User         string
-	Password     string
-	Cert         string // client certificate (+key) for authtype ssl and NATS TLS
-	Key          string
-	Host         string // the host name, in a builder credentials file
+	Name      string
+	Server    string // NATS URL(s), comma-separated
+	NATSCreds string
+	ServerCA  string // CA to verify the NATS server (tls://)
+	AuthType  string // password or ssl
+	User      string
+	Password  string
+	Cert      string // client certificate (+key) for authtype ssl and NATS TLS
+	Key       string
+	Host      string // the host name, in a builder credentials file
 }
 
 // LoadProfile reads profile name (default "koji") from an INI file.
@@ -39,18 +41,16 @@ func LoadProfile(path, name string) (*Profile, error) {
 		return nil, fmt.Errorf("%s: no profile [%s] (have: %s)", path, name, strings.Join(f.Sections(), ", "))
 	}
 	p := &Profile{
-		Name:         name,
-		Server:       s.String("server", ""),
-		NATSUser:     s.String("nats_user", ""),
-		NATSPassword: s.String("nats_password", ""),
-		NATSCreds:    s.String("nats_creds", ""),
-		ServerCA:     s.String("serverca", ""),
-		AuthType:     s.String("authtype", "password"),
-		User:         s.String("user", ""),
-		Password:     s.String("password", ""),
-		Cert:         s.String("cert", ""),
-		Key:          s.String("key", ""),
-		Host:         s.String("host", ""),
+		Name:      name,
+		Server:    s.String("server", ""),
+		NATSCreds: s.String("nats_creds", ""),
+		ServerCA:  s.String("serverca", ""),
+		AuthType:  s.String("authtype", "password"),
+		User:      s.String("user", ""),
+		Password:  s.String("password", ""),
+		Cert:      s.String("cert", ""),
+		Key:       s.String("key", ""),
+		Host:      s.String("host", ""),
 	}
 	if p.Server == "" {
 		return nil, fmt.Errorf("%s: profile [%s] has no server", path, name)
@@ -63,12 +63,25 @@ func LoadProfile(path, name string) (*Profile, error) {
 	return p, nil
 }
 
-// Dial connects to the profile's server without logging in.
+// Dial connects to the profile's server as the profile's user (a password
+// profile) or anonymously, without logging in. The NATS connection itself is
+// the user's: the hub's auth callout checks the password and grants the
+// user's subjects only (bus/identity.go).
 func (p *Profile) Dial(ctx context.Context, clientName string) (*Client, error) {
-	nc, err := Connect(ctx, ConnectConfig{
-		Name: clientName, URLs: strings.Split(p.Server, ","), User: p.NATSUser, Password: p.NATSPassword,
-		CredsFile: p.NATSCreds, CAFile: p.ServerCA,
-	})
+	cc := ConnectConfig{
+		Name: clientName, URLs: strings.Split(p.Server, ","), CredsFile: p.NATSCreds, CAFile: p.ServerCA,
+	}
+	anon := nuid.Next()
+	cc.User, cc.InboxPrefix = AnonymousUserPrefix+anon, InboxPrefix(AnonymousIdentityToken(anon))
+	if p.AuthType == "password" && p.User != "" {
+		cc.User, cc.Password, cc.InboxPrefix = p.User, p.Password, InboxPrefix(IdentityToken(p.User))
+	}
+	nc, err := Connect(ctx, cc)
+	if errors.Is(err, nats.ErrAuthorization) {
+		// The server does not pass the callout's reason on (blocked user,
+		// disabled host, wrong password): say what Koji's login says.
+		return nil, AuthError("invalid username or password (NATS: %v)", err)
+	}
 	if err != nil {
 		return nil, err
 	}

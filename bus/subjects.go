@@ -5,7 +5,8 @@ import "strings"
 // Subjects, streams and buckets. docs/architecture.md lists them with their
 // retention and who may publish or subscribe.
 const (
-	// APIPrefix + method is the request/reply subject of an API method.
+	// APIPrefix + identity token + "." + method is the request/reply subject
+	// of an API method (IdentityAPISubject).
 	APIPrefix = "koji.api."
 	// EventPrefix + address (protonmsg's: "task.open", "build.tag", ...) carries every state change.
 	EventPrefix = "koji.event."
@@ -22,8 +23,9 @@ const (
 	// TaskOutputStore is the Object Store holding finished task output files.
 	TaskOutputStore = "koji-task-output"
 
-	// UploadPrefix + "<task>.<attempt>.<escaped file name>" carries a task's
-	// output as the builder writes it, in chunks: live for watch-logs -f, and
+	// UploadPrefix + "<host>.<task>.<attempt>.<escaped file name>" carries a
+	// task's output as the builder of host id <host> writes it (each host may
+	// publish under its own id only), in chunks: live for watch-logs -f, and
 	// the chunks of the file's object in TaskOutputStore once the hub accepts
 	// the attempt's result and writes the object's meta (the object's NUID
 	// is UploadToken). Nothing is copied.
@@ -46,14 +48,27 @@ const (
 	HeaderUploadName  = "Koji-Upload-Name"
 )
 
-// UploadSubject is the subject of a task file's chunks for one attempt.
-func UploadSubject(taskID, attempt int64, name string) string {
-	return UploadPrefix + UploadToken(taskID, attempt, name)
+// UploadSubject is the subject of a task file's chunks for one attempt on one host.
+func UploadSubject(hostID, taskID, attempt int64, name string) string {
+	return UploadPrefix + UploadToken(hostID, taskID, attempt, name)
 }
 
-// UploadToken names a task file of one attempt: "<task>.<attempt>.<escaped name>".
-func UploadToken(taskID, attempt int64, name string) string {
-	return formatInt(taskID) + "." + formatInt(attempt) + "." + EscapeToken(name)
+// UploadToken names a task file of one attempt on one host:
+// "<host>.<task>.<attempt>.<escaped name>".
+func UploadToken(hostID, taskID, attempt int64, name string) string {
+	return formatInt(hostID) + "." + formatInt(taskID) + "." + formatInt(attempt) + "." + EscapeToken(name)
+}
+
+// UploadFilter is the subject filter of the files of a task's attempt on a
+// host; a zero host or attempt matches any.
+func UploadFilter(hostID, taskID, attempt int64) string {
+	orAny := func(n int64) string {
+		if n == 0 {
+			return "*"
+		}
+		return formatInt(n)
+	}
+	return UploadPrefix + orAny(hostID) + "." + formatInt(taskID) + "." + orAny(attempt) + ".>"
 }
 
 // EscapeToken turns a file name into one subject token: letters, digits, '-'
@@ -132,9 +147,6 @@ const (
 	// HeaderAddress carries the protonmsg address ("build.tag") of an event.
 	HeaderAddress = "Koji-Address"
 )
-
-// APISubject returns the request subject of an API method.
-func APISubject(method string) string { return APIPrefix + method }
 
 // EventSubject returns the subject an event with a protonmsg address goes to.
 func EventSubject(address string) string { return EventPrefix + address }

@@ -21,10 +21,8 @@ type Host struct {
 // HostCredentials is createHostCredentials' answer: what builderd needs to
 // log in as the host (kojictl add-host --creds-out writes it as a profile).
 type HostCredentials struct {
-	Host         string `json:"host"`
-	User         string `json:"user"`
-	Password     string `json:"password"`
-	Server       string `json:"server"`
-	NATSUser     string `json:"nats_user"`
-	NATSPassword string `json:"nats_password"`
+	Host     string `json:"host"`
+	User     string `json:"user"`
+	Password string `json:"password"`
+	Server   string `json:"server"`
 }

@@ -54,6 +54,7 @@ func ValidOutputName(name string) bool {
 // digest the hub records. Calls must not overlap.
 type Upload struct {
 	js      jetstream.JetStream
+	hostID  int64
 	taskID  int64
 	attempt int64
 	name    string
@@ -63,9 +64,9 @@ type Upload struct {
 	final   bool
 }
 
-// NewUpload starts the upload of file name of a task's attempt.
-func NewUpload(js jetstream.JetStream, taskID, attempt int64, name string) *Upload {
-	return &Upload{js: js, taskID: taskID, attempt: attempt, name: name, sum: sha256.New()}
+// NewUpload starts the upload of file name of a task's attempt on a host.
+func NewUpload(js jetstream.JetStream, hostID, taskID, attempt int64, name string) *Upload {
+	return &Upload{js: js, hostID: hostID, taskID: taskID, attempt: attempt, name: name, sum: sha256.New()}
 }
 
 // Name is the file's name.
@@ -80,14 +81,15 @@ func (u *Upload) Publish(ctx context.Context, data []byte, final bool) error {
 	for {
 		n := min(len(data), UploadChunk)
 		last := final && n == len(data)
-		m := nats.NewMsg(UploadSubject(u.taskID, u.attempt, u.name))
+		m := nats.NewMsg(UploadSubject(u.hostID, u.taskID, u.attempt, u.name))
 		m.Data = data[:n]
 		m.Header.Set(HeaderUploadName, u.name)
 		if last {
 			m.Header.Set(HeaderUploadFinal, "1")
 		}
-		// A publish retried by the client is stored once.
-		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%d-%d-%s-%d", u.taskID, u.attempt, EscapeToken(u.name), u.size))
+		// A publish retried by the client is stored once; the host id is
+		// part of the id, so another host's chunk never makes it a duplicate.
+		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%d-%d-%d-%s-%d", u.hostID, u.taskID, u.attempt, EscapeToken(u.name), u.size))
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		_, err := u.js.PublishMsg(pctx, m)
 		cancel()
@@ -118,16 +120,16 @@ func (u *Upload) File() (UploadedFile, bool) {
 // Uploads are the output files of one run: each name is started once, and
 // Files lists those uploaded in full, as the run reports them with its result.
 type Uploads struct {
-	js              jetstream.JetStream
-	taskID, attempt int64
+	js                      jetstream.JetStream
+	hostID, taskID, attempt int64
 
 	mu   sync.Mutex
 	list []*Upload // in the order started
 }
 
-// NewUploads returns the output files of a task's attempt.
-func NewUploads(js jetstream.JetStream, taskID, attempt int64) *Uploads {
-	return &Uploads{js: js, taskID: taskID, attempt: attempt}
+// NewUploads returns the output files of a task's attempt on a host.
+func NewUploads(js jetstream.JetStream, hostID, taskID, attempt int64) *Uploads {
+	return &Uploads{js: js, hostID: hostID, taskID: taskID, attempt: attempt}
 }
 
 // Start starts the upload of file name; a name can be used once.
@@ -137,7 +139,7 @@ func (s *Uploads) Start(name string) (*Upload, error) {
 	if s.find(name) != nil {
 		return nil, GenericError("task output %s is uploaded already", name)
 	}
-	u := NewUpload(s.js, s.taskID, s.attempt, name)
+	u := NewUpload(s.js, s.hostID, s.taskID, s.attempt, name)
 	s.list = append(s.list, u)
 	return u, nil
 }
@@ -149,7 +151,7 @@ func (s *Uploads) Get(name string) *Upload {
 	if u := s.find(name); u != nil {
 		return u
 	}
-	u := NewUpload(s.js, s.taskID, s.attempt, name)
+	u := NewUpload(s.js, s.hostID, s.taskID, s.attempt, name)
 	s.list = append(s.list, u)
 	return u
 }

@@ -45,7 +45,7 @@ func FuzzUploadedFiles(f *testing.F) {
 			if d, err := jetstream.DecodeObjectDigest(file.Digest); err != nil || len(d) != sha256.Size {
 				t.Fatalf("let through digest %q", file.Digest)
 			}
-			subject := UploadSubject(1, 1, file.Name)
+			subject := UploadSubject(1, 1, 1, file.Name)
 			for _, tok := range strings.Split(subject, ".") {
 				if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
 					t.Fatalf("name %q gives subject %q", file.Name, subject)

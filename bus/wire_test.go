@@ -147,7 +147,7 @@ func TestEventRoundTrip(t *testing.T) {
 }
 
 func TestSubjects(t *testing.T) {
-	if APISubject("getTag") != "koji.api.getTag" || EventSubject("tag.create") != "koji.event.tag.create" {
+	if IdentityAPISubject("alice", "getTag") != "koji.api.alice.getTag" || EventSubject("tag.create") != "koji.event.tag.create" {
 		t.Error("subjects")
 	}
 }

@@ -53,7 +53,7 @@ func startBridge(t *testing.T, h *Hub, conf, dataDir string) *kojibridge {
 	b := &kojibridge{log: &syncBuffer{}, metrics: fmt.Sprintf("127.0.0.1:%d", rabbittest.FreePort(t))}
 	b.cmd = exec.Command(filepath.Join(binDir, "kojibridge"), "--config", conf, "--data-dir", dataDir, "--nats", h.URL,
 		"--metrics-listen", b.metrics)
-	b.cmd.Env = append(os.Environ(), "KOJIBRIDGE_NATS_PASSWORD="+h.RoleSecret(t, bus.RoleBridge))
+	b.cmd.Env = append(os.Environ(), "KOJIBRIDGE_NATS_PASSWORD="+h.RoleSecret(t, bus.SecretBridge))
 	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -67,6 +67,19 @@ func startBridge(t *testing.T, h *Hub, conf, dataDir string) *kojibridge {
 			t.Logf("kojibridge log:\n%s", b.log.String())
 		}
 	})
+	// A new bridge sends what happens after its consumer exists: wait for
+	// it, or events the test makes right away may come before.
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(b.log.String(), "kojibridge ready") {
+		select {
+		case <-exited:
+			t.Fatalf("kojibridge exited:\n%s", b.log.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kojibridge not ready after 30s:\n%s", b.log.String())
+		}
+	}
 	return b
 }
 

@@ -313,7 +313,7 @@ func (h *Hub) WriteProfile(t testing.TB, user, password string) string {
 		t.Fatal(err)
 	}
 	data := config.Write(config.KV{Section: "koji", Pairs: [][2]string{
-		{"server", p.Server}, {"nats_user", p.NATSUser}, {"nats_password", p.NATSPassword},
+		{"server", p.Server},
 		{"authtype", "password"}, {"user", user}, {"password", password},
 	}})
 	path := filepath.Join(t.TempDir(), user+".conf")
@@ -456,7 +456,7 @@ func callWithID(ctx context.Context, c *bus.Client, method, requestID string, ar
 	if err != nil {
 		return err
 	}
-	msg := nats.NewMsg(bus.APISubject(method))
+	msg := nats.NewMsg(bus.IdentityAPISubject(bus.ConnIdentity(c.Conn()), method))
 	msg.Data = body
 	msg.Header.Set(bus.HeaderRequestID, requestID)
 	msg.Header.Set(bus.HeaderSession, c.Session())

@@ -92,7 +92,7 @@ func TestBuildEngineerJourney(t *testing.T) {
 		t.Fatalf("credentials file: %v %v", st, err)
 	}
 	p, err := bus.LoadProfile(creds, "")
-	if err != nil || p.User != "builder1" || p.NATSUser != bus.RoleHost {
+	if err != nil || p.User != "builder1" {
 		t.Fatalf("credentials profile %+v %v", p, err)
 	}
 	ctl(t, h, "add-host-to-channel", "--new", "builder1", "runroot")

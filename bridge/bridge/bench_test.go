@@ -123,11 +123,7 @@ func BenchmarkDelivery(b *testing.B) {
 		b.ReportMetric(bareRate, "msgs/s")
 	})
 	b.Run("bridge", func(b *testing.B) {
-		nc, err := bus.Connect(context.Background(), bus.ConnectConfig{URLs: []string{h.URL()}, User: bus.RoleBridge, Password: h.Embedded().Secrets[bus.RoleBridge]})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer nc.Close()
+		nc := h.ConnectBridge(b, fmt.Sprintf("bench%d", b.N))
 		bjs, _ := jetstream.New(nc)
 		opts := bridge.Options{Config: benchConf(b, r), QueueDir: b.TempDir(), Name: fmt.Sprintf("bench%d", b.N)}
 		// The first start creates the bridge's consumer; the events are
@@ -284,11 +280,7 @@ func BenchmarkHubWithBridge(b *testing.B) {
 	var off float64
 	b.Run("bridge-off", func(b *testing.B) { off = create(b) })
 	b.Run("bridge-on", func(b *testing.B) {
-		nc, err := bus.Connect(context.Background(), bus.ConnectConfig{URLs: []string{h.URL()}, User: bus.RoleBridge, Password: h.Embedded().Secrets[bus.RoleBridge]})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer nc.Close()
+		nc := h.ConnectBridge(b, fmt.Sprintf("hubbench%d", b.N))
 		bjs, _ := jetstream.New(nc)
 		br, err := bridge.New(nc, bjs, bridge.Options{Config: benchConf(b, r), QueueDir: b.TempDir(), Name: fmt.Sprintf("hubbench%d", b.N)})
 		if err != nil {
@@ -372,7 +364,7 @@ func bridgeProcess(b *testing.B, h *hub.TestHub, r *rabbittest.Broker, name stri
 	b.Cleanup(func() { _ = acks.Unsubscribe() })
 	cmd := exec.Command("nice", "-n", "19", os.Args[0], "--config", conf, "--data-dir", dir, "--name", name,
 		"--nats", h.URL(), "--log-level", "warn")
-	cmd.Env = append(os.Environ(), asKojibridge+"=1", "KOJIBRIDGE_NATS_PASSWORD="+h.Embedded().Secrets[bus.RoleBridge])
+	cmd.Env = append(os.Environ(), asKojibridge+"=1", "KOJIBRIDGE_NATS_PASSWORD="+h.Embedded().Secrets[bus.SecretBridge])
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

@@ -76,11 +76,11 @@ func (s *stack) conf(t *testing.T, urls string, extra ...string) *bridge.Config 
 	return cfg
 }
 
-// start starts a bridge connected as the bridge role.
+// start starts a bridge connected as its own NATS identity.
 func (s *stack) start(t *testing.T, cfg *bridge.Config, now func() time.Time) *bridge.Bridge {
 	t.Helper()
 	ctx := context.Background()
-	nc := s.hub.Connect(t, bus.RoleBridge, "bridge")
+	nc := s.hub.ConnectBridge(t, "kojibridge")
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

@@ -101,7 +101,7 @@ func TestGoldenBodies(t *testing.T) {
 // has arrived (events reach the stream after their commit).
 func readEvents(t *testing.T, h *hub.TestHub, until string) []*bus.Event {
 	t.Helper()
-	nc := h.Connect(t, bus.RoleBridge, "golden")
+	nc := h.Connect(t, "golden")
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

@@ -29,8 +29,7 @@ func Run(args []string, stderr io.Writer) int {
 	name := fs.String("name", "kojibridge", "bridge name: its durable consumer is bridge-NAME")
 	dataDir := fs.String("data-dir", "", "directory for the fallback queue (required)")
 	natsURLs := fs.String("nats", "nats://127.0.0.1:4222", "NATS URLs, comma-separated")
-	natsUser := fs.String("nats-user", bus.RoleBridge, "NATS user (hubd's embedded server: the bridge role)")
-	natsPass := fs.String("nats-password", "", "NATS password (embedded server: <hub data>/nats-roles.json, role bridge); or $KOJIBRIDGE_NATS_PASSWORD")
+	natsPass := fs.String("nats-password", "", "the hub's bridge secret (<hub data>/nats-roles.json, \"bridge\"); or $KOJIBRIDGE_NATS_PASSWORD")
 	natsCreds := fs.String("nats-creds", "", "NATS credentials file")
 	natsCA := fs.String("nats-ca", "", "CA file to verify the NATS servers")
 	metrics := fs.String("metrics-listen", "", "host:port serving Prometheus metrics at /metrics (default: none)")
@@ -63,8 +62,9 @@ func Run(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	nc, err := bus.Connect(cctx, bus.ConnectConfig{Name: "kojibridge-" + *name, URLs: strings.Split(*natsURLs, ","),
-		User: *natsUser, Password: pass, CredsFile: *natsCreds, CAFile: *natsCA})
+	cc := bus.BridgeConnectConfig(*name, pass, strings.Split(*natsURLs, ","))
+	cc.CredsFile, cc.CAFile = *natsCreds, *natsCA
+	nc, err := bus.Connect(cctx, cc)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(stderr, "kojibridge: %v\n", err)

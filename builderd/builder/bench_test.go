@@ -237,7 +237,7 @@ func BenchmarkGetTaskInfo(b *testing.B) {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	_ = h.Conn().Flush()
-	rawConn := h.Connect(b, bus.RoleHub, "raw-client")
+	rawConn := h.Connect(b, "raw-client")
 	var ids []int64 // made once, for the uncached runs
 	for _, par := range []int{1, 16} {
 		var rawPerSec float64

@@ -875,7 +875,7 @@ func (b *Builder) claim(msg jetstream.Msg, id, attempt int64, method string, han
 		return
 	}
 	r := &runner{b: b, id: id, attempt: attempt, method: method, weight: handler.Weight, msg: msg, handler: handler, info: opened.Task, request: opened.Request,
-		uploads: bus.NewUploads(b.js, id, attempt)}
+		uploads: bus.NewUploads(b.js, b.hostID, id, attempt)}
 	r.ctx, r.cancel = context.WithCancelCause(b.taskCtx)
 	b.mu.Lock()
 	if b.draining {

@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/hub"
 )
 
@@ -51,7 +50,7 @@ func startFloor(b *testing.B, h *hub.TestHub) *floorEngine {
 		b.Fatal(err)
 	}
 	f := &floorEngine{h: h, js: js, name: fmt.Sprintf("FLOOR%d", time.Now().UnixNano())}
-	f.client = f.h.Connect(b, bus.RoleHub, f.name)
+	f.client = f.h.Connect(b, f.name)
 	streams := []jetstream.StreamConfig{
 		{Name: f.name + "_LOG", Subjects: []string{f.subject("log")}},
 		{Name: f.name + "_WQ", Subjects: []string{f.subject("wq")}, Retention: jetstream.WorkQueuePolicy},
@@ -132,7 +131,7 @@ func (f *floorEngine) builders(b *testing.B, n, slots int, run func(call func(me
 	b.Helper()
 	conns := make([]*nats.Conn, n)
 	for i := range conns {
-		conns[i] = f.h.Connect(b, bus.RoleHub, f.name)
+		conns[i] = f.h.Connect(b, f.name)
 	}
 	// Cleanups run last first: the runs end before their connections close.
 	var running sync.WaitGroup

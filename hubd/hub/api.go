@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,8 +37,8 @@ func (s *Server) serveAPI() error {
 			for c := range s.work {
 				// A worker that finishes a caller's call takes that
 				// caller's next waiting one, if any (see fairShare).
-				for m := c.msg; m != nil; m = s.share.done(c.caller) {
-					s.handle(m)
+				for ok := true; ok; c, ok = s.share.done(c.caller) {
+					s.handle(c)
 				}
 			}
 		}()
@@ -53,10 +54,13 @@ func (s *Server) serveAPI() error {
 	return s.nc.Flush()
 }
 
-// apiCall is a request handed to the workers, with the caller it counts against.
+// apiCall is a request handed to the workers: the identity that sent it (from
+// its subject), its method, and the caller it counts against.
 type apiCall struct {
-	msg    *nats.Msg
-	caller string
+	msg      *nats.Msg
+	identity string
+	method   string
+	caller   string
 }
 
 // admit runs on the subscription's goroutine: it checks the headers and
@@ -66,32 +70,35 @@ func (s *Server) admit(m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
-	if err := checkHeaders(m.Header); err != nil {
-		s.respond(m, apiMethod(m), nil, err)
+	identity, method, ok := bus.SplitAPISubject(m.Subject)
+	if !ok {
+		s.respond(m, strings.TrimPrefix(m.Subject, bus.APIPrefix), nil, bus.GenericError("Invalid method: %s", strings.TrimPrefix(m.Subject, bus.APIPrefix)))
 		return
 	}
-	caller := callerOf(m)
-	run, err := s.share.admit(caller, m)
+	if err := checkHeaders(m.Header); err != nil {
+		s.respond(m, method, nil, err)
+		return
+	}
+	c := apiCall{msg: m, identity: identity, method: method, caller: callerOf(identity, m)}
+	run, err := s.share.admit(c.caller, c)
 	switch {
 	case err != nil:
-		s.respond(m, apiMethod(m), nil, err)
+		s.respond(m, method, nil, err)
 	case run:
-		s.work <- apiCall{msg: m, caller: caller}
+		s.work <- c
 	}
 }
 
-func apiMethod(m *nats.Msg) string { return m.Subject[len(bus.APIPrefix):] }
-
-func (s *Server) handle(m *nats.Msg) {
-	method := apiMethod(m)
+func (s *Server) handle(c apiCall) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	ctx = withConnIdentity(ctx, c.identity) // checked by authenticate
 	var result any
-	err := s.awaitMinRev(ctx, method, m.Header.Get(bus.HeaderMinRev))
+	err := s.awaitMinRev(ctx, c.method, c.msg.Header.Get(bus.HeaderMinRev))
 	if err == nil {
-		result, err = s.Dispatch(ctx, method, m.Header.Get(bus.HeaderSession), m.Header.Get(bus.HeaderRequestID), m.Data)
+		result, err = s.Dispatch(ctx, c.method, c.msg.Header.Get(bus.HeaderSession), c.msg.Header.Get(bus.HeaderRequestID), c.msg.Data)
 	}
-	s.respond(m, method, result, err)
+	s.respond(c.msg, c.method, result, err)
 }
 
 // respond sends the reply to a call: its result, or its fault. A reply over
@@ -161,7 +168,7 @@ func (s *Server) Dispatch(ctx context.Context, method, session, requestID string
 	if err != nil {
 		return nil, err
 	}
-	caller, err := s.authenticate(session)
+	caller, err := s.authenticate(ctx, session)
 	if err != nil {
 		return nil, err
 	}

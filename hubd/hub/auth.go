@@ -48,6 +48,9 @@ type sessionRecord struct {
 	AuthType int     `json:"authtype"`
 	Start    float64 `json:"start_ts"`
 	Expires  float64 `json:"expires_ts"`
+	// Bind is the identity token of the connection that opened the session
+	// (docs/security.md): the session is good on that identity's connections only.
+	Bind string `json:"bind,omitempty"`
 }
 
 func userKey(id int64) string        { return "user." + strconv.FormatInt(id, 10) }
@@ -78,22 +81,64 @@ func lookupUser(v state.View, ref registry.Ref) (*userRecord, bool) {
 	return &u, true
 }
 
-func (s *Server) authenticate(header string) (*registry.Caller, error) {
+// authenticate resolves a session header to its caller. Over NATS (ctx
+// carries the connection's identity, see withConnIdentity) a session is
+// refused on a connection of another identity than the one it was opened on,
+// and a user's connection may carry only that user's sessions: a captured
+// session header is worth nothing on another connection.
+func (s *Server) authenticate(ctx context.Context, header string) (*registry.Caller, error) {
+	caller, bind, err := s.checkSession(header)
+	if err != nil || caller == nil {
+		return caller, err
+	}
+	if tok := connIdentity(ctx); tok != "" {
+		userConn := !strings.HasPrefix(tok, "=")
+		if (bind != "" && bind != tok) || (userConn && bus.IdentityToken(caller.UserName) != tok) {
+			return nil, bus.AuthError("session %d was not opened on this connection's identity", caller.SessionID)
+		}
+	}
+	return caller, nil
+}
+
+// connIdentityKey carries the identity token of the connection a request came from.
+type connIdentityKey struct{}
+
+// withConnIdentity records the identity a request's subject names (the
+// server only lets each identity publish under its own token);
+// bus.UnboundIdentity, the hub's own connections, binds nothing.
+func withConnIdentity(ctx context.Context, token string) context.Context {
+	if token == bus.UnboundIdentity {
+		return ctx
+	}
+	return context.WithValue(ctx, connIdentityKey{}, token)
+}
+
+// connIdentity is the identity token of the request's connection, "" when
+// there is none to check (the hub's own calls, the XML-RPC adapter).
+func connIdentity(ctx context.Context) string {
+	tok, _ := ctx.Value(connIdentityKey{}).(string)
+	return tok
+}
+
+// checkSession resolves a session header to its caller and the identity
+// the session is bound to.
+func (s *Server) checkSession(header string) (*registry.Caller, string, error) {
 	if header == "" {
-		return nil, nil
+		return nil, "", nil
 	}
 	idText, key, ok := strings.Cut(header, ":")
 	id, err := strconv.ParseInt(idText, 10, 64)
 	if !ok || err != nil || key == "" {
-		return nil, bus.AuthError("malformed session header")
+		return nil, "", bus.AuthError("malformed session header")
 	}
 	var caller *registry.Caller
+	var bind string
 	err = s.store.Read(func(v state.View) error {
 		// A session checked before, whose record and user record are
 		// unchanged since, needs no decoding and no hash again.
 		_, sessRev, _ := v.Get(sessionKey(id))
 		if c, ok := s.sessions.lookup(header, sessRev, v); ok {
-			caller = &c
+			caller, bind = &c.caller, c.bind
 			return nil
 		}
 		var sess sessionRecord
@@ -115,16 +160,18 @@ func (s *Server) authenticate(header string) (*registry.Caller, error) {
 		}
 		caller = &registry.Caller{SessionID: id, UserID: u.ID, UserName: u.Name, HostID: sess.HostID}
 		_, userRev, _ := v.Get(userKey(u.ID))
-		s.sessions.store(header, checkedSession{caller: *caller, sessRev: sessRev, userRev: userRev, expires: sess.Expires})
+		bind = sess.Bind
+		s.sessions.store(header, checkedSession{caller: *caller, bind: bind, sessRev: sessRev, userRev: userRev, expires: sess.Expires})
 		return nil
 	})
-	return caller, err
+	return caller, bind, err
 }
 
 // checkedSession is a session header that authenticated, with the
 // revisions of the records it was checked against.
 type checkedSession struct {
 	caller           registry.Caller
+	bind             string
 	sessRev, userRev uint64
 	expires          float64
 }
@@ -139,17 +186,17 @@ type sessionCache struct {
 // maxCheckedSessions bounds the cache; when full it starts over.
 const maxCheckedSessions = 4096
 
-func (c *sessionCache) lookup(header string, sessRev uint64, v state.View) (registry.Caller, bool) {
+func (c *sessionCache) lookup(header string, sessRev uint64, v state.View) (checkedSession, bool) {
 	c.mu.Lock()
 	e, ok := c.m[header]
 	c.mu.Unlock()
 	if !ok || sessRev == 0 || e.sessRev != sessRev || nowTS() > e.expires {
-		return registry.Caller{}, false
+		return checkedSession{}, false
 	}
 	if _, userRev, _ := v.Get(userKey(e.caller.UserID)); userRev != e.userRev {
-		return registry.Caller{}, false
+		return checkedSession{}, false
 	}
-	return e.caller, true
+	return e, true
 }
 
 func (c *sessionCache) store(header string, e checkedSession) {
@@ -201,6 +248,8 @@ func hashPassword(password string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("hash password: %w", err)
 	}
+	// Its owner usually connects right away: the callout needs no bcrypt then.
+	passwordsSeen.remember(string(h), password)
 	return string(h), nil
 }
 
@@ -380,7 +429,7 @@ func (s *Server) registerAuth() {
 				if len(password) < 8 {
 					return nil, bus.ParameterError("password must have at least 8 characters")
 				}
-				h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+				h, err := hashPassword(password)
 				if err != nil {
 					return nil, err
 				}
@@ -581,16 +630,8 @@ func (s *Server) passwordLogin(ctx context.Context, name, password string) (*bus
 		u, _ = lookupUser(v, registry.Ref{Name: name})
 		return nil
 	})
-	// Compare against a dummy hash for unknown users so timing does not tell which names exist.
-	hash := "$2a$10$7EqJtq98hPqEX7fNZaFWoOhi5BWX4Z6Sx1N4oq.PYcJHJ3oYz0a7a"
-	if u != nil && u.PasswordHash != "" {
-		hash = u.PasswordHash
-	}
-	if err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)); err != nil || u == nil || u.PasswordHash == "" {
-		return nil, bus.AuthError("invalid username or password")
-	}
-	if u.Status == bus.UserStatusBlocked {
-		return nil, bus.AuthError("logins by %s are not allowed", u.Name)
+	if err := checkPassword(u, password); err != nil {
+		return nil, bus.AuthError("%s", err)
 	}
 	return s.openSession(ctx, u, bus.AuthTypeNormal)
 }
@@ -603,6 +644,7 @@ func (s *Server) openSession(ctx context.Context, u *userRecord, authType int) (
 		rec := sessionRecord{
 			ID: tx.NextID("session"), UserID: u.ID, HostID: u.HostID, KeyHash: hashSessionKey(key),
 			AuthType: authType, Start: now, Expires: now + s.cfg.SessionLifetime.Seconds(),
+			Bind: connIdentity(ctx),
 		}
 		return rec.ID, tx.Put(sessionKey(rec.ID), rec)
 	})

@@ -149,7 +149,7 @@ func benchMode(b *testing.B, mode bus.Durability) {
 		b.Fatal(err)
 	}
 	// The requester: loopback TCP, like kojictl and h.Admin.
-	tcp := h.Connect(b, bus.RoleHub, "bench-client")
+	tcp := h.Connect(b, "bench-client")
 	js, err := jetstream.New(tcp)
 	if err != nil {
 		b.Fatal(err)

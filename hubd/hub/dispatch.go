@@ -50,14 +50,19 @@ type queueRecord struct {
 
 func queueKey(consumer string) string { return "taskqueue." + consumer }
 
+// pinnedQueue is a host's own queue, of the tasks assigned to it.
+func pinnedQueue(hostID int64) queueRecord {
+	id := strconv.FormatInt(hostID, 10)
+	return queueRecord{
+		Consumer: "host-" + id, Subject: bus.TaskPrefix + "host." + id,
+		Notify: bus.NotifyPrefix + "tasks.host." + id, Priority: -1 << 30, HostID: hostID,
+	}
+}
+
 // taskQueue names the queue a task is dispatched to in its current state.
 func taskQueue(v state.View, t *taskRecord) queueRecord {
 	if t.State == bus.TaskAssigned && t.HostID != nil {
-		id := strconv.FormatInt(*t.HostID, 10)
-		return queueRecord{
-			Consumer: "host-" + id, Subject: bus.TaskPrefix + "host." + id,
-			Notify: bus.NotifyPrefix + "tasks.host." + id, Priority: -1 << 30, HostID: *t.HostID,
-		}
+		return pinnedQueue(*t.HostID)
 	}
 	p := strconv.Itoa(t.Priority + priorityOffset)
 	ch := strconv.FormatInt(t.ChannelID, 10)
@@ -115,11 +120,7 @@ func dispatchTaskTx(tx *state.Txn, t *taskRecord) error {
 // hostQueues lists the queues a host may pull from: its pinned queue first,
 // then every queue of its enabled channels and its arches (plus noarch), by priority.
 func hostQueues(v state.View, h *hostRecord) []queueRecord {
-	id := strconv.FormatInt(h.ID, 10)
-	out := []queueRecord{{
-		Consumer: "host-" + id, Subject: bus.TaskPrefix + "host." + id,
-		Notify: bus.NotifyPrefix + "tasks.host." + id, Priority: -1 << 30, HostID: h.ID,
-	}}
+	out := []queueRecord{pinnedQueue(h.ID)}
 	arches := map[string]bool{"noarch": true}
 	for _, a := range splitArches(h.Arches) {
 		arches[a] = true

@@ -26,7 +26,7 @@ type fairShare struct {
 
 type callerCalls struct {
 	running int
-	waiting []*nats.Msg
+	waiting []apiCall
 	bytes   int
 }
 
@@ -42,7 +42,7 @@ func newFairShare(workers int) *fairShare {
 // admit counts a call of caller: run says to hand it to the workers now;
 // otherwise it waits for one of the caller's running calls to finish (done
 // returns it then), or, with an error, it is refused.
-func (f *fairShare) admit(caller string, m *nats.Msg) (run bool, err error) {
+func (f *fairShare) admit(caller string, call apiCall) (run bool, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c := f.callers[caller]
@@ -54,42 +54,45 @@ func (f *fairShare) admit(caller string, m *nats.Msg) (run bool, err error) {
 		c.running++
 		return true, nil
 	}
-	if len(c.waiting) >= f.queueCalls || c.bytes+len(m.Data) > f.queueBytes {
+	if len(c.waiting) >= f.queueCalls || c.bytes+len(call.msg.Data) > f.queueBytes {
 		return false, bus.NewFault(bus.CodeTooManyRequests,
 			"too many calls from this caller: %d running and %d waiting; wait for replies before sending more",
 			c.running, len(c.waiting))
 	}
-	c.waiting = append(c.waiting, m)
-	c.bytes += len(m.Data)
+	c.waiting = append(c.waiting, call)
+	c.bytes += len(call.msg.Data)
 	return false, nil
 }
 
 // done ends one running call of caller and returns the caller's next
-// waiting call, which the same worker runs (nil: none waits).
-func (f *fairShare) done(caller string) *nats.Msg {
+// waiting call, which the same worker runs (ok false: none waits).
+func (f *fairShare) done(caller string) (next apiCall, ok bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c := f.callers[caller]
 	if len(c.waiting) > 0 {
-		m := c.waiting[0]
-		c.waiting[0] = nil
+		next = c.waiting[0]
+		c.waiting[0] = apiCall{}
 		c.waiting = c.waiting[1:]
-		c.bytes -= len(m.Data)
-		return m
+		c.bytes -= len(next.msg.Data)
+		return next, true
 	}
 	c.running--
 	if c.running == 0 {
 		delete(f.callers, caller)
 	}
-	return nil
+	return apiCall{}, false
 }
 
-// callerOf names who a request comes from, for the fair share: its session
-// header, as sent (a forged one gains nothing: it fails authentication at
-// once and cannot count against a real session, whose key it lacks);
-// without one, its connection, told by the reply subject's prefix (a NATS
-// connection takes every reply on one inbox prefix, _INBOX.<id>.).
-func callerOf(m *nats.Msg) string {
+// callerOf names who a request comes from, for the fair share: the NATS
+// identity the server let publish on its subject (one per user or host, so
+// all of a user's connections share one share and nothing a caller writes
+// can make it two). Only the hub's own unbound identity is told apart by
+// the session header, or else by its connection's reply inbox prefix.
+func callerOf(identity string, m *nats.Msg) string {
+	if identity != bus.UnboundIdentity {
+		return "identity " + identity
+	}
 	if session := m.Header.Get(bus.HeaderSession); session != "" {
 		return "session " + session
 	}

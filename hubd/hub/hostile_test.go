@@ -30,7 +30,7 @@ func rawCall(ctx context.Context, nc *nats.Conn, method string, headers map[stri
 	if err != nil {
 		return nil, err
 	}
-	m := nats.NewMsg(bus.APISubject(method))
+	m := nats.NewMsg(bus.IdentityAPISubject(bus.ConnIdentity(nc), method))
 	m.Data = body
 	for k, v := range headers {
 		m.Header.Set(k, v)
@@ -42,9 +42,21 @@ func rawCall(ctx context.Context, nc *nats.Conn, method string, headers map[stri
 	return bus.DecodeResponse(resp.Data)
 }
 
+// anonymousConn is a connection of an anonymous identity of its own, as
+// any NATS client without a Koji password gets.
+func anonymousConn(t *testing.T, h *TestHub, name string) *nats.Conn {
+	t.Helper()
+	c, err := (&bus.Profile{Name: name, Server: h.URL(), AuthType: "noauth"}).Dial(ctxT(t), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c.Conn()
+}
+
 func TestHeadersOutOfBoundsAreRefusedAtOnce(t *testing.T) {
 	h := StartTestHub(t, nil)
-	nc := h.Connect(t, bus.RoleClient, "hostile")
+	nc := h.Admin.Conn() // the admin session is good on its own identity only
 	session := h.Admin.Session()
 	applied := fmt.Sprint(h.Store().Applied())
 	tests := []struct {
@@ -101,7 +113,7 @@ func TestMinRevFloodIsRefusedWhileOthersAreServed(t *testing.T) {
 	h := StartTestHub(t, nil)
 	other := h.Anonymous()
 	before := medianHello(t, other, 50)
-	attacker := h.Connect(t, bus.RoleClient, "min-rev-attacker")
+	attacker := anonymousConn(t, h, "min-rev-attacker")
 	const flood = 500
 	var refused atomic.Int64
 	var wg sync.WaitGroup
@@ -179,7 +191,7 @@ func TestOneCallerCannotHoldTheWorkers(t *testing.T) {
 
 	limit, queued := h.share.limit, h.share.queueCalls
 	flood := limit + queued + 40 // more than the workers (128) too
-	flooder := h.Connect(t, bus.RoleClient, "flooder")
+	flooder := anonymousConn(t, h, "flooder")
 	var ok, refused, failed atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup

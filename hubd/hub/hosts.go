@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/crypto/bcrypt"
-
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/internal/registry"
 	"github.com/kojibus/kojibus/hubd/internal/state"
@@ -269,9 +267,9 @@ func (s *Server) createHostCredentials(ctx context.Context, c *registry.Call) (a
 		return nil, err
 	}
 	password := bus.RandomSecret(24)
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	hash, err := hashPassword(password)
 	if err != nil {
-		return nil, fmt.Errorf("hash password: %w", err)
+		return nil, err
 	}
 	_, err = s.update(ctx, c, func(tx *state.Txn) (any, error) {
 		h, ok := lookupHost(tx.View, registry.Ref{Name: name})
@@ -293,11 +291,10 @@ func (s *Server) createHostCredentials(ctx context.Context, c *registry.Call) (a
 	if err != nil {
 		return nil, err
 	}
-	creds := &bus.HostCredentials{Host: name, User: name, Password: password, Server: s.URL(), NATSUser: bus.RoleHost}
-	if s.embedded != nil {
-		creds.NATSPassword = s.embedded.Secrets[bus.RoleHost]
-	}
-	return creds, nil
+	// The new password is also the host's NATS identity: connections with the
+	// old one are closed and refused from now on.
+	s.disconnectIdentity(name)
+	return &bus.HostCredentials{Host: name, User: name, Password: password, Server: s.URL()}, nil
 }
 
 // decodeKw decodes one **kw argument; ok is false when it was not given.
@@ -430,6 +427,9 @@ func (s *Server) setHostEnabled(ctx context.Context, c *registry.Call, enabled b
 		tx.Emit(address, hostEventProps(kind, &h.Host), map[string]any{"host": h.Host, "by": c.Caller.UserName})
 		return nil, nil
 	})
+	if err == nil && !enabled {
+		s.disconnectIdentity(name) // the callout refuses a disabled host's reconnect
+	}
 	return nil, err
 }
 

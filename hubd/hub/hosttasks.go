@@ -252,7 +252,7 @@ func (s *Server) hostFinishTask(ctx context.Context, c *registry.Call, final int
 	}); err != nil || repeated {
 		return nil, err // a repeated report is answered as the first was
 	}
-	outputs, err := s.recordOutputs(ctx, id, attempt, files)
+	outputs, err := s.recordOutputs(ctx, c.Caller.HostID, id, attempt, files)
 	if err != nil {
 		return nil, err
 	}

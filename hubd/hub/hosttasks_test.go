@@ -510,7 +510,7 @@ func TestStaleAttemptUploadsArePurged(t *testing.T) {
 		t.Fatal(err)
 	}
 	count := func(attempt int64) uint64 {
-		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(bus.UploadSubject(id, attempt, "sleep.log")))
+		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(bus.UploadFilter(0, id, attempt)))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -42,10 +42,6 @@ func outputObject(taskID, attempt int64, name string) string {
 	return strconv.FormatInt(taskID, 10) + "/" + strconv.FormatInt(attempt, 10) + "/" + name
 }
 
-func uploadFilter(taskID, attempt int64) string {
-	return bus.UploadPrefix + strconv.FormatInt(taskID, 10) + "." + strconv.FormatInt(attempt, 10) + ".>"
-}
-
 // uploadsStream and outputStore return handles looked up once (each lookup
 // is a round trip to the server).
 func (s *Server) uploadsStream(ctx context.Context) (jetstream.Stream, error) {
@@ -74,18 +70,18 @@ func (s *Server) outputStore(ctx context.Context) (jetstream.ObjectStore, error)
 	return s.outputs, nil
 }
 
-// liveUploads returns the file names uploaded so far by an attempt.
-func (s *Server) liveUploads(ctx context.Context, taskID, attempt int64) (map[string]string, error) {
+// liveUploads returns the file names uploaded so far by an attempt on its host.
+func (s *Server) liveUploads(ctx context.Context, hostID, taskID, attempt int64) (map[string]string, error) {
 	stream, err := s.uploadsStream(ctx)
 	if err != nil {
 		return nil, err
 	}
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(uploadFilter(taskID, attempt)))
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(bus.UploadFilter(hostID, taskID, attempt)))
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
-	prefix := strings.TrimSuffix(uploadFilter(taskID, attempt), ">")
+	prefix := strings.TrimSuffix(bus.UploadFilter(hostID, taskID, attempt), ">")
 	for subj := range info.State.Subjects {
 		if name, ok := bus.UnescapeToken(strings.TrimPrefix(subj, prefix)); ok && bus.ValidOutputName(name) {
 			out[name] = subj
@@ -140,7 +136,7 @@ func checkUploadedFiles(files []bus.UploadedFile) error {
 
 // recordOutputs writes the meta of each file an attempt uploaded, which
 // makes its chunks the object <task>/<attempt>/<name> of the output store.
-func (s *Server) recordOutputs(ctx context.Context, taskID, attempt int64, files []bus.UploadedFile) ([]outputFile, error) {
+func (s *Server) recordOutputs(ctx context.Context, hostID, taskID, attempt int64, files []bus.UploadedFile) ([]outputFile, error) {
 	if len(files) == 0 {
 		return nil, nil
 	}
@@ -150,7 +146,7 @@ func (s *Server) recordOutputs(ctx context.Context, taskID, attempt int64, files
 	for _, f := range files {
 		info := jetstream.ObjectInfo{
 			ObjectMeta: jetstream.ObjectMeta{Name: outputObject(taskID, attempt, f.Name)},
-			Bucket:     bus.TaskOutputStore, NUID: bus.UploadToken(taskID, attempt, f.Name),
+			Bucket:     bus.TaskOutputStore, NUID: bus.UploadToken(hostID, taskID, attempt, f.Name),
 			Size: uint64(f.Size), Chunks: uint32(f.Chunks), Digest: f.Digest,
 		}
 		m := nats.NewMsg(outputMetaSubject(info.Name))
@@ -195,7 +191,7 @@ func (s *Server) purgeStaleUploads(ctx context.Context, taskID, accepted int64) 
 	}
 	stream, err := s.uploadsStream(ctx)
 	for a := int64(1); err == nil && a < accepted; a++ {
-		err = stream.Purge(ctx, jetstream.WithPurgeSubject(uploadFilter(taskID, a)))
+		err = stream.Purge(ctx, jetstream.WithPurgeSubject(bus.UploadFilter(0, taskID, a)))
 	}
 	if err != nil {
 		s.log.Warn("purge uploads of stale attempts", "task", taskID, "err", err)
@@ -223,7 +219,10 @@ func (s *Server) taskFiles(ctx context.Context, t *taskRecord) ([]outputFile, ma
 	if t.OutputAttempt > 0 || bus.TaskFinished(t.State) {
 		return t.Outputs, nil, nil
 	}
-	live, err := s.liveUploads(ctx, t.ID, t.Attempt)
+	if t.HostID == nil {
+		return nil, nil, nil // not taken: nothing uploaded yet
+	}
+	live, err := s.liveUploads(ctx, *t.HostID, t.ID, t.Attempt)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -29,6 +29,7 @@ func Run(args []string, stderr io.Writer) int {
 	natsCA := fs.String("nats-ca", "", "CA file to verify the NATS servers")
 	natsCert := fs.String("nats-cert", "", "client certificate for NATS")
 	natsKey := fs.String("nats-key", "", "client key for NATS")
+	calloutKey := fs.String("nats-callout-key", "", "with --nats: account nkey seed file the hub signs auth callout answers with (created if missing; its public key is the cluster's auth_callout issuer)")
 	listen := fs.String("listen", "127.0.0.1:4222", "host:port of the embedded NATS server (port -1: any free port)")
 	durability := fs.String("durability", "sync", "embedded server fsync policy: sync (every write, default) or interval[:DURATION]")
 	replicas := fs.Int("replicas", 1, "replicas of streams and buckets when joining a cluster")
@@ -70,6 +71,7 @@ func Run(args []string, stderr io.Writer) int {
 	cfg := Config{
 		DataDir: *dataDir, NATSUser: *natsUser, NATSPass: *natsPass, NATSCreds: *natsCreds,
 		NATSCA: *natsCA, NATSCert: *natsCert, NATSKey: *natsKey,
+		CalloutKeyFile: *calloutKey, BridgeSecret: os.Getenv("KOJIBUS_BRIDGE_SECRET"),
 		ListenHost: host, ListenPort: port, Durability: dur, SyncInterval: interval,
 		Replicas: *replicas, SessionLifetime: *sessionLife, ClientCAFile: *clientCA, Logger: log,
 		HostTimeout: *hostTimeout, MaxTaskRetries: *maxRetries, HubConf: *hubConf,

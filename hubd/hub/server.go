@@ -36,6 +36,14 @@ type Config struct {
 	NATSCA    string
 	NATSCert  string
 	NATSKey   string
+	// CalloutKeyFile holds the account nkey seed the hub signs the auth
+	// callout's answers with, for an external cluster whose callout names
+	// its public key as issuer (created on first start; docs/security.md).
+	// The embedded server keeps its own in nats-roles.json.
+	CalloutKeyFile string
+	// BridgeSecret is the password protonmsg bridges connect with through
+	// an external cluster's callout (the embedded server keeps its own).
+	BridgeSecret string
 	// Listen is the embedded server's host and port (default 127.0.0.1:4222; port -1 = any free port).
 	ListenHost string
 	ListenPort int
@@ -73,6 +81,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	embedded *bus.Embedded
+	callout  *calloutService
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	store    *state.Store
@@ -203,8 +212,22 @@ func (s *Server) Start(ctx context.Context) error {
 		cc.InProcess = e.Server
 		cc.User, cc.Password = bus.RoleHub, e.Secrets[bus.RoleHub]
 		s.profileURL = e.URL()
+		key, err := e.Secrets.CalloutKey()
+		if err != nil {
+			return fmt.Errorf("hub: %w", err)
+		}
+		s.callout = &calloutService{key: key, bridgeSecret: e.Secrets[bus.SecretBridge]}
 	} else {
 		s.profileURL = s.cfg.NATSURLs[0]
+		if s.cfg.CalloutKeyFile != "" {
+			key, err := loadOrCreateCalloutKey(s.cfg.CalloutKeyFile)
+			if err != nil {
+				return fmt.Errorf("hub: %w", err)
+			}
+			issuer, _ := key.PublicKey()
+			s.log.Info("auth callout: answering $SYS.REQ.USER.AUTH; configure the cluster's auth_callout issuer", "issuer", issuer)
+			s.callout = &calloutService{key: key, bridgeSecret: s.cfg.BridgeSecret}
+		}
 	}
 	if err := s.startServices(ctx, cc); err != nil {
 		s.Stop()
@@ -256,6 +279,11 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 	s.relay = state.NewRelay(relayJS.Conn(), relayJS, s.store, s.log)
 	if err := s.relay.Start(ctx); err != nil {
 		return fmt.Errorf("hub: %w", err)
+	}
+	if s.callout != nil {
+		if err := s.startCallout(); err != nil {
+			return err
+		}
 	}
 	s.archive = newArchiveService(s.js, s.cfg.DataDir, s.log)
 	if err := s.archive.Start(ctx); err != nil {

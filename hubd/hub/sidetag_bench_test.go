@@ -61,7 +61,7 @@ func BenchmarkCreateSideTag(b *testing.B) {
 		}
 	})
 	b.Run("client-in-hub-process", func(b *testing.B) {
-		tcp := h.Connect(b, bus.RoleHub, "bench-client")
+		tcp := h.Connect(b, "bench-client")
 		tjs, _ := jetstream.New(tcp)
 		tkv, err := tjs.KeyValue(ctx, "bench")
 		if err != nil {

@@ -203,6 +203,7 @@ func (s *Server) sslLogin(ctx context.Context, certPEM, nonce, sigText string) (
 		rec := sessionRecord{
 			ID: tx.NextID("session"), UserID: u.ID, HostID: u.HostID, KeyHash: hashSessionKey(key),
 			AuthType: bus.AuthTypeSSL, Start: now, Expires: now + s.cfg.SessionLifetime.Seconds(),
+			Bind: connIdentity(ctx),
 		}
 		return rec.ID, tx.Put(sessionKey(rec.ID), rec)
 	})

@@ -20,6 +20,7 @@ type TestHub struct {
 	Dir     string
 	Profile *bus.Profile
 	Admin   *bus.Client
+	anon    *bus.Client
 }
 
 // StartTestHub starts a hub with an embedded NATS server on a free port in
@@ -55,11 +56,16 @@ func StartTestHub(t testing.TB, mutate func(*Config)) *TestHub {
 	if err := p.Login(ctx, admin); err != nil {
 		t.Fatal(err)
 	}
-	return &TestHub{Server: srv, Dir: dir, Profile: p, Admin: admin}
+	anon, err := (&bus.Profile{Name: "anonymous", Server: srv.URL(), AuthType: "noauth"}).Dial(ctx, "test-anonymous")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(anon.Close)
+	return &TestHub{Server: srv, Dir: dir, Profile: p, Admin: admin, anon: anon}
 }
 
 // UserClient creates a user with a password (and permissions) and returns a
-// client logged in as that user, sharing the admin's connection.
+// client logged in as that user, on a connection of the user's own.
 func (h *TestHub) UserClient(t testing.TB, name string, perms ...string) *bus.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -73,15 +79,21 @@ func (h *TestHub) UserClient(t testing.TB, name string, perms ...string) *bus.Cl
 			t.Fatal(err)
 		}
 	}
-	c := h.Admin.WithSession("")
-	if err := c.Login(ctx, name, password); err != nil {
+	p := &bus.Profile{Name: "koji", Server: h.URL(), AuthType: "password", User: name, Password: password}
+	c, err := p.Dial(ctx, "test-user-"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if err := p.Login(ctx, c); err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-// Anonymous returns a client without a session.
-func (h *TestHub) Anonymous() *bus.Client { return h.Admin.WithSession("") }
+// Anonymous returns a client without a session on an anonymous connection
+// (a session it opens is good on that connection only).
+func (h *TestHub) Anonymous() *bus.Client { return h.anon.WithSession("") }
 
 // TestHost is a build host's connection as builderd would have it.
 type TestHost struct {
@@ -102,7 +114,7 @@ func (h *TestHost) runUploads(task, attempt int64) *bus.Uploads {
 	}
 	run := [2]int64{task, attempt}
 	if h.uploads[run] == nil {
-		h.uploads[run] = bus.NewUploads(h.JS, task, attempt)
+		h.uploads[run] = bus.NewUploads(h.JS, h.ID, task, attempt)
 	}
 	return h.uploads[run]
 }
@@ -205,7 +217,7 @@ func (h *TestHost) Pull(t testing.TB) jetstream.Msg {
 }
 
 // AddHost adds a host (addHost + createHostCredentials as kojictl add-host
-// --creds-out does) and connects as it with the host role, logged in.
+// --creds-out does) and connects as it with its own credentials, logged in.
 func (h *TestHub) AddHost(t testing.TB, name string, arches ...string) *TestHost {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -218,8 +230,7 @@ func (h *TestHub) AddHost(t testing.TB, name string, arches ...string) *TestHost
 	if err := h.Admin.Call(ctx, "createHostCredentials", []any{name}, nil, &creds); err != nil {
 		t.Fatal(err)
 	}
-	p := &bus.Profile{Name: "koji", Server: creds.Server, NATSUser: creds.NATSUser, NATSPassword: creds.NATSPassword,
-		AuthType: "password", User: creds.User, Password: creds.Password, Host: creds.Host}
+	p := &bus.Profile{Name: "koji", Server: creds.Server, AuthType: "password", User: creds.User, Password: creds.Password, Host: creds.Host}
 	c, err := p.Dial(ctx, "test-host-"+name)
 	if err != nil {
 		t.Fatal(err)
@@ -262,11 +273,22 @@ func TakeEvery(t testing.TB, js jetstream.JetStream, stream string) {
 }
 
 // Connect opens a NATS connection of its own to the hub's embedded server,
-// over TCP as a client process connects, as role; it closes when the test
-// ends.
-func (h *TestHub) Connect(t testing.TB, role, name string) *nats.Conn {
+// over TCP as a client process connects, as the hub's service identity; it
+// closes when the test ends.
+func (h *TestHub) Connect(t testing.TB, name string) *nats.Conn {
 	t.Helper()
-	nc, err := bus.Connect(context.Background(), bus.ConnectConfig{Name: name, URLs: []string{h.URL()}, User: role, Password: h.Embedded().Secrets[role]})
+	return h.connect(t, bus.ConnectConfig{Name: name, URLs: []string{h.URL()}, User: bus.RoleHub, Password: h.Embedded().Secrets[bus.RoleHub]})
+}
+
+// ConnectBridge connects as the protonmsg bridge named name.
+func (h *TestHub) ConnectBridge(t testing.TB, name string) *nats.Conn {
+	t.Helper()
+	return h.connect(t, bus.BridgeConnectConfig(name, h.Embedded().Secrets[bus.SecretBridge], []string{h.URL()}))
+}
+
+func (h *TestHub) connect(t testing.TB, cc bus.ConnectConfig) *nats.Conn {
+	t.Helper()
+	nc, err := bus.Connect(context.Background(), cc)
 	if err != nil {
 		t.Fatal(err)
 	}

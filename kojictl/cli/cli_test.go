@@ -244,7 +244,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if prof.Host != "builder1" || prof.User != "builder1" || prof.AuthType != "password" || prof.NATSUser == "" || prof.Password == "" {
+	if prof.Host != "builder1" || prof.User != "builder1" || prof.AuthType != "password" || prof.Password == "" {
 		t.Errorf("creds profile = %+v", prof)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -261,6 +261,26 @@ func TestCommandsEndToEnd(t *testing.T) {
 	if err := hc.Call(ctx, "host.getID", nil, nil, &hostID); err != nil || hostID == 0 {
 		t.Errorf("host.getID = %d, %v", hostID, err)
 	}
+
+	// Rotated credentials: the new file connects, the old one no longer does.
+	rotated := filepath.Join(t.TempDir(), "builder1-new.conf")
+	runSteps(t, p, []step{
+		{name: "rotate-host-creds", args: []string{"rotate-host-creds", "--creds-out", rotated, "builder1"}, out: []string{"new credentials of builder1 written to"}},
+		{name: "rotate-host-creds no file", args: []string{"rotate-host-creds", "builder1"}, code: 1, errText: "--creds-out is required"},
+	})
+	if c, err := prof.Dial(ctx, "test-host-old"); err == nil {
+		c.Close()
+		t.Error("the host's old credentials still connect after rotate-host-creds")
+	}
+	newProf, err := bus.LoadProfile(rotated, "koji")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := newProf.Dial(ctx, "test-host-new")
+	if err != nil {
+		t.Fatalf("rotated credentials: %v", err)
+	}
+	nc.Close()
 }
 
 // TestJSONOutput checks that --json prints parseable JSON with Koji's fields.
@@ -426,7 +446,7 @@ func TestProfileLoading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	multi := write("multi.conf", string(good)+"\n[other]\nserver = "+h.Profile.Server+"\nnats_user = "+h.Profile.NATSUser+"\nnats_password = "+h.Profile.NATSPassword+"\nauthtype = noauth\n")
+	multi := write("multi.conf", string(good)+"\n[other]\nserver = "+h.Profile.Server+"\nauthtype = noauth\n")
 	badPW := write("badpw.conf", regexp.MustCompile(`(?m)^password = .*$`).ReplaceAllString(string(good), "password = wrong"))
 	tests := []struct {
 		name    string
@@ -478,16 +498,25 @@ func TestLoginLogout(t *testing.T) {
 		{name: "logout when not logged in", args: []string{"logout"}, exact: ptr("Not logged in\n")},
 		{name: "login", args: []string{"login"}, exact: ptr("Successfully logged in as kojiadmin\n")},
 	})
-	// Break the password: commands keep working on the kept session.
+	runSteps(t, p, []step{
+		{name: "hello on kept session", args: []string{"hello"}, out: []string{", kojiadmin!\n"}},
+		{name: "write on kept session", args: []string{"add-tag", "kept"}},
+	})
+	// kojibus: the connection itself is the user's, so a kept session does
+	// not stand in for the password (docs/security.md).
 	broken := regexp.MustCompile(`(?m)^password = .*$`).ReplaceAllString(string(good), "password = wrong")
 	if err := os.WriteFile(p, []byte(broken), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	runSteps(t, p, []step{
-		{name: "hello on kept session", args: []string{"hello"}, out: []string{", kojiadmin!\n"}},
-		{name: "write on kept session", args: []string{"add-tag", "kept"}},
+		{name: "kept session without the password", args: []string{"hello"}, code: 1, errText: "AuthError: invalid username or password"},
+	})
+	if err := os.WriteFile(p, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runSteps(t, p, []step{
 		{name: "logout", args: []string{"logout"}, exact: ptr("Logged out\n")},
-		{name: "session gone", args: []string{"hello"}, code: 1, errText: "AuthError: invalid username or password"},
+		{name: "logout again", args: []string{"logout"}, exact: ptr("Not logged in\n")},
 	})
 }
 

@@ -16,7 +16,7 @@ import (
 
 func (a *app) hostCommands() []*cobra.Command {
 	return []*cobra.Command{
-		a.addHostCmd(), a.editHostCmd(), a.enableHostCmd(true), a.enableHostCmd(false),
+		a.addHostCmd(), a.rotateHostCredsCmd(), a.editHostCmd(), a.enableHostCmd(true), a.enableHostCmd(false),
 		a.addHostToChannelCmd(), a.removeHostFromChannelCmd(), a.listHostsCmd(), a.listChannelsCmd(), a.hostinfoCmd(),
 	}
 }
@@ -97,6 +97,36 @@ and write them as a profile ([koji] section, mode 0600) for builderd.`,
 	return cmd
 }
 
+// rotateHostCredsCmd gives a host a new password (kojibus: the host's NATS
+// identity too); its connections with the old one are closed and refused.
+func (a *app) rotateHostCredsCmd() *cobra.Command {
+	var credsOut string
+	cmd := &cobra.Command{
+		Use:   "rotate-host-creds --creds-out FILE <hostname>",
+		Short: "Replace a host's credentials and write the new ones for builderd (kojibus)",
+		Long: `Replace a host's credentials: the old ones stop working at once (the host's
+connections are closed). The new ones are written to FILE (mode 0600) as a
+builderd profile; copy it to the host and restart builderd with --creds FILE.`,
+		Args: exactArgs(1, "Please specify a hostname"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if credsOut == "" {
+				return failf("--creds-out is required")
+			}
+			c, err := a.session(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if err := a.writeHostCreds(cmd, c, args[0], credsOut); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "new credentials of %s written to %s\n", args[0], credsOut)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&credsOut, "creds-out", "", "write the host's new credentials to FILE as a builderd profile (mode 0600)")
+	return cmd
+}
+
 // writeHostCreds calls createHostCredentials and writes the answer as a profile.
 func (a *app) writeHostCreds(cmd *cobra.Command, c *bus.Client, host, path string) error {
 	var creds bus.HostCredentials
@@ -116,9 +146,6 @@ func (a *app) writeHostCreds(cmd *cobra.Command, c *bus.Client, host, path strin
 		name = host
 	}
 	pairs := [][2]string{{"server", server}}
-	if creds.NATSUser != "" {
-		pairs = append(pairs, [2]string{"nats_user", creds.NATSUser}, [2]string{"nats_password", creds.NATSPassword})
-	}
 	if a.profile.ServerCA != "" {
 		pairs = append(pairs, [2]string{"serverca", a.profile.ServerCA})
 	}

@@ -1074,9 +1074,7 @@ type followedTask struct {
 }
 
 // uploadFilter is the upload subject filter of every attempt of a task.
-func uploadFilter(id int64) string {
-	return bus.UploadPrefix + strconv.FormatInt(id, 10) + ".*.>"
-}
+func uploadFilter(id int64) string { return bus.UploadFilter(0, id, 0) }
 
 // followUploads reads a task's upload chunks, in order, from the start of
 // the stream, into out.
@@ -1093,7 +1091,6 @@ func followUploads(ctx context.Context, js jetstream.JetStream, id int64, out ch
 	}
 	var once sync.Once
 	stop := func() { once.Do(it.Stop) }
-	prefix := bus.UploadPrefix + strconv.FormatInt(id, 10) + "."
 	go func() {
 		for {
 			m, err := it.Next()
@@ -1106,8 +1103,9 @@ func followUploads(ctx context.Context, js jetstream.JetStream, id int64, out ch
 				}
 				return
 			}
-			// <prefix><attempt>.<escaped name>
-			_, tok, _ := strings.Cut(strings.TrimPrefix(m.Subject(), prefix), ".")
+			// <UploadPrefix><host>.<task>.<attempt>.<escaped name>
+			parts := strings.SplitN(strings.TrimPrefix(m.Subject(), bus.UploadPrefix), ".", 4)
+			tok := parts[len(parts)-1]
 			name, ok := bus.UnescapeToken(tok)
 			if !ok {
 				name = tok

@@ -35,8 +35,8 @@ func TestListTagsPages(t *testing.T) {
 	// Every listTags request the hub gets, as a monitor sees it.
 	var mu sync.Mutex
 	var offsets []int
-	monitor := h.Connect(t, bus.RoleHub, "monitor")
-	sub, err := monitor.Subscribe(bus.APISubject("listTags"), func(m *nats.Msg) {
+	monitor := h.Connect(t, "monitor")
+	sub, err := monitor.Subscribe(bus.IdentityAPISubject("*", "listTags"), func(m *nats.Msg) {
 		var req struct {
 			Kwargs struct {
 				QueryOpts struct {
