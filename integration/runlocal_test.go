@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kojibus/kojibus/bridge/rabbittest"
 )
 
 // runLocal is a `hubd run-local` process (what go tool task run calls).
@@ -102,17 +104,6 @@ func needBusybox(t *testing.T) {
 	}
 }
 
-// freePort returns a port nothing listens on now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestRunLocalPortTaken: with the port taken, run-local fails at once,
 // names the address and the reason, suggests --listen and leaves nothing running.
 func TestRunLocalPortTaken(t *testing.T) {
@@ -153,7 +144,7 @@ func TestRunLocalListenChanged(t *testing.T) {
 	needBusybox(t)
 	data := filepath.Join(t.TempDir(), "data")
 	profile := filepath.Join(data, "kojictl.conf")
-	for i, port := range []int{freePort(t), freePort(t)} {
+	for i, port := range []int{rabbittest.FreePort(t), rabbittest.FreePort(t)} {
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		r := startRunLocal(t, data, "--listen", addr)
 		r.waitRunning(t)
