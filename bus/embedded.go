@@ -83,6 +83,9 @@ type EmbeddedConfig struct {
 	SyncInterval time.Duration
 	// NoAuth disables authentication; only for benchmarks of raw NATS.
 	NoAuth bool
+	// TLSCertFile and TLSKeyFile make the client port TLS-only (ServerTLSConfig);
+	// with ClientCAFile, clients may authenticate with a certificate.
+	TLSCertFile, TLSKeyFile, ClientCAFile string
 }
 
 // Embedded is a running embedded NATS server.
@@ -145,6 +148,13 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		opts.SyncInterval = cmp.Or(cfg.SyncInterval, DefaultSyncInterval)
 	default:
 		return nil, fmt.Errorf("embedded NATS: unknown durability %q", cfg.Durability)
+	}
+	if cfg.TLSCertFile != "" {
+		tc, err := ServerTLSConfig(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS: %w", err)
+		}
+		opts.TLSConfig, opts.TLSTimeout = tc, AuthTimeout.Seconds()
 	}
 	var secrets RoleSecrets
 	if !cfg.NoAuth {

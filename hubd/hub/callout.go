@@ -67,7 +67,7 @@ func (s *Server) answerCallout(m *nats.Msg) {
 	}
 	resp := jwt.NewAuthorizationResponseClaims(rc.UserNkey)
 	resp.Audience = rc.Server.ID
-	name, grants, err := s.calloutIdentity(rc.ConnectOptions)
+	name, grants, err := s.calloutIdentity(rc.ConnectOptions, rc.TLS)
 	if err == nil {
 		uc := jwt.NewUserClaims(rc.UserNkey)
 		uc.Name = name
@@ -98,9 +98,9 @@ func (s *Server) answerCallout(m *nats.Msg) {
 // that it does not tell which names exist.
 var errBadCredentials = errors.New("invalid username or password")
 
-// calloutIdentity authenticates a CONNECT and returns the identity's name
-// and grants.
-func (s *Server) calloutIdentity(opts jwt.ConnectOptions) (string, bus.Grants, error) {
+// calloutIdentity authenticates a CONNECT (and the client certificate of
+// its TLS handshake, if any) and returns the identity's name and grants.
+func (s *Server) calloutIdentity(opts jwt.ConnectOptions, clientTLS *jwt.ClientTLS) (string, bus.Grants, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	durables, err := s.existingConsumers(ctx)
@@ -133,7 +133,7 @@ func (s *Server) calloutIdentity(opts jwt.ConnectOptions) (string, bus.Grants, e
 		}
 		return nil
 	})
-	if err := checkPassword(u, password); err != nil {
+	if err := s.checkCredentials(u, user, password, clientTLS); err != nil {
 		return "", bus.Grants{}, err
 	}
 	token := bus.IdentityToken(u.Name)
@@ -168,6 +168,15 @@ func otherHostsQueues(v state.View, h *hostRecord) []string {
 		}
 	}
 	return slices.Sorted(maps.Keys(others))
+}
+
+// checkCredentials authenticates user u by a client certificate whose CN
+// names it, when the client offered one and no password, else by password.
+func (s *Server) checkCredentials(u *userRecord, user, password string, clientTLS *jwt.ClientTLS) error {
+	if password == "" && clientTLS != nil && len(clientTLS.Certs)+len(clientTLS.VerifiedChains) > 0 {
+		return s.checkConnCertificate(u, user, clientTLS)
+	}
+	return checkPassword(u, password)
 }
 
 // checkPassword compares a password with a user's hash (with a dummy hash

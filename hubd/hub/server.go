@@ -53,8 +53,13 @@ type Config struct {
 	Replicas     int
 	// SessionLifetime bounds how long a login stays valid (default 24h).
 	SessionLifetime time.Duration
-	// ClientCAFile enables sslLogin with certificates signed by this CA.
+	// ClientCAFile enables sslLogin with certificates signed by this CA,
+	// and, with TLSCertFile, NATS connections authenticated by them.
 	ClientCAFile string
+	// TLSCertFile and TLSKeyFile make the embedded server's client port
+	// TLS-only; TLSCAFile, the CA of that certificate, goes into the
+	// bootstrap profile as serverca.
+	TLSCertFile, TLSKeyFile, TLSCAFile string
 	// HostTimeout is how long a ready host may go without a heartbeat before
 	// its tasks are dispatched again (default 60s; Koji's HostTimeout is 900s).
 	HostTimeout time.Duration
@@ -203,6 +208,7 @@ func (s *Server) Start(ctx context.Context) error {
 		e, err := bus.StartEmbedded(bus.EmbeddedConfig{
 			DataDir: s.cfg.DataDir, Host: s.cfg.ListenHost, Port: s.cfg.ListenPort,
 			Durability: s.cfg.Durability, SyncInterval: s.cfg.SyncInterval,
+			TLSCertFile: s.cfg.TLSCertFile, TLSKeyFile: s.cfg.TLSKeyFile, ClientCAFile: s.cfg.ClientCAFile,
 		})
 		if err != nil {
 			return fmt.Errorf("hub: %w", err)
