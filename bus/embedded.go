@@ -86,6 +86,9 @@ type EmbeddedConfig struct {
 	// TLSCertFile and TLSKeyFile make the client port TLS-only (ServerTLSConfig);
 	// with ClientCAFile, clients may authenticate with a certificate.
 	TLSCertFile, TLSKeyFile, ClientCAFile string
+	// CalloutXKey, the public curve key of the hub's callout service, has
+	// the server encrypt callout requests to it.
+	CalloutXKey string
 }
 
 // Embedded is a running embedded NATS server.
@@ -168,7 +171,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 			return nil, err
 		}
 		opts.Users = []*server.User{{Username: RoleHub, Password: secrets[RoleHub]}}
-		opts.AuthCallout = &server.AuthCallout{Issuer: issuer, AuthUsers: []string{RoleHub}}
+		opts.AuthCallout = &server.AuthCallout{Issuer: issuer, AuthUsers: []string{RoleHub}, XKey: cfg.CalloutXKey}
 		// The callout's answer waits for a bcrypt comparison, which a
 		// loaded machine (or the race detector) makes slow.
 		opts.AuthTimeout = AuthTimeout.Seconds()
@@ -223,6 +226,16 @@ func (s RoleSecrets) CalloutIssuer() (string, error) {
 		return "", err
 	}
 	return kp.PublicKey()
+}
+
+// NewCurveSeed returns a new curve (xkey) nkey seed.
+func NewCurveSeed() string {
+	kp, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	seed, _ := kp.Seed()
+	return string(seed)
 }
 
 // NewCalloutSeed returns a new account nkey seed.

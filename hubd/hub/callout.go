@@ -42,6 +42,7 @@ const calloutAccount = "$G"
 // calloutService signs the callout's answers.
 type calloutService struct {
 	key          nkeys.KeyPair
+	xkey         nkeys.KeyPair // nil: requests and answers in the clear
 	bridgeSecret string
 	sub          *nats.Subscription
 }
@@ -60,7 +61,12 @@ func (s *Server) startCallout() error {
 }
 
 func (s *Server) answerCallout(m *nats.Msg) {
-	rc, err := jwt.DecodeAuthorizationRequestClaims(string(m.Data))
+	req, serverXKey, err := s.callout.open(m)
+	if err != nil {
+		s.log.Warn("auth callout: bad request", "err", err)
+		return
+	}
+	rc, err := jwt.DecodeAuthorizationRequestClaims(req)
 	if err != nil {
 		s.log.Warn("auth callout: bad request", "err", err)
 		return
@@ -89,7 +95,12 @@ func (s *Server) answerCallout(m *nats.Msg) {
 		s.log.Error("auth callout: sign answer", "err", err)
 		return
 	}
-	if err := m.Respond([]byte(out)); err != nil {
+	answer, err := s.callout.seal(out, serverXKey)
+	if err != nil {
+		s.log.Error("auth callout: encrypt answer", "err", err)
+		return
+	}
+	if err := m.Respond(answer); err != nil {
 		s.log.Warn("auth callout: respond", "err", err)
 	}
 }
@@ -237,12 +248,12 @@ func (s *Server) disconnectIdentity(name string) {
 	}
 }
 
-// loadOrCreateCalloutKey reads an account nkey seed, creating the file
-// (mode 0600) on first use.
-func loadOrCreateCalloutKey(path string) (nkeys.KeyPair, error) {
+// loadOrCreateNKey reads an nkey seed, creating the file (mode 0600) with
+// newSeed on first use.
+func loadOrCreateNKey(path string, newSeed func() string) (nkeys.KeyPair, error) {
 	seed, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		seed = []byte(bus.NewCalloutSeed())
+		seed = []byte(newSeed())
 		err = bus.WriteFileAtomic(path, seed, 0o600)
 	}
 	if err != nil {

@@ -30,6 +30,7 @@ func Run(args []string, stderr io.Writer) int {
 	natsCert := fs.String("nats-cert", "", "client certificate for NATS")
 	natsKey := fs.String("nats-key", "", "client key for NATS")
 	calloutKey := fs.String("nats-callout-key", "", "with --nats: account nkey seed file the hub signs auth callout answers with (created if missing; its public key is the cluster's auth_callout issuer)")
+	calloutXKey := fs.String("nats-callout-xkey", "", "curve nkey seed file: the NATS servers encrypt auth callout requests to it and hubd its answers (created if missing; its public key is the auth_callout xkey)")
 	listen := fs.String("listen", "127.0.0.1:4222", "host:port of the embedded NATS server (port -1: any free port)")
 	durability := fs.String("durability", "sync", "embedded server fsync policy: sync (every write, default) or interval[:DURATION]")
 	replicas := fs.Int("replicas", 1, "replicas of streams and buckets when joining a cluster")
@@ -78,7 +79,7 @@ func Run(args []string, stderr io.Writer) int {
 	cfg := Config{
 		DataDir: *dataDir, NATSUser: *natsUser, NATSPass: *natsPass, NATSCreds: *natsCreds,
 		NATSCA: *natsCA, NATSCert: *natsCert, NATSKey: *natsKey,
-		CalloutKeyFile: *calloutKey, BridgeSecret: os.Getenv("KOJIBUS_BRIDGE_SECRET"),
+		CalloutKeyFile: *calloutKey, CalloutXKeyFile: *calloutXKey, BridgeSecret: os.Getenv("KOJIBUS_BRIDGE_SECRET"),
 		ListenHost: host, ListenPort: port, Durability: dur, SyncInterval: interval,
 		Replicas: *replicas, SessionLifetime: *sessionLife, ClientCAFile: *clientCA, Logger: log,
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, TLSCAFile: *tlsCA,
