@@ -229,18 +229,13 @@ func (s RoleSecrets) CalloutIssuer() (string, error) {
 }
 
 // NewCurveSeed returns a new curve (xkey) nkey seed.
-func NewCurveSeed() string {
-	kp, err := nkeys.CreateCurveKeys()
-	if err != nil {
-		panic(err) // crypto/rand does not fail on Linux
-	}
-	seed, _ := kp.Seed()
-	return string(seed)
-}
+func NewCurveSeed() string { return newSeed(nkeys.CreateCurveKeys) }
 
 // NewCalloutSeed returns a new account nkey seed.
-func NewCalloutSeed() string {
-	kp, err := nkeys.CreateAccount()
+func NewCalloutSeed() string { return newSeed(nkeys.CreateAccount) }
+
+func newSeed(create func() (nkeys.KeyPair, error)) string {
+	kp, err := create()
 	if err != nil {
 		panic(err) // crypto/rand does not fail on Linux
 	}
