@@ -154,3 +154,17 @@ func TestJanitorRemovesExpiredSessions(t *testing.T) {
 		t.Fatalf("after sweep: %v, want AuthExpired", err)
 	}
 }
+
+// FuzzCertificateUser: whatever PEM a client sends (sslLogin's cert, a
+// connection's certificates in a callout request), nothing is accepted
+// without a CA to vouch for it, and nothing panics.
+func FuzzCertificateUser(f *testing.F) {
+	f.Add("")
+	f.Add("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+	f.Add("-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n")
+	f.Fuzz(func(t *testing.T, chain string) {
+		if _, name, err := certificateUser(x509.NewCertPool(), chain); err == nil {
+			t.Fatalf("accepted %q as %q without a CA", chain, name)
+		}
+	})
+}
