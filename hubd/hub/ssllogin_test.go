@@ -24,7 +24,7 @@ type testCA struct {
 	file string
 }
 
-func newTestCA(t *testing.T, dir, name string) *testCA {
+func newTestCA(t testing.TB, dir, name string) *testCA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
@@ -45,7 +45,7 @@ func newTestCA(t *testing.T, dir, name string) *testCA {
 }
 
 // issue writes a client certificate and key for cn and returns their paths.
-func (ca *testCA) issue(t *testing.T, dir, cn string) (string, string) {
+func (ca *testCA) issue(t testing.TB, dir, cn string) (string, string) {
 	t.Helper()
 	return ca.issueCert(t, dir, &x509.Certificate{
 		Subject: pkix.Name{CommonName: cn}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
@@ -53,7 +53,7 @@ func (ca *testCA) issue(t *testing.T, dir, cn string) (string, string) {
 }
 
 // issueServer writes a server certificate and key for 127.0.0.1.
-func (ca *testCA) issueServer(t *testing.T, dir string) (string, string) {
+func (ca *testCA) issueServer(t testing.TB, dir string) (string, string) {
 	t.Helper()
 	return ca.issueCert(t, dir, &x509.Certificate{
 		Subject: pkix.Name{CommonName: "server-" + ca.cert.Subject.CommonName}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -62,7 +62,7 @@ func (ca *testCA) issueServer(t *testing.T, dir string) (string, string) {
 }
 
 // issueCert signs tmpl (subject and usages set) with the CA's key.
-func (ca *testCA) issueCert(t *testing.T, dir string, tmpl *x509.Certificate) (string, string) {
+func (ca *testCA) issueCert(t testing.TB, dir string, tmpl *x509.Certificate) (string, string) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())

@@ -23,7 +23,7 @@ type tlsSetup struct {
 
 // setupTLS starts a hub whose NATS port speaks TLS only, with client
 // certificates of a test CA: carol exists, mallory is blocked.
-func setupTLS(t *testing.T) *tlsSetup {
+func setupTLS(t testing.TB) *tlsSetup {
 	t.Helper()
 	dir := t.TempDir()
 	ca := newTestCA(t, dir, "kojica")
@@ -35,14 +35,17 @@ func setupTLS(t *testing.T) *tlsSetup {
 	if !strings.HasPrefix(h.URL(), "tls://") || h.Profile.ServerCA != ca.file {
 		t.Fatalf("hub URL %s, profile serverca %q: want tls:// and the CA", h.URL(), h.Profile.ServerCA)
 	}
-	call(t, h.Admin, "createUser", []any{"carol"}, nil, nil)
-	call(t, h.Admin, "createUser", []any{"mallory"}, map[string]any{"status": bus.UserStatusBlocked}, nil)
+	for name, status := range map[string]int{"carol": bus.UserStatusNormal, "mallory": bus.UserStatusBlocked} {
+		if err := h.Admin.Call(ctxT(t), "createUser", []any{name}, map[string]any{"status": status}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return &tlsSetup{h: h, dir: dir, ca: ca}
 }
 
 // kojiCert writes a certificate of ca for cn with its key in one file, as
 // koji's cert profile option holds them.
-func (s *tlsSetup) kojiCert(t *testing.T, ca *testCA, cn string) string {
+func (s *tlsSetup) kojiCert(t testing.TB, ca *testCA, cn string) string {
 	t.Helper()
 	certFile, keyFile := ca.issue(t, s.dir, cn)
 	var both []byte
