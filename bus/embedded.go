@@ -83,6 +83,12 @@ type EmbeddedConfig struct {
 	SyncInterval time.Duration
 	// NoAuth disables authentication; only for benchmarks of raw NATS.
 	NoAuth bool
+	// TLSCertFile and TLSKeyFile make the client port TLS-only (ServerTLSConfig);
+	// with ClientCAFile, clients may authenticate with a certificate.
+	TLSCertFile, TLSKeyFile, ClientCAFile string
+	// CalloutXKey, the public curve key of the hub's callout service, has
+	// the server encrypt callout requests to it.
+	CalloutXKey string
 }
 
 // Embedded is a running embedded NATS server.
@@ -146,6 +152,13 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	default:
 		return nil, fmt.Errorf("embedded NATS: unknown durability %q", cfg.Durability)
 	}
+	if cfg.TLSCertFile != "" {
+		tc, err := ServerTLSConfig(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS: %w", err)
+		}
+		opts.TLSConfig, opts.TLSTimeout = tc, AuthTimeout.Seconds()
+	}
 	var secrets RoleSecrets
 	if !cfg.NoAuth {
 		var err error
@@ -158,7 +171,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 			return nil, err
 		}
 		opts.Users = []*server.User{{Username: RoleHub, Password: secrets[RoleHub]}}
-		opts.AuthCallout = &server.AuthCallout{Issuer: issuer, AuthUsers: []string{RoleHub}}
+		opts.AuthCallout = &server.AuthCallout{Issuer: issuer, AuthUsers: []string{RoleHub}, XKey: cfg.CalloutXKey}
 		// The callout's answer waits for a bcrypt comparison, which a
 		// loaded machine (or the race detector) makes slow.
 		opts.AuthTimeout = AuthTimeout.Seconds()
@@ -215,9 +228,14 @@ func (s RoleSecrets) CalloutIssuer() (string, error) {
 	return kp.PublicKey()
 }
 
+// NewCurveSeed returns a new curve (xkey) nkey seed.
+func NewCurveSeed() string { return newSeed(nkeys.CreateCurveKeys) }
+
 // NewCalloutSeed returns a new account nkey seed.
-func NewCalloutSeed() string {
-	kp, err := nkeys.CreateAccount()
+func NewCalloutSeed() string { return newSeed(nkeys.CreateAccount) }
+
+func newSeed(create func() (nkeys.KeyPair, error)) string {
+	kp, err := create()
 	if err != nil {
 		panic(err) // crypto/rand does not fail on Linux
 	}

@@ -64,22 +64,33 @@ func LoadProfile(path, name string) (*Profile, error) {
 }
 
 // Dial connects to the profile's server as the profile's user (a password
-// profile) or anonymously, without logging in. The NATS connection itself is
-// the user's: the hub's auth callout checks the password and grants the
-// user's subjects only (bus/identity.go).
+// profile, or an ssl profile whose server is tls://: the certificate's CN)
+// or anonymously, without logging in. The NATS connection itself is the
+// user's: the hub's auth callout checks the password or certificate and
+// grants the user's subjects only (bus/identity.go).
 func (p *Profile) Dial(ctx context.Context, clientName string) (*Client, error) {
 	cc := ConnectConfig{
 		Name: clientName, URLs: strings.Split(p.Server, ","), CredsFile: p.NATSCreds, CAFile: p.ServerCA,
 	}
 	anon := nuid.Next()
 	cc.User, cc.InboxPrefix = AnonymousUserPrefix+anon, InboxPrefix(AnonymousIdentityToken(anon))
-	if p.AuthType == "password" && p.User != "" {
+	switch {
+	case p.AuthType == "password" && p.User != "":
 		cc.User, cc.Password, cc.InboxPrefix = p.User, p.Password, InboxPrefix(IdentityToken(p.User))
+	case p.AuthType == "ssl" && p.Cert != "" && strings.HasPrefix(p.Server, "tls://"):
+		// Over plain NATS an ssl profile connects anonymously and logs in
+		// with sslLogin; over TLS its certificate is the connection's identity.
+		user, err := CertificateCN(p.Cert)
+		if err != nil {
+			return nil, err
+		}
+		cc.User, cc.InboxPrefix, cc.CertFile, cc.KeyFile = user, InboxPrefix(IdentityToken(user)), p.Cert, p.Key
 	}
 	nc, err := Connect(ctx, cc)
 	if errors.Is(err, nats.ErrAuthorization) {
 		// The server does not pass the callout's reason on (blocked user,
-		// disabled host, wrong password): say what Koji's login says.
+		// disabled host, wrong password, unknown certificate user): say
+		// what Koji's login says.
 		return nil, AuthError("invalid username or password (NATS: %v)", err)
 	}
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
@@ -54,15 +55,8 @@ func (c *Client) SSLLogin(ctx context.Context, certFile, keyFile string) error {
 	}
 	// Send only the certificate blocks, never the key.
 	var chain []byte
-	for rest := certPEM; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type == "CERTIFICATE" {
-			chain = append(chain, pem.EncodeToMemory(b)...)
-		}
+	for _, b := range certificateBlocks(certPEM) {
+		chain = append(chain, pem.EncodeToMemory(b)...)
 	}
 	var s Session
 	if err := c.Call(ctx, "sslLogin", []any{string(chain), ch.Nonce, base64.StdEncoding.EncodeToString(sig)}, nil, &s); err != nil {
@@ -70,4 +64,37 @@ func (c *Client) SSLLogin(ctx context.Context, certFile, keyFile string) error {
 	}
 	c.session = s.Header()
 	return nil
+}
+
+// certificateBlocks are the CERTIFICATE blocks of PEM data (koji's cert
+// file holds the key too).
+func certificateBlocks(data []byte) []*pem.Block {
+	var out []*pem.Block
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			return out
+		}
+		if b.Type == "CERTIFICATE" {
+			out = append(out, b)
+		}
+	}
+}
+
+// CertificateCN is the CN of the first certificate in a PEM file: the user
+// a certificate connects as.
+func CertificateCN(certFile string) (string, error) {
+	data, err := os.ReadFile(certFile)
+	if err != nil {
+		return "", fmt.Errorf("certificate: %w", err)
+	}
+	blocks := certificateBlocks(data)
+	if len(blocks) == 0 {
+		return "", fmt.Errorf("certificate: no certificate in %s", certFile)
+	}
+	cert, err := x509.ParseCertificate(blocks[0].Bytes)
+	if err != nil {
+		return "", fmt.Errorf("certificate %s: %w", certFile, err)
+	}
+	return cert.Subject.CommonName, nil
 }

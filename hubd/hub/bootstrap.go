@@ -72,7 +72,11 @@ func (s *Server) bootstrap(ctx context.Context) error {
 // writeProfile writes a kojictl profile (INI, like koji's) for a user.
 func (s *Server) writeProfile(path, user, password string) error {
 	// The user's own password is also its NATS identity (docs/security.md).
-	pairs := [][2]string{{"server", s.profileURL}, {"authtype", "password"}, {"user", user}, {"password", password}}
+	pairs := [][2]string{{"server", s.profileURL}}
+	if s.cfg.TLSCAFile != "" {
+		pairs = append(pairs, [2]string{"serverca", s.cfg.TLSCAFile})
+	}
+	pairs = append(pairs, [2]string{"authtype", "password"}, [2]string{"user", user}, [2]string{"password", password})
 	data := config.Write(config.KV{Section: "koji", Pairs: pairs})
 	if err := bus.WriteFileAtomic(path, data, 0o600); err != nil {
 		return fmt.Errorf("write profile: %w", err)

@@ -42,6 +42,7 @@ const calloutAccount = "$G"
 // calloutService signs the callout's answers.
 type calloutService struct {
 	key          nkeys.KeyPair
+	xkey         nkeys.KeyPair // nil: requests and answers in the clear
 	bridgeSecret string
 	sub          *nats.Subscription
 }
@@ -60,14 +61,19 @@ func (s *Server) startCallout() error {
 }
 
 func (s *Server) answerCallout(m *nats.Msg) {
-	rc, err := jwt.DecodeAuthorizationRequestClaims(string(m.Data))
+	req, serverXKey, err := s.callout.open(m)
+	if err != nil {
+		s.log.Warn("auth callout: bad request", "err", err)
+		return
+	}
+	rc, err := jwt.DecodeAuthorizationRequestClaims(req)
 	if err != nil {
 		s.log.Warn("auth callout: bad request", "err", err)
 		return
 	}
 	resp := jwt.NewAuthorizationResponseClaims(rc.UserNkey)
 	resp.Audience = rc.Server.ID
-	name, grants, err := s.calloutIdentity(rc.ConnectOptions)
+	name, grants, err := s.calloutIdentity(rc.ConnectOptions, rc.TLS)
 	if err == nil {
 		uc := jwt.NewUserClaims(rc.UserNkey)
 		uc.Name = name
@@ -89,7 +95,12 @@ func (s *Server) answerCallout(m *nats.Msg) {
 		s.log.Error("auth callout: sign answer", "err", err)
 		return
 	}
-	if err := m.Respond([]byte(out)); err != nil {
+	answer, err := s.callout.seal(out, serverXKey)
+	if err != nil {
+		s.log.Error("auth callout: encrypt answer", "err", err)
+		return
+	}
+	if err := m.Respond(answer); err != nil {
 		s.log.Warn("auth callout: respond", "err", err)
 	}
 }
@@ -98,9 +109,9 @@ func (s *Server) answerCallout(m *nats.Msg) {
 // that it does not tell which names exist.
 var errBadCredentials = errors.New("invalid username or password")
 
-// calloutIdentity authenticates a CONNECT and returns the identity's name
-// and grants.
-func (s *Server) calloutIdentity(opts jwt.ConnectOptions) (string, bus.Grants, error) {
+// calloutIdentity authenticates a CONNECT (and the client certificate of
+// its TLS handshake, if any) and returns the identity's name and grants.
+func (s *Server) calloutIdentity(opts jwt.ConnectOptions, clientTLS *jwt.ClientTLS) (string, bus.Grants, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	durables, err := s.existingConsumers(ctx)
@@ -133,7 +144,7 @@ func (s *Server) calloutIdentity(opts jwt.ConnectOptions) (string, bus.Grants, e
 		}
 		return nil
 	})
-	if err := checkPassword(u, password); err != nil {
+	if err := s.checkCredentials(u, user, password, clientTLS); err != nil {
 		return "", bus.Grants{}, err
 	}
 	token := bus.IdentityToken(u.Name)
@@ -168,6 +179,15 @@ func otherHostsQueues(v state.View, h *hostRecord) []string {
 		}
 	}
 	return slices.Sorted(maps.Keys(others))
+}
+
+// checkCredentials authenticates user u by a client certificate whose CN
+// names it, when the client offered one and no password, else by password.
+func (s *Server) checkCredentials(u *userRecord, user, password string, clientTLS *jwt.ClientTLS) error {
+	if password == "" && clientTLS != nil && len(clientTLS.Certs)+len(clientTLS.VerifiedChains) > 0 {
+		return s.checkConnCertificate(u, user, clientTLS)
+	}
+	return checkPassword(u, password)
 }
 
 // checkPassword compares a password with a user's hash (with a dummy hash
@@ -228,12 +248,12 @@ func (s *Server) disconnectIdentity(name string) {
 	}
 }
 
-// loadOrCreateCalloutKey reads an account nkey seed, creating the file
-// (mode 0600) on first use.
-func loadOrCreateCalloutKey(path string) (nkeys.KeyPair, error) {
+// loadOrCreateNKey reads an nkey seed, creating the file (mode 0600) with
+// newSeed on first use.
+func loadOrCreateNKey(path string, newSeed func() string) (nkeys.KeyPair, error) {
 	seed, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		seed = []byte(bus.NewCalloutSeed())
+		seed = []byte(newSeed())
 		err = bus.WriteFileAtomic(path, seed, 0o600)
 	}
 	if err != nil {

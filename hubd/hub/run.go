@@ -30,11 +30,15 @@ func Run(args []string, stderr io.Writer) int {
 	natsCert := fs.String("nats-cert", "", "client certificate for NATS")
 	natsKey := fs.String("nats-key", "", "client key for NATS")
 	calloutKey := fs.String("nats-callout-key", "", "with --nats: account nkey seed file the hub signs auth callout answers with (created if missing; its public key is the cluster's auth_callout issuer)")
+	calloutXKey := fs.String("nats-callout-xkey", "", "curve nkey seed file: the NATS servers encrypt auth callout requests to it and hubd its answers (created if missing; its public key is the auth_callout xkey)")
 	listen := fs.String("listen", "127.0.0.1:4222", "host:port of the embedded NATS server (port -1: any free port)")
 	durability := fs.String("durability", "sync", "embedded server fsync policy: sync (every write, default) or interval[:DURATION]")
 	replicas := fs.Int("replicas", 1, "replicas of streams and buckets when joining a cluster")
 	sessionLife := fs.Duration("session-lifetime", 24*time.Hour, "how long a login stays valid")
-	clientCA := fs.String("client-ca", "", "CA file whose certificates may log in with sslLogin (CN = user name)")
+	clientCA := fs.String("client-ca", "", "CA file whose certificates may log in with sslLogin, and connect over TLS as their user (CN = user name)")
+	tlsCert := fs.String("tls-cert", "", "certificate (PEM) of the embedded NATS server: its client port then speaks TLS only")
+	tlsKey := fs.String("tls-key", "", "key (PEM) of --tls-cert (default: in the --tls-cert file)")
+	tlsCA := fs.String("tls-ca", "", "CA of --tls-cert, written into the bootstrap kojictl profile as serverca")
 	hostTimeout := fs.Duration("host-timeout", 60*time.Second, "a ready host silent this long loses its tasks to other builders")
 	maxRetries := fs.Int("max-task-retries", 3, "how often a task is dispatched again after losing its host before it fails")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -60,6 +64,10 @@ func Run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hubd: --durability: %v\n", err)
 		return 2
 	}
+	if (*tlsKey != "" || *tlsCA != "") && *tlsCert == "" || *tlsCert != "" && *natsURLs != "" {
+		fmt.Fprintln(stderr, "hubd: --tls-key and --tls-ca need --tls-cert, which is for the embedded server (not with --nats)")
+		return 2
+	}
 	host, port, err := splitListen(*listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "hubd: --listen: %v\n", err)
@@ -71,9 +79,10 @@ func Run(args []string, stderr io.Writer) int {
 	cfg := Config{
 		DataDir: *dataDir, NATSUser: *natsUser, NATSPass: *natsPass, NATSCreds: *natsCreds,
 		NATSCA: *natsCA, NATSCert: *natsCert, NATSKey: *natsKey,
-		CalloutKeyFile: *calloutKey, BridgeSecret: os.Getenv("KOJIBUS_BRIDGE_SECRET"),
+		CalloutKeyFile: *calloutKey, CalloutXKeyFile: *calloutXKey, BridgeSecret: os.Getenv("KOJIBUS_BRIDGE_SECRET"),
 		ListenHost: host, ListenPort: port, Durability: dur, SyncInterval: interval,
 		Replicas: *replicas, SessionLifetime: *sessionLife, ClientCAFile: *clientCA, Logger: log,
+		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, TLSCAFile: *tlsCA,
 		HostTimeout: *hostTimeout, MaxTaskRetries: *maxRetries, HubConf: *hubConf,
 		PluginConfigDir: *pluginDir, MinFreeDisk: *minFreeDisk,
 	}

@@ -41,6 +41,10 @@ type Config struct {
 	// its public key as issuer (created on first start; docs/security.md).
 	// The embedded server keeps its own in nats-roles.json.
 	CalloutKeyFile string
+	// CalloutXKeyFile holds the curve nkey seed that callout requests are
+	// encrypted to and answers encrypted with (created on first start; its
+	// public key is the callout's xkey). Empty: not encrypted.
+	CalloutXKeyFile string
 	// BridgeSecret is the password protonmsg bridges connect with through
 	// an external cluster's callout (the embedded server keeps its own).
 	BridgeSecret string
@@ -53,8 +57,13 @@ type Config struct {
 	Replicas     int
 	// SessionLifetime bounds how long a login stays valid (default 24h).
 	SessionLifetime time.Duration
-	// ClientCAFile enables sslLogin with certificates signed by this CA.
+	// ClientCAFile enables sslLogin with certificates signed by this CA,
+	// and, with TLSCertFile, NATS connections authenticated by them.
 	ClientCAFile string
+	// TLSCertFile and TLSKeyFile make the embedded server's client port
+	// TLS-only; TLSCAFile, the CA of that certificate, goes into the
+	// bootstrap profile as serverca.
+	TLSCertFile, TLSKeyFile, TLSCAFile string
 	// HostTimeout is how long a ready host may go without a heartbeat before
 	// its tasks are dispatched again (default 60s; Koji's HostTimeout is 900s).
 	HostTimeout time.Duration
@@ -199,10 +208,16 @@ func (s *Server) Start(ctx context.Context) error {
 		Name: "hubd", URLs: s.cfg.NATSURLs, User: s.cfg.NATSUser, Password: s.cfg.NATSPass,
 		CredsFile: s.cfg.NATSCreds, CAFile: s.cfg.NATSCA, CertFile: s.cfg.NATSCert, KeyFile: s.cfg.NATSKey,
 	}
+	xkey, xkeyPub, err := s.calloutXKey()
+	if err != nil {
+		return err
+	}
 	if len(s.cfg.NATSURLs) == 0 {
 		e, err := bus.StartEmbedded(bus.EmbeddedConfig{
 			DataDir: s.cfg.DataDir, Host: s.cfg.ListenHost, Port: s.cfg.ListenPort,
 			Durability: s.cfg.Durability, SyncInterval: s.cfg.SyncInterval,
+			TLSCertFile: s.cfg.TLSCertFile, TLSKeyFile: s.cfg.TLSKeyFile, ClientCAFile: s.cfg.ClientCAFile,
+			CalloutXKey: xkeyPub,
 		})
 		if err != nil {
 			return fmt.Errorf("hub: %w", err)
@@ -216,17 +231,17 @@ func (s *Server) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("hub: %w", err)
 		}
-		s.callout = &calloutService{key: key, bridgeSecret: e.Secrets[bus.SecretBridge]}
+		s.callout = &calloutService{key: key, xkey: xkey, bridgeSecret: e.Secrets[bus.SecretBridge]}
 	} else {
 		s.profileURL = s.cfg.NATSURLs[0]
 		if s.cfg.CalloutKeyFile != "" {
-			key, err := loadOrCreateCalloutKey(s.cfg.CalloutKeyFile)
+			key, err := loadOrCreateNKey(s.cfg.CalloutKeyFile, bus.NewCalloutSeed)
 			if err != nil {
 				return fmt.Errorf("hub: %w", err)
 			}
 			issuer, _ := key.PublicKey()
 			s.log.Info("auth callout: answering $SYS.REQ.USER.AUTH; configure the cluster's auth_callout issuer", "issuer", issuer)
-			s.callout = &calloutService{key: key, bridgeSecret: s.cfg.BridgeSecret}
+			s.callout = &calloutService{key: key, xkey: xkey, bridgeSecret: s.cfg.BridgeSecret}
 		}
 	}
 	if err := s.startServices(ctx, cc); err != nil {

@@ -16,7 +16,10 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"strings"
 	"time"
+
+	"github.com/nats-io/jwt/v2"
 
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/internal/registry"
@@ -138,32 +141,9 @@ func (s *Server) sslLogin(ctx context.Context, certPEM, nonce, sigText string) (
 	if err := checkNonce(secret, nonce, time.Now()); err != nil {
 		return nil, err
 	}
-	var certs []*x509.Certificate
-	for rest := []byte(certPEM); ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, bus.AuthError("bad certificate: %v", err)
-		}
-		certs = append(certs, cert)
-	}
-	if len(certs) == 0 {
-		return nil, bus.AuthError("no certificate given")
-	}
-	leaf := certs[0]
-	inter := x509.NewCertPool()
-	for _, c := range certs[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return nil, bus.AuthError("certificate not accepted: %v", err)
+	leaf, name, err := certificateUser(roots, certPEM)
+	if err != nil {
+		return nil, err
 	}
 	sig, err := base64.StdEncoding.DecodeString(sigText)
 	if err != nil {
@@ -171,10 +151,6 @@ func (s *Server) sslLogin(ctx context.Context, certPEM, nonce, sigText string) (
 	}
 	if !verifySignature(leaf.PublicKey, nonce, sig) {
 		return nil, bus.AuthError("signature does not match the certificate")
-	}
-	name := leaf.Subject.CommonName
-	if err := validateName(name, "user"); err != nil {
-		return nil, bus.AuthError("certificate has no usable CN")
 	}
 	nonceHash := sha256.Sum256([]byte(nonce))
 	nonceKey := "sslnonce." + hex.EncodeToString(nonceHash[:16])
@@ -211,6 +187,81 @@ func (s *Server) sslLogin(ctx context.Context, certPEM, nonce, sigText string) (
 		return nil, err
 	}
 	return &bus.Session{ID: res.Value.(int64), Key: key}, nil
+}
+
+// parseCertChain reads the certificates of PEM text, the client's first;
+// other blocks (a key) are skipped.
+func parseCertChain(text string) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for rest := []byte(text); ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return certs, nil
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, bus.AuthError("bad certificate: %v", err)
+		}
+		certs = append(certs, cert)
+	}
+}
+
+// certificateUser checks a client certificate chain (PEM, leaf first)
+// against the client CA and returns the leaf and the user name its CN
+// gives. The holder's key is checked by the caller: sslLogin's signature,
+// or the TLS handshake of a NATS connection.
+func certificateUser(roots *x509.CertPool, chainPEM string) (*x509.Certificate, string, error) {
+	certs, err := parseCertChain(chainPEM)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(certs) == 0 {
+		return nil, "", bus.AuthError("no certificate given")
+	}
+	leaf := certs[0]
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, "", bus.AuthError("certificate not accepted: %v", err)
+	}
+	name := leaf.Subject.CommonName
+	if err := validateName(name, "user"); err != nil {
+		return nil, "", bus.AuthError("certificate has no usable CN")
+	}
+	return leaf, name, nil
+}
+
+// checkConnCertificate authenticates a NATS connection by the client
+// certificate of its TLS handshake (auth callout): the certificate must
+// pass certificateUser, its CN must be the user name the client connected
+// with, and that user must exist and not be blocked. Unlike sslLogin, a
+// connection does not create the user (docs/security.md).
+func (s *Server) checkConnCertificate(u *userRecord, user string, clientTLS *jwt.ClientTLS) error {
+	roots, err := s.clientRoots()
+	if err != nil {
+		return err
+	}
+	chain := clientTLS.Certs
+	if len(clientTLS.VerifiedChains) > 0 {
+		chain = clientTLS.VerifiedChains[0]
+	}
+	_, name, err := certificateUser(roots, strings.Join(chain, ""))
+	if err != nil {
+		return err
+	}
+	if name != user || u == nil {
+		return bus.AuthError("certificate of %q: no user %q", name, user)
+	}
+	if u.Status == bus.UserStatusBlocked {
+		return bus.AuthError("logins by %s are not allowed", u.Name)
+	}
+	return nil
 }
 
 func verifySignature(pub crypto.PublicKey, nonce string, sig []byte) bool {

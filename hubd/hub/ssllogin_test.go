@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -23,7 +24,7 @@ type testCA struct {
 	file string
 }
 
-func newTestCA(t *testing.T, dir, name string) *testCA {
+func newTestCA(t testing.TB, dir, name string) *testCA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
@@ -44,19 +45,35 @@ func newTestCA(t *testing.T, dir, name string) *testCA {
 }
 
 // issue writes a client certificate and key for cn and returns their paths.
-func (ca *testCA) issue(t *testing.T, dir, cn string) (string, string) {
+func (ca *testCA) issue(t testing.TB, dir, cn string) (string, string) {
+	t.Helper()
+	return ca.issueCert(t, dir, &x509.Certificate{
+		Subject: pkix.Name{CommonName: cn}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+}
+
+// issueServer writes a server certificate and key for 127.0.0.1.
+func (ca *testCA) issueServer(t testing.TB, dir string) (string, string) {
+	t.Helper()
+	return ca.issueCert(t, dir, &x509.Certificate{
+		Subject: pkix.Name{CommonName: "server-" + ca.cert.Subject.CommonName}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	})
+}
+
+// issueCert signs tmpl (subject and usages set) with the CA's key.
+func (ca *testCA) issueCert(t testing.TB, dir string, tmpl *x509.Certificate) (string, string) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
-	}
+	tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	kder, _ := x509.MarshalECPrivateKey(key)
+	cn := tmpl.Subject.CommonName
 	certFile := filepath.Join(dir, cn+".crt")
 	keyFile := filepath.Join(dir, cn+".key")
 	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
@@ -136,4 +153,18 @@ func TestJanitorRemovesExpiredSessions(t *testing.T) {
 	if err := frank.Call(ctxT(t), "getLoggedInUser", nil, nil, nil); !errors.Is(err, bus.ErrAuthExpired) {
 		t.Fatalf("after sweep: %v, want AuthExpired", err)
 	}
+}
+
+// FuzzCertificateUser: whatever PEM a client sends (sslLogin's cert, a
+// connection's certificates in a callout request), nothing is accepted
+// without a CA to vouch for it, and nothing panics.
+func FuzzCertificateUser(f *testing.F) {
+	f.Add("")
+	f.Add("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+	f.Add("-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n")
+	f.Fuzz(func(t *testing.T, chain string) {
+		if _, name, err := certificateUser(x509.NewCertPool(), chain); err == nil {
+			t.Fatalf("accepted %q as %q without a CA", chain, name)
+		}
+	})
 }

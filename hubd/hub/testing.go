@@ -56,7 +56,7 @@ func StartTestHub(t testing.TB, mutate func(*Config)) *TestHub {
 	if err := p.Login(ctx, admin); err != nil {
 		t.Fatal(err)
 	}
-	anon, err := (&bus.Profile{Name: "anonymous", Server: srv.URL(), AuthType: "noauth"}).Dial(ctx, "test-anonymous")
+	anon, err := (&bus.Profile{Name: "anonymous", Server: srv.URL(), ServerCA: p.ServerCA, AuthType: "noauth"}).Dial(ctx, "test-anonymous")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func (h *TestHub) UserClient(t testing.TB, name string, perms ...string) *bus.Cl
 			t.Fatal(err)
 		}
 	}
-	p := &bus.Profile{Name: "koji", Server: h.URL(), AuthType: "password", User: name, Password: password}
+	p := &bus.Profile{Name: "koji", Server: h.URL(), ServerCA: h.Profile.ServerCA, AuthType: "password", User: name, Password: password}
 	c, err := p.Dial(ctx, "test-user-"+name)
 	if err != nil {
 		t.Fatal(err)

@@ -70,6 +70,8 @@ type app struct {
 	quiet       bool
 	jsonOut     bool
 	noauth      bool
+	// passwordStdin: a profile without a password reads it from stdin.
+	passwordStdin bool
 
 	profile *bus.Profile
 	client  *bus.Client
@@ -224,6 +226,7 @@ output formats, and reaches the hub over NATS with a koji-style profile:
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "run quietly: no headers, no progress")
 	pf.BoolVar(&a.jsonOut, "json", false, "machine-readable JSON output")
 	pf.BoolVar(&a.noauth, "noauth", false, "do not authenticate")
+	pf.BoolVar(&a.passwordStdin, "password-stdin", false, "read the password of a profile that has user but no password from standard input (else it is asked on the terminal)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usagef(cmd, "%s", optparseText(err)) })
 	for _, group := range [][]*cobra.Command{
 		a.miscCommands(), a.userCommands(), a.hostCommands(), a.tagCommands(),
@@ -303,6 +306,9 @@ func (a *app) anon(ctx context.Context) (*bus.Client, error) {
 	}
 	p, err := a.loadProfile()
 	if err != nil {
+		return nil, err
+	}
+	if err := a.profilePassword(p); err != nil {
 		return nil, err
 	}
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)

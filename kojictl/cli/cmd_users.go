@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"encoding/json"
 	"strings"
 
@@ -27,13 +26,9 @@ func (a *app) addUserCmd() *cobra.Command {
 				return usagef(cmd, "--password and --password-stdin exclude each other")
 			}
 			if passwordStdin {
-				line, err := bufio.NewReader(a.stdin).ReadString('\n')
-				line = strings.TrimRight(line, "\r\n")
-				if line == "" {
-					if err != nil {
-						return failf("no password on standard input: %v", err)
-					}
-					return failf("no password on standard input")
+				line, err := readPasswordLine(a.stdin)
+				if err != nil {
+					return err
 				}
 				password = line
 			}
