@@ -238,11 +238,7 @@ func TestDisabledHostIsRefusedAndDisconnected(t *testing.T) {
 	}
 	defer nc.Close()
 	call(t, h.Admin, "disableHost", []any{"b1"}, nil, nil)
-	deadline := time.Now().Add(10 * time.Second)
-	for !nc.IsClosed() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if !nc.IsClosed() {
+	if !closedByServer(nc) {
 		t.Error("the disabled host's connection is still open")
 	}
 	if _, err := nats.Connect(h.URL(), nats.UserInfo(cc.User, cc.Password)); err == nil {
@@ -350,5 +346,92 @@ func TestBridgeIdentityNeedsItsSecretAndAPlainName(t *testing.T) {
 				t.Errorf("connect as %q: %v, want ok=%v", cc.User, err, tt.ok)
 			}
 		})
+	}
+}
+
+// closedByServer waits, with a deadline, for the server to close a
+// connection made with nats.NoReconnect.
+func closedByServer(nc *nats.Conn) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for !nc.IsClosed() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nc.IsClosed()
+}
+
+// TestDisabledUserIsDisconnectedAndRefused: disableUser closes the user's
+// open connections, refuses its reconnect and its sessions (also on the
+// hub's own, unbound connection, as the XML-RPC adapter uses them);
+// enableUser lets it in again. Bad calls change nothing.
+func TestDisabledUserIsDisconnectedAndRefused(t *testing.T) {
+	h := StartTestHub(t, nil)
+	alice := h.UserClient(t, "alice")
+	bob := h.UserClient(t, "bob")
+	w := watchEvents(t, h)
+	connect := func() (*nats.Conn, error) {
+		return nats.Connect(h.URL(), nats.UserInfo("alice", "pw-alice-secret"), nats.CustomInboxPrefix(bus.InboxPrefix("alice")), nats.NoReconnect())
+	}
+	nc, err := connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	unbound := bus.NewClient(h.Connect(t, "xmlrpc-like")).WithSession(alice.Session())
+	var me *bus.LoggedInUser
+	call(t, unbound, "getLoggedInUser", nil, nil, &me)
+	if me == nil || me.Name != "alice" {
+		t.Fatalf("alice's session on an unbound connection: %+v", me)
+	}
+
+	assertRefused(t, h, []badCall{
+		{name: "not an admin", client: bob, method: "disableUser", args: []any{"alice"}, code: bus.CodeActionNotAllowed},
+		{name: "no such user", method: "disableUser", args: []any{"nobody"}, code: bus.CodeGenericError, msg: "No such user: 'nobody'"},
+		{name: "enable no such user", method: "enableUser", args: []any{"nobody"}, code: bus.CodeGenericError, msg: "No such user: 'nobody'"},
+	})
+
+	call(t, h.Admin, "disableUser", []any{"alice"}, nil, nil)
+	if ev := w.next(t, "user.disable"); ev.Props["user"] != "alice" || ev.Props["type"] != "UserDisable" {
+		t.Errorf("user.disable props %v", ev.Props)
+	}
+	var u *bus.User
+	call(t, h.Admin, "getUser", []any{"alice"}, nil, &u)
+	if u == nil || u.Status != bus.UserStatusBlocked {
+		t.Fatalf("alice after disableUser: %+v", u)
+	}
+	refused := 0
+	if closedByServer(nc) {
+		refused++
+	} else {
+		t.Error("the disabled user's connection is still open")
+	}
+	if c, err := connect(); err == nil {
+		c.Close()
+		t.Error("a disabled user connected")
+	} else {
+		refused++
+	}
+	var f *bus.Fault
+	if err := unbound.Call(ctxT(t), "getLoggedInUser", nil, nil, nil); errors.As(err, &f) && f.Code == bus.CodeAuthError {
+		refused++
+	} else {
+		t.Errorf("a disabled user's session: err = %v, want AuthError", err)
+	}
+	t.Logf("%d of 3 attempts of a disabled user refused", refused)
+
+	before := h.Store().Applied()
+	call(t, h.Admin, "disableUser", []any{"alice"}, nil, nil) // already disabled: no change
+	if h.Store().Applied() != before {
+		t.Error("disabling a disabled user changed state")
+	}
+	call(t, h.Admin, "enableUser", []any{u.ID}, nil, nil)
+	w.next(t, "user.enable")
+	again, err := connect()
+	if err != nil {
+		t.Fatalf("an enabled user cannot connect: %v", err)
+	}
+	again.Close()
+	call(t, unbound, "getLoggedInUser", nil, nil, &me)
+	if me == nil || me.Name != "alice" {
+		t.Errorf("alice's session after enableUser: %+v", me)
 	}
 }
