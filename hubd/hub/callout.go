@@ -123,11 +123,13 @@ func (s *Server) calloutIdentity(opts jwt.ConnectOptions) (string, bus.Grants, e
 	}
 	var u *userRecord
 	var h *hostRecord
-	var notMine []string
+	var mine, notMine []string
 	_ = s.store.Read(func(v state.View) error {
 		u, _ = lookupUser(v, registry.Ref{Name: user})
 		if u != nil && u.HostID != 0 {
-			if h, _ = lookupHost(v, registry.Ref{ID: u.HostID}); h != nil {
+			if h, _ = lookupHost(v, registry.Ref{ID: u.HostID}); h != nil && s.hostGrants != nil {
+				mine = hostQueueNames(v, h)
+			} else if h != nil {
 				notMine = otherHostsQueues(v, h)
 			}
 		}
@@ -143,12 +145,13 @@ func (s *Server) calloutIdentity(opts jwt.ConnectOptions) (string, bus.Grants, e
 	if h == nil || !h.Enabled {
 		return "", bus.Grants{}, fmt.Errorf("host %s is disabled", u.Name)
 	}
-	return u.Name, bus.HostGrants(token, h.ID, durables, notMine), nil
+	s.hostGrants.record(u.Name, h.ID, mine)
+	return u.Name, bus.HostGrants(token, h.ID, durables, mine, notMine), nil
 }
 
-// otherHostsQueues names the task queues a host may not pull from: every
-// recorded queue that is not among its own, and every other host's pinned
-// queue.
+// otherHostsQueues names the task queues a host may not pull from when the
+// hub cannot close its connections (bus.HostGrants): every recorded queue
+// that is not among its own, and every other host's pinned queue.
 func otherHostsQueues(v state.View, h *hostRecord) []string {
 	mine := map[string]bool{}
 	for _, q := range hostQueues(v, h) {
@@ -209,23 +212,28 @@ func (s *Server) existingConsumers(ctx context.Context) (map[string][]string, er
 }
 
 // disconnectIdentity closes the embedded server's connections of an
-// identity (a host just disabled): they reconnect through the callout,
-// which refuses them. With an external cluster, see docs/security.md.
-func (s *Server) disconnectIdentity(name string) {
+// identity (a user or host just disabled, a host whose queues changed): they
+// reconnect through the callout, which refuses them or grants them anew. It
+// returns how many it closed. With an external cluster, see docs/security.md.
+func (s *Server) disconnectIdentity(name string) int {
 	if s.embedded == nil {
-		return
+		return 0
 	}
 	srv := s.embedded.Server
 	connz, err := srv.Connz(&server.ConnzOptions{User: name, Username: true})
 	if err != nil {
 		s.log.Warn("disconnect identity", "name", name, "err", err)
-		return
+		return 0
 	}
+	closed := 0
 	for _, c := range connz.Conns {
 		if err := srv.DisconnectClientByID(c.Cid); err != nil {
 			s.log.Warn("disconnect identity", "name", name, "cid", c.Cid, "err", err)
+			continue
 		}
+		closed++
 	}
+	return closed
 }
 
 // loadOrCreateCalloutKey reads an account nkey seed, creating the file

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/internal/state"
@@ -22,13 +23,13 @@ type probe struct {
 	errs chan error
 }
 
-func dialProbe(t *testing.T, cc bus.ConnectConfig) *probe {
+func dialProbe(t *testing.T, cc bus.ConnectConfig, more ...nats.Option) *probe {
 	t.Helper()
 	p := &probe{errs: make(chan error, 64)}
-	opts := []nats.Option{
+	opts := append([]nats.Option{
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { p.errs <- err }),
 		nats.UserInfo(cc.User, cc.Password), nats.CustomInboxPrefix(cc.InboxPrefix),
-	}
+	}, more...)
 	nc, err := nats.Connect(cc.URLs[0], opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -434,4 +435,104 @@ func TestDisabledUserIsDisconnectedAndRefused(t *testing.T) {
 	if me == nil || me.Name != "alice" {
 		t.Errorf("alice's session after enableUser: %+v", me)
 	}
+}
+
+// queueOf is the consumer of the queue task id waits in.
+func queueOf(t *testing.T, h *TestHub, id int64) string {
+	t.Helper()
+	var name string
+	_ = h.store.Read(func(v state.View) error {
+		if task, ok := lookupTask(v, id); ok {
+			name = taskQueue(v, task).Consumer
+		}
+		return nil
+	})
+	if name == "" {
+		t.Fatalf("task %d has no queue", id)
+	}
+	return name
+}
+
+// TestHostPullsOnlyItsChannelsAndArches: a host may pull the queues of its
+// channels and arches only, including queues first used after it
+// connected; when its queues change (a new one of its own, a channel joined
+// or left, new arches) the hub closes its connections and the reconnect
+// brings the new grants. Every other pull is refused by the server.
+func TestHostPullsOnlyItsChannelsAndArches(t *testing.T) {
+	h := StartTestHub(t, nil)
+	b1 := h.AddHost(t, "b1", "x86_64")
+	call(t, h.Admin, "addChannel", []any{"extra"}, nil, nil)
+	cc := bus.ConnectConfig{URLs: []string{h.URL()}, User: b1.Creds.User, Password: b1.Creds.Password, InboxPrefix: bus.InboxPrefix("b1")}
+	makeTask := func(kw map[string]any) func() string {
+		return func() string {
+			var id int64
+			call(t, h.Admin, "makeTask", []any{"sleep", []any{0}}, kw, &id)
+			return queueOf(t, h, id)
+		}
+	}
+	var extraQueue, aarchQueue string
+	tests := []struct {
+		name   string
+		change func() string // returns the queue it is about
+		queue  *string       // or names it here
+		// closes: the change closes b1's connections (its queues changed);
+		// mine: b1 may pull the queue after the change.
+		closes, mine bool
+	}{
+		{name: "another arch's queue first used after connect", change: makeTask(map[string]any{"arch": "aarch64"}), queue: &aarchQueue},
+		{name: "its own queue first used after connect", change: makeTask(map[string]any{"arch": "x86_64", "priority": 5}), closes: true, mine: true},
+		{name: "a queue of a channel it is not in", change: makeTask(map[string]any{"arch": "x86_64", "channel": "extra"}), queue: &extraQueue},
+		{name: "the channel joined", change: func() string { call(t, h.Admin, "addHostToChannel", []any{"b1", "extra"}, nil, nil); return extraQueue }, closes: true, mine: true},
+		{name: "the channel left", change: func() string { call(t, h.Admin, "removeHostFromChannel", []any{"b1", "extra"}, nil, nil); return extraQueue }, closes: true},
+		{name: "an arch added", change: func() string { call(t, h.Admin, "editHost", []any{"b1"}, map[string]any{"arches": "x86_64 aarch64"}, nil); return aarchQueue }, closes: true, mine: true},
+	}
+	refused := 0
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := dialProbe(t, cc, nats.NoReconnect())
+			queue := tt.change()
+			if tt.queue != nil {
+				*tt.queue = queue
+			}
+			p := before
+			if tt.closes {
+				if !closedByServer(before.nc) {
+					t.Fatal("b1's connection from before the change is still open")
+				}
+				p = dialProbe(t, cc)
+			}
+			if !tt.mine {
+				subject := "$JS.API.CONSUMER.MSG.NEXT." + bus.TasksStream + "." + queue
+				if err := p.nc.Publish(subject, []byte(`{"batch":1,"no_wait":true}`)); err != nil {
+					t.Fatal(err)
+				}
+				if !p.refused(t, subject) {
+					t.Fatalf("the server did not refuse b1 pulling %s", queue)
+				}
+				refused++
+				return
+			}
+			js, err := jetstream.New(p.nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cons, err := js.Consumer(ctxT(t), bus.TasksStream, queue)
+			if err != nil {
+				t.Fatalf("b1 binds %s: %v", queue, err)
+			}
+			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := 0
+			for m := range batch.Messages() {
+				got++
+				_ = m.Nak()
+			}
+			if got != 1 {
+				t.Errorf("b1 pulled %d messages from %s, want 1 (%v)", got, queue, batch.Error())
+			}
+		})
+	}
+	t.Logf("%d of %d pulls of queues not b1's refused by the server", refused, 3)
 }
