@@ -483,8 +483,14 @@ func TestHostPullsOnlyItsChannelsAndArches(t *testing.T) {
 		{name: "its own queue first used after connect", change: makeTask(map[string]any{"arch": "x86_64", "priority": 5}), closes: true, mine: true},
 		{name: "a queue of a channel it is not in", change: makeTask(map[string]any{"arch": "x86_64", "channel": "extra"}), queue: &extraQueue},
 		{name: "the channel joined", change: func() string { call(t, h.Admin, "addHostToChannel", []any{"b1", "extra"}, nil, nil); return extraQueue }, closes: true, mine: true},
-		{name: "the channel left", change: func() string { call(t, h.Admin, "removeHostFromChannel", []any{"b1", "extra"}, nil, nil); return extraQueue }, closes: true},
-		{name: "an arch added", change: func() string { call(t, h.Admin, "editHost", []any{"b1"}, map[string]any{"arches": "x86_64 aarch64"}, nil); return aarchQueue }, closes: true, mine: true},
+		{name: "the channel left", change: func() string {
+			call(t, h.Admin, "removeHostFromChannel", []any{"b1", "extra"}, nil, nil)
+			return extraQueue
+		}, closes: true},
+		{name: "an arch added", change: func() string {
+			call(t, h.Admin, "editHost", []any{"b1"}, map[string]any{"arches": "x86_64 aarch64"}, nil)
+			return aarchQueue
+		}, closes: true, mine: true},
 	}
 	refused := 0
 	for _, tt := range tests {
