@@ -127,31 +127,19 @@ func UserGrants(token string, durables map[string][]string) Grants {
 }
 
 // HostGrants are a build host's: a user's, plus pulling and acking task
-// queue messages, publishing task output and waking other builders. Task
-// output goes under its own host id only. NATS grants subjects at connect
-// only, and a consumer name is one subject token (no wildcard matches a
-// part of it): with mine, the host may pull exactly the queues named (its
-// pinned queue and those of its channels and arches), and the hub closes
-// its connections when that list changes, so it reconnects with the new
-// one; without (the hub cannot close connections on an external cluster),
-// it may pull any queue but notMine, the queues existing at connect that
-// are not its own.
-func HostGrants(token string, hostID int64, durables map[string][]string, mine, notMine []string) Grants {
+// queue messages, publishing task output and waking other builders. A task
+// queue's consumer is created when a task is first queued there, possibly
+// after the host connected, and NATS grants subjects at connect only: so a
+// host may pull any queue but those in notMine, the queues existing at
+// connect that are not its own (other channels' and arches', other hosts'
+// pinned ones). Task output goes under its own host id only.
+func HostGrants(token string, hostID int64, durables map[string][]string, notMine []string) Grants {
 	g := UserGrants(token, durables)
-	if mine != nil {
-		for _, c := range mine {
-			g.PubAllow = append(g.PubAllow,
-				jsAPI+"CONSUMER.INFO."+TasksStream+"."+c,
-				jsAPI+"CONSUMER.MSG.NEXT."+TasksStream+"."+c,
-				"$JS.ACK."+TasksStream+"."+c+".>")
-		}
-	} else {
-		g.PubAllow = append(g.PubAllow,
-			jsAPI+"CONSUMER.INFO."+TasksStream+".*",
-			jsAPI+"CONSUMER.MSG.NEXT."+TasksStream+".*",
-			"$JS.ACK."+TasksStream+".>")
-		g.PubDeny = append(g.PubDeny, denyConsumers(TasksStream, notMine)...)
-	}
+	g.PubAllow = append(g.PubAllow,
+		jsAPI+"CONSUMER.INFO."+TasksStream+".*",
+		jsAPI+"CONSUMER.MSG.NEXT."+TasksStream+".*",
+		"$JS.ACK."+TasksStream+".>")
+	g.PubDeny = append(g.PubDeny, denyConsumers(TasksStream, notMine)...)
 	g.PubAllow = append(g.PubAllow, UploadPrefix+formatInt(hostID)+".>", NotifyPrefix+"tasks.>")
 	g.SubAllow = append(g.SubAllow, NotifyPrefix+"tasks.>")
 	return g

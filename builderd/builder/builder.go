@@ -244,9 +244,9 @@ func (b *Builder) Start(ctx context.Context) (err error) {
 		}
 		b.subs = append(b.subs, sub)
 	}
-	// The hub closes a host's connections when its task queues change (one
-	// first used, a channel joined or left, new arches): the reconnect
-	// brings the new grants, so look at the host and its queues again.
+	// The hub closes a host's connections when its channels or arches
+	// change: the reconnect brings the new grants, so look at its queues
+	// again (and at what a wake-up lost meanwhile would have said).
 	b.nc.SetReconnectHandler(func(*nats.Conn) {
 		b.refresh.Store(true)
 		b.mayHaveWork()

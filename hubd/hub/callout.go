@@ -127,10 +127,8 @@ func (s *Server) calloutIdentity(opts jwt.ConnectOptions) (string, bus.Grants, e
 	_ = s.store.Read(func(v state.View) error {
 		u, _ = lookupUser(v, registry.Ref{Name: user})
 		if u != nil && u.HostID != 0 {
-			if h, _ = lookupHost(v, registry.Ref{ID: u.HostID}); h != nil && s.hostGrants != nil {
-				mine = hostQueueNames(v, h)
-			} else if h != nil {
-				notMine = otherHostsQueues(v, h)
+			if h, _ = lookupHost(v, registry.Ref{ID: u.HostID}); h != nil {
+				mine, notMine = hostQueueNames(v, h), otherHostsQueues(v, h)
 			}
 		}
 		return nil
@@ -145,13 +143,13 @@ func (s *Server) calloutIdentity(opts jwt.ConnectOptions) (string, bus.Grants, e
 	if h == nil || !h.Enabled {
 		return "", bus.Grants{}, fmt.Errorf("host %s is disabled", u.Name)
 	}
-	s.hostGrants.record(u.Name, h.ID, mine)
-	return u.Name, bus.HostGrants(token, h.ID, durables, mine, notMine), nil
+	s.hostGrants.record(u.Name, h.ID, mine, notMine)
+	return u.Name, bus.HostGrants(token, h.ID, durables, notMine), nil
 }
 
-// otherHostsQueues names the task queues a host may not pull from when the
-// hub cannot close its connections (bus.HostGrants): every recorded queue
-// that is not among its own, and every other host's pinned queue.
+// otherHostsQueues names the task queues a host may not pull from: every
+// recorded queue that is not among its own, and every other host's pinned
+// queue.
 func otherHostsQueues(v state.View, h *hostRecord) []string {
 	mine := map[string]bool{}
 	for _, q := range hostQueues(v, h) {

@@ -10,19 +10,22 @@ import (
 	"github.com/kojibus/kojibus/hubd/internal/state"
 )
 
-// A host may pull exactly the task queues it was granted at connect
-// (bus.HostGrants): its pinned queue and the queues of its channels and
-// arches. That list changes when a queue is first used (a new channel, arch
-// or priority), when the host joins or leaves a channel, when its arches
-// change or a channel is enabled or disabled. The hub remembers what it
-// granted each host and closes the host's connections when the list is no
-// longer what the state says: builderd reconnects and gets the new list.
-// Only the embedded server's connections can be closed (disconnectIdentity).
+// A host may pull any task queue but those that existed at its connect and
+// were not its own (bus.HostGrants: NATS grants subjects at connect only,
+// and a consumer name is one subject token, so no wildcard can follow the
+// priority part of a queue's name). Which of those queues are its own
+// changes when the host joins or leaves a channel, when its arches change or
+// a channel is enabled or disabled. The hub remembers what it granted each
+// host and closes the host's connections when one of the queues it knew of
+// changed sides: a queue left is then denied, a queue joined no longer is.
+// builderd reconnects and looks at its queues again. Only the embedded
+// server's connections can be closed (disconnectIdentity).
 
 // grantedQueues are the queues a host identity was last granted.
 type grantedQueues struct {
 	hostID int64
-	queues []string // sorted consumer names
+	mine   map[string]bool // its own queues then
+	known  []string        // every queue then: its own and those denied
 	at     time.Time
 }
 
@@ -38,7 +41,7 @@ func newHostGrantWatch() *hostGrantWatch {
 	return &hostGrantWatch{granted: map[string]grantedQueues{}, poke: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// hostQueueNames are the consumers of the queues a host may pull from now, sorted.
+// hostQueueNames are the consumers of a host's own queues now, sorted.
 func hostQueueNames(v state.View, h *hostRecord) []string {
 	qs := hostQueues(v, h)
 	out := make([]string, 0, len(qs))
@@ -49,14 +52,18 @@ func hostQueueNames(v state.View, h *hostRecord) []string {
 	return out
 }
 
-// record notes the queues the callout grants a host (a nil watch: the hub
-// cannot close connections, and grants no exact list).
-func (w *hostGrantWatch) record(name string, hostID int64, queues []string) {
+// record notes the queues a host is granted, its own and those denied (a
+// nil watch: the hub cannot close connections).
+func (w *hostGrantWatch) record(name string, hostID int64, mine, notMine []string) {
 	if w == nil {
 		return
 	}
+	g := grantedQueues{hostID: hostID, mine: make(map[string]bool, len(mine)), known: append(slices.Clone(mine), notMine...), at: time.Now()}
+	for _, q := range mine {
+		g.mine[q] = true
+	}
 	w.mu.Lock()
-	w.granted[name] = grantedQueues{hostID: hostID, queues: queues, at: time.Now()}
+	w.granted[name] = g
 	w.mu.Unlock()
 	// The state may have moved since the callout read it.
 	select {
@@ -65,29 +72,25 @@ func (w *hostGrantWatch) record(name string, hostID int64, queues []string) {
 	}
 }
 
-// grantedTo returns the queues granted to a host identity, ok false when
-// this hub does not know (then the host may pull what the state says).
-func (w *hostGrantWatch) grantedTo(name string) (map[string]bool, bool) {
-	if w == nil {
-		return nil, false
+// changedSides reports whether one of the queues known at the grant is the
+// host's own now and was not then, or the other way round.
+func (g grantedQueues) changedSides(now []string) bool {
+	mineNow := make(map[string]bool, len(now))
+	for _, q := range now {
+		mineNow[q] = true
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	g, ok := w.granted[name]
-	if !ok {
-		return nil, false
+	for _, q := range g.known {
+		if mineNow[q] != g.mine[q] {
+			return true
+		}
 	}
-	set := make(map[string]bool, len(g.queues))
-	for _, q := range g.queues {
-		set[q] = true
-	}
-	return set, true
+	return false
 }
 
 // hostGrantKinds are the state kinds a host's queue list is computed from.
 var hostGrantKinds = []string{"taskqueue", "hostchannel", "host", "channel"}
 
-// watchHostGrants closes the connections of hosts whose queue list changed,
+// watchHostGrants closes the connections of hosts whose own queues changed,
 // until the hub stops.
 func (s *Server) watchHostGrants() {
 	w := s.hostGrants
@@ -120,8 +123,8 @@ func (s *Server) watchHostGrants() {
 	}
 }
 
-// closeStaleHostGrants disconnects every host whose granted queues differ
-// from its queues now. A connection whose callout answer is out but which
+// closeStaleHostGrants disconnects every host one of whose known queues
+// changed sides. A connection whose callout answer is out but which
 // the server has not registered yet cannot be found: its record stays, and
 // retry says to look again shortly.
 func (s *Server) closeStaleHostGrants() (retry bool) {
@@ -136,7 +139,7 @@ func (s *Server) closeStaleHostGrants() (retry bool) {
 	_ = s.store.Read(func(v state.View) error {
 		for name, g := range granted {
 			h, ok := lookupHost(v, registry.Ref{ID: g.hostID})
-			if !ok || !slices.Equal(hostQueueNames(v, h), g.queues) {
+			if !ok || g.changedSides(hostQueueNames(v, h)) {
 				stale = append(stale, name)
 			}
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/internal/registry"
@@ -121,12 +120,6 @@ func (s *Server) hostGetTaskQueues(ctx context.Context, c *registry.Call) (any, 
 	})
 	if err != nil {
 		return nil, err
-	}
-	// A queue the host's connection was not granted yet (it appeared since
-	// the connect) is left out: the host is being disconnected, and lists
-	// its queues again when it reconnects with them granted.
-	if granted, ok := s.hostGrants.grantedTo(c.Caller.UserName); ok {
-		qs = slices.DeleteFunc(qs, func(q queueRecord) bool { return !granted[q.Consumer] })
 	}
 	// A queue is recorded in the transaction that first dispatches to it, and
 	// its consumer is created by the relay just after: make sure every listed

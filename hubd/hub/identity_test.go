@@ -453,35 +453,34 @@ func queueOf(t *testing.T, h *TestHub, id int64) string {
 	return name
 }
 
-// TestHostPullsOnlyItsChannelsAndArches: a host may pull the queues of its
-// channels and arches only, including queues first used after it
-// connected; when its queues change (a new one of its own, a channel joined
-// or left, new arches) the hub closes its connections and the reconnect
-// brings the new grants. Every other pull is refused by the server.
-func TestHostPullsOnlyItsChannelsAndArches(t *testing.T) {
+// TestHostQueuesFollowItsChannelsAndArches: a host may pull the queues of
+// its channels and arches, also one first used after it connected, and not
+// another channel's or arch's; when its channels or arches change the hub
+// closes its connections, and the reconnect brings what it may pull now.
+// Every other pull is refused by the server.
+func TestHostQueuesFollowItsChannelsAndArches(t *testing.T) {
 	h := StartTestHub(t, nil)
 	b1 := h.AddHost(t, "b1", "x86_64")
 	call(t, h.Admin, "addChannel", []any{"extra"}, nil, nil)
 	cc := bus.ConnectConfig{URLs: []string{h.URL()}, User: b1.Creds.User, Password: b1.Creds.Password, InboxPrefix: bus.InboxPrefix("b1")}
-	makeTask := func(kw map[string]any) func() string {
-		return func() string {
-			var id int64
-			call(t, h.Admin, "makeTask", []any{"sleep", []any{0}}, kw, &id)
-			return queueOf(t, h, id)
-		}
+	makeTask := func(kw map[string]any) string {
+		var id int64
+		call(t, h.Admin, "makeTask", []any{"sleep", []any{0}}, kw, &id)
+		return queueOf(t, h, id)
 	}
-	var extraQueue, aarchQueue string
+	aarchQueue := makeTask(map[string]any{"arch": "aarch64"})
+	extraQueue := makeTask(map[string]any{"arch": "x86_64", "channel": "extra"})
+	same := func(q string) func() string { return func() string { return q } }
 	tests := []struct {
 		name   string
 		change func() string // returns the queue it is about
-		queue  *string       // or names it here
 		// closes: the change closes b1's connections (its queues changed);
 		// mine: b1 may pull the queue after the change.
 		closes, mine bool
 	}{
-		{name: "another arch's queue first used after connect", change: makeTask(map[string]any{"arch": "aarch64"}), queue: &aarchQueue},
-		{name: "its own queue first used after connect", change: makeTask(map[string]any{"arch": "x86_64", "priority": 5}), closes: true, mine: true},
-		{name: "a queue of a channel it is not in", change: makeTask(map[string]any{"arch": "x86_64", "channel": "extra"}), queue: &extraQueue},
+		{name: "another arch's queue", change: same(aarchQueue)},
+		{name: "a queue of a channel it is not in", change: same(extraQueue)},
+		{name: "its own queue first used after connect", change: func() string { return makeTask(map[string]any{"arch": "x86_64", "priority": 5}) }, mine: true},
 		{name: "the channel joined", change: func() string { call(t, h.Admin, "addHostToChannel", []any{"b1", "extra"}, nil, nil); return extraQueue }, closes: true, mine: true},
 		{name: "the channel left", change: func() string {
 			call(t, h.Admin, "removeHostFromChannel", []any{"b1", "extra"}, nil, nil)
@@ -497,9 +496,6 @@ func TestHostPullsOnlyItsChannelsAndArches(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := dialProbe(t, cc, nats.NoReconnect())
 			queue := tt.change()
-			if tt.queue != nil {
-				*tt.queue = queue
-			}
 			p := before
 			if tt.closes {
 				if !closedByServer(before.nc) {

@@ -290,8 +290,8 @@ func (h *TestHub) AddHost(t testing.TB, name string, arches ...string) *TestHost
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	// The hub closes a host's connection when its queues change (a queue
-	// first used): as builderd, look at the queues again on reconnect.
+	// The hub closes a host's connection when its channels or arches
+	// change: as builderd, look at the queues again on reconnect.
 	c.Conn().SetReconnectHandler(func(*nats.Conn) {
 		select {
 		case th.wake <- &nats.Msg{Subject: reconnected}:
