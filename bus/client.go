@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -114,14 +115,16 @@ func (c *Client) CallBody(ctx context.Context, method string, body []byte) (json
 	var lastErr error
 	for attempt := 0; attempt <= c.Retries; attempt++ {
 		rctx, cancel := context.WithTimeout(ctx, c.Timeout)
+		stop := c.cancelOnReconnect(cancel)
 		resp, err := c.nc.RequestMsgWithContext(rctx, msg)
+		stop()
 		cancel()
 		if err != nil {
 			lastErr = err
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("%s: %w", method, ctx.Err())
 			}
-			if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+			if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.Canceled) {
 				select {
 				case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
 				case <-ctx.Done():
@@ -175,4 +178,38 @@ func validMethodName(method string) bool {
 		}
 	}
 	return true
+}
+
+// reconnectCheck is how often a waiting request looks whether its
+// connection reconnected.
+const reconnectCheck = time.Second
+
+// cancelOnReconnect cancels a request whose connection reconnected while it
+// waited: the reply went to the old connection and is lost (the hub closes
+// a host's connections when its grants change), so it is sent again now
+// rather than after Timeout. stop ends the watch.
+func (c *Client) cancelOnReconnect(cancel context.CancelFunc) (stop func()) {
+	start := c.nc.Stats().Reconnects
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(reconnectCheck, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case stopped:
+		case c.nc.Stats().Reconnects != start:
+			cancel()
+		default:
+			t.Reset(reconnectCheck)
+		}
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }

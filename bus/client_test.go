@@ -68,3 +68,49 @@ func TestClientForgetsARevisionTheHubDoesNotHave(t *testing.T) {
 		}
 	}
 }
+
+// A call whose connection is closed and reconnects while it waits (the hub
+// closes a host's connections when its channels change) is sent again on
+// the new connection, with the same request id, instead of waiting out its
+// timeout: its reply went to the old connection.
+func TestClientSendsAgainACallWhoseConnectionReconnected(t *testing.T) {
+	srv := bustest.StartServer(t, bustest.Options{})
+	hubConn, _ := srv.Connect(t)
+	nc, _ := srv.Connect(t)
+	cid, err := nc.GetClientID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var ids []string // the request id of each request received
+	sub, err := hubConn.Subscribe(bus.IdentityAPISubject("*", "echo"), func(m *nats.Msg) {
+		mu.Lock()
+		ids = append(ids, m.Header.Get(bus.HeaderRequestID))
+		first := len(ids) == 1
+		mu.Unlock()
+		if first {
+			// Lost: the caller's connection is closed before the answer.
+			if err := srv.Server.DisconnectClientByID(cid); err != nil {
+				t.Error(err)
+			}
+			return
+		}
+		_ = m.Respond(bus.EncodeResult([]byte("true")))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	c := bus.NewClient(nc)
+	c.Timeout = time.Hour // only the reconnect can make it send again in time
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.Call(ctx, "echo", nil, nil, nil); err != nil {
+		t.Fatalf("call across a reconnect: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ids) != 2 || ids[0] == "" || ids[0] != ids[1] {
+		t.Errorf("request ids received %q, want the same one twice", ids)
+	}
+}

@@ -244,6 +244,14 @@ func (b *Builder) Start(ctx context.Context) (err error) {
 		}
 		b.subs = append(b.subs, sub)
 	}
+	// The hub closes a host's connections when its channels or arches
+	// change: the reconnect brings the new grants, so look at its queues
+	// again (and at what a wake-up lost meanwhile would have said).
+	b.nc.SetReconnectHandler(func(*nats.Conn) {
+		b.refresh.Store(true)
+		b.mayHaveWork()
+		b.signal()
+	})
 	if err := b.nc.FlushWithContext(ctx); err != nil {
 		return fmt.Errorf("builder: %w", err)
 	}

@@ -447,6 +447,20 @@ func (s *Server) registerAuth() {
 			},
 		},
 		registry.Method{
+			Name: "disableUser", Doc: "Disable logins by the specified user (a user name or id); its open connections are closed", Perm: "admin", Write: true,
+			Params: []registry.Param{registry.P("username")},
+			Handler: func(ctx context.Context, c *registry.Call) (any, error) {
+				return s.setUserStatus(ctx, c, bus.UserStatusBlocked)
+			},
+		},
+		registry.Method{
+			Name: "enableUser", Doc: "Enable logins by the specified user (a user name or id)", Perm: "admin", Write: true,
+			Params: []registry.Param{registry.P("username")},
+			Handler: func(ctx context.Context, c *registry.Call) (any, error) {
+				return s.setUserStatus(ctx, c, bus.UserStatusNormal)
+			},
+		},
+		registry.Method{
 			Name: "grantPermission", Doc: "Grant a permission to a user", Perm: "admin", Write: true,
 			Params: []registry.Param{registry.P("userinfo"), registry.P("permission"), registry.Opt("create", false), registry.Opt("description", nil)},
 			Handler: func(ctx context.Context, c *registry.Call) (any, error) {
@@ -535,6 +549,44 @@ func (s *Server) registerAuth() {
 			},
 		},
 	)
+}
+
+// setUserStatus is Koji's set_user_status (disableUser, enableUser). A
+// blocked user's sessions stop working at once (checkSession), and its open
+// connections are closed: their reconnect is refused by the callout.
+func (s *Server) setUserStatus(ctx context.Context, c *registry.Call, status int) (any, error) {
+	ref, err := c.Ref("username")
+	if err != nil {
+		return nil, err
+	}
+	_, err = s.update(ctx, c, func(tx *state.Txn) (any, error) {
+		u, ok := lookupUser(tx.View, ref)
+		if !ok {
+			return nil, bus.GenericError("No such user: %s", ref)
+		}
+		if u.Status == status {
+			return nil, nil
+		}
+		u.Status = status
+		if err := tx.Put(userKey(u.ID), u); err != nil {
+			return nil, err
+		}
+		address, kind := "user.enable", "UserEnable"
+		if status == bus.UserStatusBlocked {
+			address, kind = "user.disable", "UserDisable"
+		}
+		tx.Emit(address, map[string]any{"type": kind, "user": u.Name}, map[string]any{"user": u.User, "by": c.Caller.UserName})
+		return nil, nil
+	})
+	if err != nil || status != bus.UserStatusBlocked {
+		return nil, err
+	}
+	var u *userRecord
+	_ = s.store.Read(func(v state.View) error { u, _ = lookupUser(v, ref); return nil })
+	if u != nil {
+		s.disconnectIdentity(u.Name)
+	}
+	return nil, nil
 }
 
 func (s *Server) allPerms() []bus.Permission {

@@ -134,12 +134,12 @@ func (s *Server) calloutIdentity(opts jwt.ConnectOptions, clientTLS *jwt.ClientT
 	}
 	var u *userRecord
 	var h *hostRecord
-	var notMine []string
+	var mine, notMine []string
 	_ = s.store.Read(func(v state.View) error {
 		u, _ = lookupUser(v, registry.Ref{Name: user})
 		if u != nil && u.HostID != 0 {
 			if h, _ = lookupHost(v, registry.Ref{ID: u.HostID}); h != nil {
-				notMine = otherHostsQueues(v, h)
+				mine, notMine = hostQueueNames(v, h), otherHostsQueues(v, h)
 			}
 		}
 		return nil
@@ -154,6 +154,7 @@ func (s *Server) calloutIdentity(opts jwt.ConnectOptions, clientTLS *jwt.ClientT
 	if h == nil || !h.Enabled {
 		return "", bus.Grants{}, fmt.Errorf("host %s is disabled", u.Name)
 	}
+	s.hostGrants.record(u.Name, h.ID, mine, notMine)
 	return u.Name, bus.HostGrants(token, h.ID, durables, notMine), nil
 }
 
@@ -229,23 +230,28 @@ func (s *Server) existingConsumers(ctx context.Context) (map[string][]string, er
 }
 
 // disconnectIdentity closes the embedded server's connections of an
-// identity (a host just disabled): they reconnect through the callout,
-// which refuses them. With an external cluster, see docs/security.md.
-func (s *Server) disconnectIdentity(name string) {
+// identity (a user or host just disabled, a host whose queues changed): they
+// reconnect through the callout, which refuses them or grants them anew. It
+// returns how many it closed. With an external cluster, see docs/security.md.
+func (s *Server) disconnectIdentity(name string) int {
 	if s.embedded == nil {
-		return
+		return 0
 	}
 	srv := s.embedded.Server
 	connz, err := srv.Connz(&server.ConnzOptions{User: name, Username: true})
 	if err != nil {
 		s.log.Warn("disconnect identity", "name", name, "err", err)
-		return
+		return 0
 	}
+	closed := 0
 	for _, c := range connz.Conns {
 		if err := srv.DisconnectClientByID(c.Cid); err != nil {
 			s.log.Warn("disconnect identity", "name", name, "cid", c.Cid, "err", err)
+			continue
 		}
+		closed++
 	}
+	return closed
 }
 
 // loadOrCreateNKey reads an nkey seed, creating the file (mode 0600) with

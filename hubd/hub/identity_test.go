@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kojibus/kojibus/bus"
 	"github.com/kojibus/kojibus/hubd/internal/state"
@@ -22,13 +23,13 @@ type probe struct {
 	errs chan error
 }
 
-func dialProbe(t *testing.T, cc bus.ConnectConfig) *probe {
+func dialProbe(t *testing.T, cc bus.ConnectConfig, more ...nats.Option) *probe {
 	t.Helper()
 	p := &probe{errs: make(chan error, 64)}
-	opts := []nats.Option{
+	opts := append([]nats.Option{
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { p.errs <- err }),
 		nats.UserInfo(cc.User, cc.Password), nats.CustomInboxPrefix(cc.InboxPrefix),
-	}
+	}, more...)
 	nc, err := nats.Connect(cc.URLs[0], opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -238,11 +239,7 @@ func TestDisabledHostIsRefusedAndDisconnected(t *testing.T) {
 	}
 	defer nc.Close()
 	call(t, h.Admin, "disableHost", []any{"b1"}, nil, nil)
-	deadline := time.Now().Add(10 * time.Second)
-	for !nc.IsClosed() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if !nc.IsClosed() {
+	if !closedByServer(nc) {
 		t.Error("the disabled host's connection is still open")
 	}
 	if _, err := nats.Connect(h.URL(), nats.UserInfo(cc.User, cc.Password)); err == nil {
@@ -351,4 +348,193 @@ func TestBridgeIdentityNeedsItsSecretAndAPlainName(t *testing.T) {
 			}
 		})
 	}
+}
+
+// closedByServer waits, with a deadline, for the server to close a
+// connection made with nats.NoReconnect.
+func closedByServer(nc *nats.Conn) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for !nc.IsClosed() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nc.IsClosed()
+}
+
+// TestDisabledUserIsDisconnectedAndRefused: disableUser closes the user's
+// open connections, refuses its reconnect and its sessions (also on the
+// hub's own, unbound connection, as the XML-RPC adapter uses them);
+// enableUser lets it in again. Bad calls change nothing.
+func TestDisabledUserIsDisconnectedAndRefused(t *testing.T) {
+	h := StartTestHub(t, nil)
+	alice := h.UserClient(t, "alice")
+	bob := h.UserClient(t, "bob")
+	w := watchEvents(t, h)
+	connect := func() (*nats.Conn, error) {
+		return nats.Connect(h.URL(), nats.UserInfo("alice", "pw-alice-secret"), nats.CustomInboxPrefix(bus.InboxPrefix("alice")), nats.NoReconnect())
+	}
+	nc, err := connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	unbound := bus.NewClient(h.Connect(t, "xmlrpc-like")).WithSession(alice.Session())
+	var me *bus.LoggedInUser
+	call(t, unbound, "getLoggedInUser", nil, nil, &me)
+	if me == nil || me.Name != "alice" {
+		t.Fatalf("alice's session on an unbound connection: %+v", me)
+	}
+
+	assertRefused(t, h, []badCall{
+		{name: "not an admin", client: bob, method: "disableUser", args: []any{"alice"}, code: bus.CodeActionNotAllowed},
+		{name: "no such user", method: "disableUser", args: []any{"nobody"}, code: bus.CodeGenericError, msg: "No such user: 'nobody'"},
+		{name: "enable no such user", method: "enableUser", args: []any{"nobody"}, code: bus.CodeGenericError, msg: "No such user: 'nobody'"},
+	})
+
+	call(t, h.Admin, "disableUser", []any{"alice"}, nil, nil)
+	if ev := w.next(t, "user.disable"); ev.Props["user"] != "alice" || ev.Props["type"] != "UserDisable" {
+		t.Errorf("user.disable props %v", ev.Props)
+	}
+	var u *bus.User
+	call(t, h.Admin, "getUser", []any{"alice"}, nil, &u)
+	if u == nil || u.Status != bus.UserStatusBlocked {
+		t.Fatalf("alice after disableUser: %+v", u)
+	}
+	refused := 0
+	if closedByServer(nc) {
+		refused++
+	} else {
+		t.Error("the disabled user's connection is still open")
+	}
+	if c, err := connect(); err == nil {
+		c.Close()
+		t.Error("a disabled user connected")
+	} else {
+		refused++
+	}
+	var f *bus.Fault
+	if err := unbound.Call(ctxT(t), "getLoggedInUser", nil, nil, nil); errors.As(err, &f) && f.Code == bus.CodeAuthError {
+		refused++
+	} else {
+		t.Errorf("a disabled user's session: err = %v, want AuthError", err)
+	}
+	t.Logf("%d of 3 attempts of a disabled user refused", refused)
+
+	before := h.Store().Applied()
+	call(t, h.Admin, "disableUser", []any{"alice"}, nil, nil) // already disabled: no change
+	if h.Store().Applied() != before {
+		t.Error("disabling a disabled user changed state")
+	}
+	call(t, h.Admin, "enableUser", []any{u.ID}, nil, nil)
+	w.next(t, "user.enable")
+	again, err := connect()
+	if err != nil {
+		t.Fatalf("an enabled user cannot connect: %v", err)
+	}
+	again.Close()
+	call(t, unbound, "getLoggedInUser", nil, nil, &me)
+	if me == nil || me.Name != "alice" {
+		t.Errorf("alice's session after enableUser: %+v", me)
+	}
+}
+
+// queueOf is the consumer of the queue task id waits in.
+func queueOf(t *testing.T, h *TestHub, id int64) string {
+	t.Helper()
+	var name string
+	_ = h.store.Read(func(v state.View) error {
+		if task, ok := lookupTask(v, id); ok {
+			name = taskQueue(v, task).Consumer
+		}
+		return nil
+	})
+	if name == "" {
+		t.Fatalf("task %d has no queue", id)
+	}
+	return name
+}
+
+// TestHostQueuesFollowItsChannelsAndArches: a host may pull the queues of
+// its channels and arches, also one first used after it connected, and not
+// another channel's or arch's; when its channels or arches change the hub
+// closes its connections, and the reconnect brings what it may pull now.
+// Every other pull is refused by the server.
+func TestHostQueuesFollowItsChannelsAndArches(t *testing.T) {
+	h := StartTestHub(t, nil)
+	b1 := h.AddHost(t, "b1", "x86_64")
+	call(t, h.Admin, "addChannel", []any{"extra"}, nil, nil)
+	cc := bus.ConnectConfig{URLs: []string{h.URL()}, User: b1.Creds.User, Password: b1.Creds.Password, InboxPrefix: bus.InboxPrefix("b1")}
+	makeTask := func(kw map[string]any) string {
+		var id int64
+		call(t, h.Admin, "makeTask", []any{"sleep", []any{0}}, kw, &id)
+		return queueOf(t, h, id)
+	}
+	aarchQueue := makeTask(map[string]any{"arch": "aarch64"})
+	extraQueue := makeTask(map[string]any{"arch": "x86_64", "channel": "extra"})
+	same := func(q string) func() string { return func() string { return q } }
+	tests := []struct {
+		name   string
+		change func() string // returns the queue it is about
+		// closes: the change closes b1's connections (its queues changed);
+		// mine: b1 may pull the queue after the change.
+		closes, mine bool
+	}{
+		{name: "another arch's queue", change: same(aarchQueue)},
+		{name: "a queue of a channel it is not in", change: same(extraQueue)},
+		{name: "its own queue first used after connect", change: func() string { return makeTask(map[string]any{"arch": "x86_64", "priority": 5}) }, mine: true},
+		{name: "the channel joined", change: func() string { call(t, h.Admin, "addHostToChannel", []any{"b1", "extra"}, nil, nil); return extraQueue }, closes: true, mine: true},
+		{name: "the channel left", change: func() string {
+			call(t, h.Admin, "removeHostFromChannel", []any{"b1", "extra"}, nil, nil)
+			return extraQueue
+		}, closes: true},
+		{name: "an arch added", change: func() string {
+			call(t, h.Admin, "editHost", []any{"b1"}, map[string]any{"arches": "x86_64 aarch64"}, nil)
+			return aarchQueue
+		}, closes: true, mine: true},
+	}
+	refused := 0
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := dialProbe(t, cc, nats.NoReconnect())
+			queue := tt.change()
+			p := before
+			if tt.closes {
+				if !closedByServer(before.nc) {
+					t.Fatal("b1's connection from before the change is still open")
+				}
+				p = dialProbe(t, cc)
+			}
+			if !tt.mine {
+				subject := "$JS.API.CONSUMER.MSG.NEXT." + bus.TasksStream + "." + queue
+				if err := p.nc.Publish(subject, []byte(`{"batch":1,"no_wait":true}`)); err != nil {
+					t.Fatal(err)
+				}
+				if !p.refused(t, subject) {
+					t.Fatalf("the server did not refuse b1 pulling %s", queue)
+				}
+				refused++
+				return
+			}
+			js, err := jetstream.New(p.nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cons, err := js.Consumer(ctxT(t), bus.TasksStream, queue)
+			if err != nil {
+				t.Fatalf("b1 binds %s: %v", queue, err)
+			}
+			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := 0
+			for m := range batch.Messages() {
+				got++
+				_ = m.Nak()
+			}
+			if got != 1 {
+				t.Errorf("b1 pulled %d messages from %s, want 1 (%v)", got, queue, batch.Error())
+			}
+		})
+	}
+	t.Logf("%d of %d pulls of queues not b1's refused by the server", refused, 3)
 }

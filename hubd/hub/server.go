@@ -91,13 +91,16 @@ type Server struct {
 	log      *slog.Logger
 	embedded *bus.Embedded
 	callout  *calloutService
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	store    *state.Store
-	relay    *state.Relay
-	archive  *archiveService
-	disk     *diskGuard
-	janitor  *janitor
+	// hostGrants closes a host's connections when its task queues change
+	// (embedded server only; nil otherwise).
+	hostGrants *hostGrantWatch
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	store      *state.Store
+	relay      *state.Relay
+	archive    *archiveService
+	disk       *diskGuard
+	janitor    *janitor
 	// knownConsumers caches task queue consumers this hub knows to exist.
 	knownConsumers sync.Map
 	extraConns     []*nats.Conn // the store's and the relay's connections
@@ -232,6 +235,7 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("hub: %w", err)
 		}
 		s.callout = &calloutService{key: key, xkey: xkey, bridgeSecret: e.Secrets[bus.SecretBridge]}
+		s.hostGrants = newHostGrantWatch()
 	} else {
 		s.profileURL = s.cfg.NATSURLs[0]
 		if s.cfg.CalloutKeyFile != "" {
@@ -299,6 +303,10 @@ func (s *Server) startServices(ctx context.Context, cc bus.ConnectConfig) error 
 		if err := s.startCallout(); err != nil {
 			return err
 		}
+	}
+	if s.hostGrants != nil {
+		s.hostGrants.started = true
+		go s.watchHostGrants()
 	}
 	s.archive = newArchiveService(s.js, s.cfg.DataDir, s.log)
 	if err := s.archive.Start(ctx); err != nil {
@@ -394,5 +402,8 @@ func (s *Server) Stop() {
 			s.embedded.Stop()
 		}
 		s.disk.Stop()
+		if s.hostGrants != nil && s.hostGrants.started {
+			<-s.hostGrants.done
+		}
 	})
 }

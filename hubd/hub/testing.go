@@ -8,10 +8,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"log/slog"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/kojibus/kojibus/bus"
+	"github.com/kojibus/kojibus/hubd/internal/state"
 )
 
 // TestHub is an in-process hub for tests, with an admin client logged in.
@@ -106,6 +108,32 @@ type TestHost struct {
 	wake chan *nats.Msg
 	// uploads are the output files Upload started, by run.
 	uploads map[[2]int64]*bus.Uploads
+	hub     *TestHub
+}
+
+// stored reports whether the queue message of task id's current attempt is
+// in its queue's subject (the last one there): what a wake-up lost while
+// the host reconnected would have said.
+func (h *TestHost) stored(id int64) bool {
+	var subject, msgID string
+	_ = h.hub.store.Read(func(v state.View) error {
+		if t, ok := lookupTask(v, id); ok {
+			subject = taskQueue(v, t).Subject
+			msgID = "task-" + strconv.FormatInt(id, 10) + "-" + strconv.FormatInt(t.Attempt, 10)
+		}
+		return nil
+	})
+	if subject == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := h.hub.js.Stream(ctx, bus.TasksStream)
+	if err != nil {
+		return false
+	}
+	m, err := st.GetLastMsgForSubject(ctx, subject)
+	return err == nil && m.Header.Get(jetstream.MsgIDHeader) == msgID
 }
 
 func (h *TestHost) runUploads(task, attempt int64) *bus.Uploads {
@@ -152,6 +180,7 @@ func (h *TestHost) WaitQueued(t testing.TB, id int64) {
 			h.wake <- m
 		}
 	}()
+	var poll <-chan time.Time
 	for {
 		select {
 		case m := <-h.wake:
@@ -159,12 +188,24 @@ func (h *TestHost) WaitQueued(t testing.TB, id int64) {
 			if json.Unmarshal(m.Data, &d) == nil && d.TaskID == id {
 				return
 			}
+			if m.Subject == reconnected {
+				// The wake-up may have been lost: look, until it comes.
+				poll = time.After(0)
+			}
 			others = append(others, m)
+		case <-poll:
+			if h.stored(id) {
+				return
+			}
+			poll = time.After(50 * time.Millisecond)
 		case <-deadline:
 			t.Fatalf("task %d was not queued", id)
 		}
 	}
 }
+
+// reconnected is the subject of the wake-up a TestHost gets on reconnect.
+const reconnected = "reconnected"
 
 // Pull takes the next queued task message for the host the way builderd
 // does: its queues in priority order, one message, no prefetch, and when
@@ -243,12 +284,20 @@ func (h *TestHub) AddHost(t testing.TB, name string, arches ...string) *TestHost
 	if err != nil {
 		t.Fatal(err)
 	}
-	th := &TestHost{Name: name, ID: id, Client: c, JS: js, Creds: &creds, wake: make(chan *nats.Msg, 4096)}
+	th := &TestHost{Name: name, ID: id, Client: c, JS: js, Creds: &creds, wake: make(chan *nats.Msg, 4096), hub: h}
 	sub, err := c.Conn().ChanSubscribe(bus.NotifyPrefix+"tasks.>", th.wake)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	// The hub closes a host's connection when its channels or arches
+	// change: as builderd, look at the queues again on reconnect.
+	c.Conn().SetReconnectHandler(func(*nats.Conn) {
+		select {
+		case th.wake <- &nats.Msg{Subject: reconnected}:
+		default:
+		}
+	})
 	if err := c.Conn().Flush(); err != nil {
 		t.Fatal(err)
 	}

@@ -131,6 +131,13 @@ func TestCommandsEndToEnd(t *testing.T) {
 		{name: "revoke-permission", args: []string{"revoke-permission", "runroot", "alice"}},
 		{name: "list-permissions after revoke", args: []string{"list-permissions", "--user", "alice"}, exact: ptr("tag\n")},
 		{name: "revoke-permission absent", args: []string{"revoke-permission", "runroot", "alice"}, code: 1, errText: "GenericError: user alice does not have permission: runroot"},
+		{name: "disable-user", args: []string{"disable-user", "alice"}, exact: ptr("")},
+		{name: "disabled user cannot log in", args: []string{"call", "login", "alice", "alice-password"}, code: 1, errText: "AuthError: logins by alice are not allowed"},
+		{name: "enable-user", args: []string{"enable-user", "alice"}, exact: ptr("")},
+		{name: "enabled user logs in", args: []string{"call", "login", "alice", "alice-password"}, out: []string{"session-key"}},
+		{name: "disable-user no user", args: []string{"disable-user", "nobody"}, code: 1, errText: "GenericError: No such user: 'nobody'"},
+		{name: "disable-user no argument", args: []string{"disable-user"}, code: 2, errText: "You must specify the username of the user to disable"},
+		{name: "enable-user two arguments", args: []string{"enable-user", "alice", "bob"}, code: 2, errText: "This command only accepts one argument (username)"},
 
 		{name: "add-host", args: []string{"add-host", "--creds-out", credsFile, "builder1", "x86_64", "aarch64"}, out: []string{"re:^builder1 added: id \\d+\n"}},
 		{name: "add-host again", args: []string{"add-host", "builder1", "x86_64"}, code: 1, errText: "builder1 is already in the database"},

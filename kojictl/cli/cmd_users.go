@@ -10,7 +10,33 @@ import (
 )
 
 func (a *app) userCommands() []*cobra.Command {
-	return []*cobra.Command{a.addUserCmd(), a.grantPermissionCmd(), a.revokePermissionCmd(), a.listPermissionsCmd()}
+	return []*cobra.Command{a.addUserCmd(), a.enableUserCmd(true), a.enableUserCmd(false), a.grantPermissionCmd(), a.revokePermissionCmd(), a.listPermissionsCmd()}
+}
+
+// enableUserCmd is koji's enable-user and disable-user: one user, no output.
+func (a *app) enableUserCmd(enable bool) *cobra.Command {
+	verb, short, method := "enable", "Enable logins by a user", "enableUser"
+	if !enable {
+		verb, short, method = "disable", "Disable logins by a user", "disableUser"
+	}
+	return &cobra.Command{
+		Use:   verb + "-user <username>",
+		Short: short,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usagef(cmd, "This command only accepts one argument (username)")
+			}
+			return exactArgs(1, "You must specify the username of the user to "+verb)(cmd, args)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := a.session(ctx)
+			if err != nil {
+				return err
+			}
+			return c.Call(ctx, method, []any{args[0]}, nil, nil)
+		},
+	}
 }
 
 func (a *app) addUserCmd() *cobra.Command {
