@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -466,6 +467,9 @@ func TestHostQueuesFollowItsChannelsAndArches(t *testing.T) {
 	makeTask := func(kw map[string]any) string {
 		var id int64
 		call(t, h.Admin, "makeTask", []any{"sleep", []any{0}}, kw, &id)
+		// The relay makes the queue's consumer after the commit, before
+		// it stores the task's message there.
+		waitFor(t, fmt.Sprintf("task %d in its queue", id), func() bool { return b1.stored(id) })
 		return queueOf(t, h, id)
 	}
 	aarchQueue := makeTask(map[string]any{"arch": "aarch64"})
