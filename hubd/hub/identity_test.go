@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -354,11 +355,18 @@ func TestBridgeIdentityNeedsItsSecretAndAPlainName(t *testing.T) {
 // closedByServer waits, with a deadline, for the server to close a
 // connection made with nats.NoReconnect.
 func closedByServer(nc *nats.Conn) bool {
-	deadline := time.Now().Add(10 * time.Second)
-	for !nc.IsClosed() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	closed := make(chan struct{})
+	var once sync.Once
+	nc.SetClosedHandler(func(*nats.Conn) { once.Do(func() { close(closed) }) })
+	if nc.IsClosed() { // closed before the handler was set
+		return true
 	}
-	return nc.IsClosed()
+	select {
+	case <-closed:
+		return true
+	case <-time.After(10 * time.Second):
+		return nc.IsClosed()
+	}
 }
 
 // TestDisabledUserIsDisconnectedAndRefused: disableUser closes the user's
